@@ -1,0 +1,142 @@
+"""o11ylab: OpenTelemetry traces, metrics and logs for AI work in Jupyter.
+
+In a notebook::
+
+    %load_ext o11ylab
+
+    %%traced embed-docs --attr team=search
+    vectors = embed(docs)
+
+    %o11y trace
+
+Everything here imports lazily, so ``%load_ext o11ylab`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from .traceview import TraceView
+
+__all__ = [
+    "__version__",
+    "load_ipython_extension",
+    "recent_spans",
+    "recent_trace",
+    "span",
+    "spans_df",
+    "unload_ipython_extension",
+]
+
+_EXTENSIONS: dict[int, Any] = {}
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext o11ylab``: start telemetry, register ``%%traced`` / ``%o11y`` and the hooks."""
+    if id(ipython) in _EXTENSIONS:
+        return  # loading twice does nothing twice
+    from IPython.core.error import UsageError
+
+    from .cells import CellTracer
+    from .config import ConfigError, O11yLab, load_settings
+    from .magics import O11yMagics
+    from .telemetry import get_telemetry
+
+    try:
+        options = O11yLab(parent=ipython, config=ipython.config)
+        telemetry = get_telemetry(load_settings(overrides=options.overrides()))
+    except ConfigError as exc:
+        raise UsageError(f"o11ylab: {exc}") from None
+    telemetry.attach()
+    tracer = CellTracer(ipython, telemetry)
+    magics = O11yMagics(ipython, tracer)
+    ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", tracer.pre_run_cell)
+    ipython.events.register("post_run_cell", tracer.post_run_cell)
+    _EXTENSIONS[id(ipython)] = (tracer, magics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext o11ylab``: remove every hook and magic, stop /metrics, flush."""
+    entry = _EXTENSIONS.pop(id(ipython), None)
+    if entry is None:
+        return
+    tracer, magics = entry
+    for event, callback in (("pre_run_cell", tracer.pre_run_cell),
+                            ("post_run_cell", tracer.post_run_cell)):
+        try:
+            ipython.events.unregister(event, callback)
+        except ValueError:
+            pass
+    registry = ipython.magics_manager
+    for kind, names in magics.magics.items():
+        for name in names:
+            registry.magics[kind].pop(name, None)
+    registry.registry.pop(type(magics).__name__, None)
+    tracer.close()
+    tracer.telemetry.detach()
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: Any) -> Iterator[Span]:
+    """A span around a block, nested under the current cell; works with ``await`` inside."""
+    from .telemetry import get_telemetry
+
+    with get_telemetry().tracer.start_as_current_span(name, attributes=attributes or None) as s:
+        yield s
+
+
+def recent_spans() -> list[dict[str, Any]]:
+    """Recently ended spans of this process as flat records (oldest first)."""
+    from .telemetry import peek_telemetry
+    from .traceview import span_record
+
+    telemetry = peek_telemetry()
+    return [] if telemetry is None else [span_record(s) for s in telemetry.buffer.snapshot()]
+
+
+def recent_trace(trace_id: str | None = None, whole: bool = False) -> TraceView:
+    """The last traced cell and everything under it (or a whole trace) as a ``TraceView``."""
+    from .traceview import TraceView
+
+    records = recent_spans()
+    if trace_id is None:
+        cells = [r for r in records if r["attributes"].get("jupyter.cell.source.sha256")]
+        if not cells:
+            return TraceView([])
+        root = cells[-1]
+        trace_id = root["trace_id"]
+        if not whole:
+            return TraceView(_subtree(records, root), title=f"trace {trace_id}")
+    return TraceView([r for r in records if r["trace_id"] == trace_id], title=f"trace {trace_id}")
+
+
+def _subtree(records: list[dict[str, Any]], root: dict[str, Any]) -> list[dict[str, Any]]:
+    keep = {root["span_id"]}
+    chosen = [root]
+    by_parent: dict[str | None, list[dict[str, Any]]] = {}
+    for record in records:
+        by_parent.setdefault(record["parent_span_id"], []).append(record)
+    frontier = [root["span_id"]]
+    while frontier:
+        parent = frontier.pop()
+        for child in by_parent.get(parent, []):
+            if child["span_id"] not in keep:
+                keep.add(child["span_id"])
+                chosen.append(child)
+                frontier.append(child["span_id"])
+    return chosen
+
+
+def spans_df() -> Any:
+    """Recent spans as a pandas DataFrame: one row per span, attributes as columns."""
+    from .traceview import spans_dataframe
+
+    return spans_dataframe(recent_spans())

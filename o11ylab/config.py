@@ -1,0 +1,249 @@
+"""Every setting o11ylab reads, in one place.
+
+Values come from three layers, the later winning: built-in defaults, environment variables
+(the standard ``OTEL_*`` ones plus ``O11YLAB_*``), and traitlets options
+(``c.O11yLab.prometheus_port = 9500`` in ``ipython_config.py``). ``Settings`` is the only
+object the rest of the package reads; it holds no secrets (OTLP headers stay in the
+environment, where the OTLP exporters read them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+from traitlets import Bool, Int, Unicode
+from traitlets.config import Configurable
+
+__all__ = ["ConfigError", "ContentCapture", "O11yLab", "Settings", "load_settings"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value o11ylab cannot use. The message names the setting and the fix."""
+
+
+class ContentCapture(enum.Enum):
+    """Where prompt, completion, document and cell text may be recorded (GenAI convention)."""
+
+    NO_CONTENT = "NO_CONTENT"
+    SPAN_ONLY = "SPAN_ONLY"
+    EVENT_ONLY = "EVENT_ONLY"
+    SPAN_AND_EVENT = "SPAN_AND_EVENT"
+
+    @property
+    def on_spans(self) -> bool:
+        return self in (ContentCapture.SPAN_ONLY, ContentCapture.SPAN_AND_EVENT)
+
+
+PROTOCOLS = ("http/protobuf", "grpc")
+SIGNALS = ("traces", "metrics", "logs")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    runs_dir: Path
+    run_dir: Path | None
+    trace_file: bool
+    otlp_signals: tuple[str, ...]
+    otlp_protocol: dict[str, str]
+    export_timeout_s: float
+    prometheus_host: str
+    prometheus_port: int
+    metric_interval_ms: int
+    buffer_spans: int
+    autotrace: bool
+    summary: bool
+    capture_content: ContentCapture
+    log_level: str
+    traceparent: str | None
+    notebook_path: str | None
+
+    @property
+    def otlp_enabled(self) -> bool:
+        return bool(self.otlp_signals)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value: use 1/0, true/false or on/off.")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number.") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range: use {low}..{high}.")
+    return value
+
+
+def _endpoint(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        # Never echo the value: people paste URLs with tokens in them.
+        raise ConfigError(
+            f"{name} is not an http(s) URL with a host: set it like http://127.0.0.1:4318."
+        )
+    try:
+        parsed.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{name} has a port that is not a number in 0..65535.") from None
+    return raw
+
+
+def _timeout_seconds(env: Mapping[str, str]) -> float:
+    # The spec says milliseconds; opentelemetry-python reads this variable as seconds. We
+    # follow the SDK the user's exporters run on, so one value means one thing everywhere.
+    raw = env.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+    if raw is None or not raw.strip():
+        return 2.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"OTEL_EXPORTER_OTLP_TIMEOUT={raw!r} is not a number of seconds."
+        ) from None
+    if not 0 < value <= 600:
+        raise ConfigError("OTEL_EXPORTER_OTLP_TIMEOUT must be between 0 and 600 seconds.")
+    return value
+
+
+def _capture(env: Mapping[str, str]) -> ContentCapture:
+    raw = env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").strip()
+    if not raw:
+        return ContentCapture.NO_CONTENT
+    upper = raw.upper()
+    # The OpenAI instrumentation also accepts true/false; keep the two in step.
+    if upper in ("TRUE", "1"):
+        return ContentCapture.SPAN_ONLY
+    if upper in ("FALSE", "0"):
+        return ContentCapture.NO_CONTENT
+    try:
+        return ContentCapture(upper)
+    except ValueError:
+        allowed = ", ".join(c.value for c in ContentCapture)
+        raise ConfigError(
+            f"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT={raw!r} is not one of {allowed}."
+        ) from None
+
+
+def _otlp(env: Mapping[str, str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    common = _endpoint(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    signals: list[str] = []
+    protocols: dict[str, str] = {}
+    default_protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip()
+    for signal in SIGNALS:
+        upper = signal.upper()
+        exporter = env.get(f"OTEL_{upper}_EXPORTER", "otlp").strip().lower()
+        specific = _endpoint(env, f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT")
+        if exporter == "none" or not (common or specific):
+            continue
+        if exporter not in ("otlp", "console"):
+            raise ConfigError(
+                f"OTEL_{upper}_EXPORTER={exporter!r} is not supported here: use otlp or none."
+            )
+        protocol = env.get(f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL", default_protocol).strip()
+        if protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"OTLP protocol {protocol!r} is not supported: use one of {', '.join(PROTOCOLS)}."
+            )
+        signals.append(signal)
+        protocols[signal] = protocol
+    return tuple(signals), protocols
+
+
+def _level(env: Mapping[str, str]) -> str:
+    raw = env.get("O11YLAB_LOG_LEVEL", "INFO").strip().upper()
+    if raw not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"O11YLAB_LOG_LEVEL={raw!r} is not a logging level such as INFO.")
+    return raw
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
+) -> Settings:
+    """Build the settings from ``env`` (default ``os.environ``) and traitlets overrides."""
+    env = os.environ if env is None else env
+    signals, protocols = _otlp(env)
+    host = env.get("O11YLAB_PROMETHEUS_HOST", "127.0.0.1").strip() or "127.0.0.1"
+    run_dir = env.get("O11YLAB_RUN_DIR", "").strip()
+    values: dict[str, object] = {
+        "runs_dir": Path(env.get("O11YLAB_RUNS_DIR", "").strip() or "~/.o11ylab/runs").expanduser(),
+        "run_dir": Path(run_dir).expanduser() if run_dir else None,
+        "trace_file": _flag(env, "O11YLAB_TRACE_FILE", True),
+        "otlp_signals": signals,
+        "otlp_protocol": protocols,
+        "export_timeout_s": _timeout_seconds(env),
+        "prometheus_host": host,
+        "prometheus_port": _int(env, "O11YLAB_PROMETHEUS_PORT", 9464, 0, 65535),
+        "metric_interval_ms": _int(env, "OTEL_METRIC_EXPORT_INTERVAL", 10_000, 100, 3_600_000),
+        "buffer_spans": _int(env, "O11YLAB_BUFFER_SPANS", 10_000, 10, 10_000_000),
+        "autotrace": _flag(env, "O11YLAB_AUTOTRACE", False),
+        "summary": _flag(env, "O11YLAB_SUMMARY", True),
+        "capture_content": _capture(env),
+        "log_level": _level(env),
+        "traceparent": env.get("TRACEPARENT", "").strip() or None,
+        "notebook_path": (
+            env.get("O11YLAB_NOTEBOOK", "").strip() or env.get("JPY_SESSION_NAME", "").strip() or None
+        ),
+    }
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in values:
+            raise ConfigError(f"Unknown o11ylab setting {key!r}.")
+        if key in ("runs_dir", "run_dir"):
+            value = Path(str(value)).expanduser()
+        values[key] = value
+    if not 0 <= int(values["prometheus_port"]) <= 65535:  # type: ignore[call-overload]
+        raise ConfigError("O11yLab.prometheus_port must be in 0..65535 (0 turns /metrics off).")
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+class O11yLab(Configurable):
+    """Options for ``ipython_config.py``; each one left unset falls back to its env variable."""
+
+    prometheus_port = Int(
+        None, allow_none=True, help="Port of the /metrics endpoint (0 turns it off). Env: O11YLAB_PROMETHEUS_PORT."
+    ).tag(config=True)
+    prometheus_host = Unicode(
+        None, allow_none=True, help="Address /metrics binds to. Env: O11YLAB_PROMETHEUS_HOST."
+    ).tag(config=True)
+    runs_dir = Unicode(
+        None, allow_none=True, help="Folder for per-run telemetry files. Env: O11YLAB_RUNS_DIR."
+    ).tag(config=True)
+    trace_file = Bool(
+        None, allow_none=True, help="Write OTLP-JSON lines files per run. Env: O11YLAB_TRACE_FILE."
+    ).tag(config=True)
+    autotrace = Bool(
+        None, allow_none=True, help="Trace every cell as a span. Env: O11YLAB_AUTOTRACE."
+    ).tag(config=True)
+    summary = Bool(
+        None, allow_none=True, help="Print a one-line summary after traced cells. Env: O11YLAB_SUMMARY."
+    ).tag(config=True)
+    buffer_spans = Int(
+        None, allow_none=True, help="Recent spans kept in memory for %o11y trace. Env: O11YLAB_BUFFER_SPANS."
+    ).tag(config=True)
+
+    def overrides(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.trait_names(config=True)}

@@ -1,0 +1,773 @@
+"""OpenTelemetry providers, exporters and their life cycle, for one kernel process.
+
+One ``Telemetry`` object per process (``get_telemetry()``). It builds the resource, the trace,
+metric and log providers and every exporter from ``Settings`` exactly once, because the
+OpenTelemetry API lets a process set its global providers only once. Loading the extension
+*attaches* the parts that can come and go (the Prometheus endpoint, the logging bridge, the
+background flusher); unloading detaches them and flushes. When the user already installed
+their own global providers, o11ylab adds its in-memory processors to them (if they are SDK
+providers) and leaves their exporters alone.
+
+Export is always batched with a short timeout, so a dead or hanging collector costs a cell
+nothing: flushing after a traced cell only wakes a background thread. Every exporter is
+wrapped to count what it delivered and what it failed to deliver; ``status()`` shows both.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from opentelemetry import metrics, trace
+from opentelemetry import _logs as otel_logs
+from opentelemetry._logs._internal import ProxyLoggerProvider
+from opentelemetry.context import Context, get_current
+from opentelemetry.metrics._internal import _ProxyMeterProvider
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    LogRecordExporter,
+    LogRecordExportResult,
+)
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from . import semconv
+from ._version import __version__
+from .config import Settings, load_settings
+from .otlpjson import JsonLinesWriter
+
+__all__ = ["CellRollup", "SpanBuffer", "Telemetry", "get_telemetry", "peek_telemetry"]
+
+_log = logging.getLogger("o11ylab")
+
+
+def _warn(message: str) -> None:
+    print(f"o11ylab: {message}", file=sys.stderr)
+
+
+def safe_url(url: str) -> str:
+    """An endpoint for display: scheme, host, port and path; never user info or a query."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{host}{port}{parsed.path}"
+
+
+# --- processors ---------------------------------------------------------------------------
+
+
+class SpanBuffer(SpanProcessor):
+    """The most recent ended spans, bounded, for ``%o11y trace`` and the DataFrame view."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.spans: deque[ReadableSpan] = deque(maxlen=maxlen)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+    def snapshot(self) -> list[ReadableSpan]:
+        return list(self.spans)
+
+
+class Rollup:
+    """What ran under one cell span: counts and sums of its GenAI operation spans."""
+
+    __slots__ = ("cell_span_id", "spans", "errors", "sums", "members")
+
+    def __init__(self, cell_span_id: int) -> None:
+        self.cell_span_id = cell_span_id
+        self.spans = 0
+        self.errors = 0
+        self.sums: dict[str, float] = {}
+        self.members: set[int] = {cell_span_id}
+
+    def add(self, span: ReadableSpan) -> None:
+        self.spans += 1
+        if span.status.status_code is trace.StatusCode.ERROR:
+            self.errors += 1
+        attributes = span.attributes or {}
+        if attributes.get(semconv.GEN_AI_OPERATION_NAME) in semconv.ROLLUP_OPERATIONS:
+            for source, _target in semconv.ROLLUP_SUMS:
+                value = attributes.get(source)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.sums[source] = self.sums.get(source, 0) + value
+
+
+class CellRollup(SpanProcessor):
+    """Tracks which spans nest under an open cell span, across threads, and rolls them up.
+
+    Membership is decided at span start from the parent's span id, so it costs one dict
+    lookup per span and works under a shared trace (``o11ylab run`` puts every cell of a
+    notebook in one trace, so trace ids cannot tell cells apart).
+    """
+
+    def __init__(self) -> None:
+        self._member_of: dict[int, Rollup] = {}
+        self._lock = threading.Lock()
+
+    def open(self, cell_span_id: int) -> Rollup:
+        rollup = Rollup(cell_span_id)
+        with self._lock:
+            self._member_of[cell_span_id] = rollup
+        return rollup
+
+    def close(self, rollup: Rollup) -> None:
+        with self._lock:
+            for span_id in rollup.members:
+                if self._member_of.get(span_id) is rollup:
+                    del self._member_of[span_id]
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        parent = span.parent
+        if parent is None or not self._member_of:
+            return
+        rollup = self._member_of.get(parent.span_id)
+        if rollup is not None:
+            with self._lock:
+                rollup.members.add(span.context.span_id)
+                self._member_of[span.context.span_id] = rollup
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not self._member_of or span.context is None:
+            return
+        rollup = self._member_of.get(span.context.span_id)
+        if rollup is not None and span.context.span_id != rollup.cell_span_id:
+            rollup.add(span)
+
+
+# --- exporters that count ---------------------------------------------------------------------
+
+
+class ExportCounts:
+    """Items handed to one exporter, delivered and lost; shown by ``%o11y status``."""
+
+    def __init__(self, name: str, target: str) -> None:
+        self.name = name
+        self.target = target
+        self.exported = 0
+        self.failed = 0
+        self._warned = False
+
+    def record(self, ok: bool, count: int, why: str = "") -> None:
+        if ok:
+            self.exported += count
+            return
+        self.failed += count
+        if not self._warned:
+            self._warned = True
+            _warn(
+                f"{self.name} export to {self.target} failed{': ' + why if why else ''}; "
+                "lost items are counted in %o11y status. Cells are not slowed."
+            )
+
+
+class CountingSpanExporter(SpanExporter):
+    def __init__(self, inner: SpanExporter, counts: ExportCounts) -> None:
+        self.inner = inner
+        self.counts = counts
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.inner.export(spans)
+        except Exception as exc:  # an exporter must never take the worker thread down
+            self.counts.record(False, len(spans), type(exc).__name__)
+            return SpanExportResult.FAILURE
+        self.counts.record(result is SpanExportResult.SUCCESS, len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class CountingLogExporter(LogRecordExporter):
+    def __init__(self, inner: LogRecordExporter, counts: ExportCounts) -> None:
+        self.inner = inner
+        self.counts = counts
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        try:
+            result = self.inner.export(batch)
+        except Exception as exc:
+            self.counts.record(False, len(batch), type(exc).__name__)
+            return LogRecordExportResult.FAILURE
+        self.counts.record(result is LogRecordExportResult.SUCCESS, len(batch))
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class CountingMetricExporter(MetricExporter):
+    def __init__(self, inner: MetricExporter, counts: ExportCounts) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,  # noqa: SLF001 - must match inner
+            preferred_aggregation=inner._preferred_aggregation,  # noqa: SLF001
+        )
+        self.inner = inner
+        self.counts = counts
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        try:
+            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception as exc:
+            self.counts.record(False, 1, type(exc).__name__)
+            return MetricExportResult.FAILURE
+        self.counts.record(result is MetricExportResult.SUCCESS, 1)
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+# --- the local OTLP-JSON file exporters -----------------------------------------------------------
+
+
+class FileSpanExporter(SpanExporter):
+    def __init__(self, writer: JsonLinesWriter) -> None:
+        self.writer = writer
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        ok = self.writer.write(encode_spans(spans))
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+
+class FileLogExporter(LogRecordExporter):
+    def __init__(self, writer: JsonLinesWriter) -> None:
+        self.writer = writer
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+        ok = self.writer.write(encode_logs(batch))
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class FileMetricExporter(MetricExporter):
+    def __init__(self, writer: JsonLinesWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+        ok = self.writer.write(encode_metrics(metrics_data))
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+
+# --- logging bridge ---------------------------------------------------------------------------
+
+
+class OtelLogHandler(logging.Handler):
+    """Python ``logging`` records to OTel logs, with the active trace and span ids."""
+
+    _SEVERITY = {
+        logging.DEBUG: (5, "DEBUG"),
+        logging.INFO: (9, "INFO"),
+        logging.WARNING: (13, "WARN"),
+        logging.ERROR: (17, "ERROR"),
+        logging.CRITICAL: (21, "FATAL"),
+    }
+
+    def __init__(self, provider: otel_logs.LoggerProvider, level: int) -> None:
+        super().__init__(level)
+        self._provider = provider
+        self._loggers: dict[str, otel_logs.Logger] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # The SDK and our own warnings would otherwise feed back into the exporters.
+        if record.name.startswith(("opentelemetry", "o11ylab.internal")):
+            return
+        try:
+            logger = self._loggers.get(record.name)
+            if logger is None:
+                logger = self._loggers[record.name] = self._provider.get_logger(record.name)
+            number, text = self._SEVERITY.get(record.levelno, (9, record.levelname))
+            attributes: dict[str, Any] = {
+                "code.file.path": record.pathname,
+                "code.function.name": record.funcName,
+                "code.line.number": record.lineno,
+                "logger.name": record.name,
+            }
+            if record.exc_info and record.exc_info[0] is not None:
+                attributes["exception.type"] = record.exc_info[0].__name__
+                attributes["exception.message"] = str(record.exc_info[1])
+            logger.emit(
+                timestamp=int(record.created * 1e9),
+                context=get_current(),
+                severity_number=otel_logs.SeverityNumber(number),
+                severity_text=text,
+                body=record.getMessage(),
+                attributes=attributes,
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def _correlating_factory(previous: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.otelTraceID = format(context.trace_id, "032x")
+            record.otelSpanID = format(context.span_id, "016x")
+        else:
+            record.otelTraceID = "0"
+            record.otelSpanID = "0"
+        return record
+
+    factory.o11ylab_previous = previous  # type: ignore[attr-defined]
+    return factory
+
+
+# --- the per-process telemetry ------------------------------------------------------------------
+
+
+class Telemetry:
+    """Providers, exporters and attachable parts for this process. See the module docstring."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.run_dir = settings.run_dir or settings.runs_dir / (
+            time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        )
+        self.instance_id = str(uuid.uuid4())
+        self.buffer = SpanBuffer(settings.buffer_spans)
+        self.rollups = CellRollup()
+        self.counts: list[ExportCounts] = []
+        self.notes: list[str] = []  # one-line facts for %o11y status
+        self.owns_tracer_provider = False
+        self.owns_meter_provider = False
+        self.owns_logger_provider = False
+        self._span_processors: list[BatchSpanProcessor] = []
+        self._log_processors: list[BatchLogRecordProcessor] = []
+        self._metric_readers: list[MetricReader] = []
+        self.memory_reader: InMemoryMetricReader | None = None
+        self._prometheus_server: Any = None
+        self.prometheus_url: str | None = None
+        self._log_handler: OtelLogHandler | None = None
+        self._root_level: int | None = None
+        self._flush_wanted = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._attached = False
+        self._shut_down = False
+        self._build()
+
+    # -- construction, once per process ----------------------------------------------------------
+
+    def resource(self) -> Resource:
+        attributes: dict[str, Any] = {
+            "service.version": __version__,
+            "service.instance.id": self.instance_id,
+            "host.name": socket.gethostname(),
+            "process.pid": os.getpid(),
+            "process.runtime.name": sys.implementation.name,
+            "process.runtime.version": ".".join(map(str, sys.version_info[:3])),
+            "telemetry.distro.name": "o11ylab",
+            "telemetry.distro.version": __version__,
+        }
+        env_resource = OTELResourceDetector().detect()
+        if "service.name" not in env_resource.attributes:
+            attributes["service.name"] = semconv.SERVICE_NAME_DEFAULT
+        if self.settings.notebook_path:
+            attributes[semconv.NOTEBOOK_PATH] = self.settings.notebook_path
+        kernel_id = _kernel_id()
+        if kernel_id:
+            attributes[semconv.KERNEL_ID] = kernel_id
+        # Environment variables win over our defaults, as the OTel spec asks.
+        return Resource.create(attributes).merge(env_resource)
+
+    def _counted(self, name: str, target: str) -> ExportCounts:
+        counts = ExportCounts(name, target)
+        self.counts.append(counts)
+        return counts
+
+    def _otlp_target(self, signal: str) -> str:
+        env = os.environ
+        specific = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+        if specific:
+            return safe_url(specific)
+        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        protocol = self.settings.otlp_protocol[signal]
+        return safe_url(base) + ("" if protocol == "grpc" else f"/v1/{signal}")
+
+    def _otlp_exporter(self, signal: str) -> Any:
+        timeout = self.settings.export_timeout_s
+        if self.settings.otlp_protocol[signal] == "grpc":
+            if signal == "traces":
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+                return OTLPSpanExporter(timeout=timeout)
+            if signal == "metrics":
+                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                    OTLPMetricExporter,
+                )
+
+                return OTLPMetricExporter(timeout=timeout)
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+            return OTLPLogExporter(timeout=timeout)
+        if signal == "traces":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            return OTLPSpanExporter(timeout=timeout)
+        if signal == "metrics":
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            return OTLPMetricExporter(timeout=timeout)
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter(timeout=timeout)
+
+    def _span_processor(self, exporter: SpanExporter, counts: ExportCounts) -> BatchSpanProcessor:
+        processor = BatchSpanProcessor(
+            CountingSpanExporter(exporter, counts),
+            schedule_delay_millis=1000,
+            export_timeout_millis=int(self.settings.export_timeout_s * 1000),
+        )
+        self._span_processors.append(processor)
+        return processor
+
+    def _build(self) -> None:
+        settings = self.settings
+        resource = self.resource()
+        pid = os.getpid()
+
+        current = trace.get_tracer_provider()
+        if isinstance(current, trace.ProxyTracerProvider):
+            provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            if settings.trace_file:
+                writer = JsonLinesWriter(self.run_dir / f"traces.{pid}.jsonl")
+                counts = self._counted("file traces", str(writer.path))
+                provider.add_span_processor(self._span_processor(FileSpanExporter(writer), counts))
+            if "traces" in settings.otlp_signals:
+                counts = self._counted("OTLP traces", self._otlp_target("traces"))
+                exporter = self._otlp_exporter("traces")
+                provider.add_span_processor(self._span_processor(exporter, counts))
+            trace.set_tracer_provider(provider)
+            self.owns_tracer_provider = True
+            current = provider
+        else:
+            self.notes.append("using the tracer provider you set; its exporters are yours")
+        if hasattr(current, "add_span_processor"):
+            current.add_span_processor(self.rollups)
+            current.add_span_processor(self.buffer)
+        else:
+            self.notes.append("your tracer provider is not an SDK one: %o11y trace is empty")
+
+        if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
+            interval = settings.metric_interval_ms
+            readers: list[MetricReader] = []
+            self.memory_reader = InMemoryMetricReader()
+            readers.append(self.memory_reader)
+            if settings.trace_file:
+                writer = JsonLinesWriter(self.run_dir / f"metrics.{pid}.jsonl")
+                counts = self._counted("file metrics", str(writer.path))
+                readers.append(PeriodicExportingMetricReader(
+                    CountingMetricExporter(FileMetricExporter(writer), counts),
+                    export_interval_millis=interval,
+                    export_timeout_millis=settings.export_timeout_s * 1000,
+                ))
+            if "metrics" in settings.otlp_signals:
+                counts = self._counted("OTLP metrics", self._otlp_target("metrics"))
+                readers.append(PeriodicExportingMetricReader(
+                    CountingMetricExporter(self._otlp_exporter("metrics"), counts),
+                    export_interval_millis=interval,
+                    export_timeout_millis=settings.export_timeout_s * 1000,
+                ))
+            if settings.prometheus_port:
+                from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+                readers.append(PrometheusMetricReader())
+            self._metric_readers = readers
+            metrics.set_meter_provider(
+                MeterProvider(resource=resource, metric_readers=readers, views=_views(),
+                              shutdown_on_exit=False)
+            )
+            self.owns_meter_provider = True
+        else:
+            self.notes.append("using the meter provider you set; /metrics is not served")
+
+        if isinstance(otel_logs.get_logger_provider(), ProxyLoggerProvider):
+            logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+            if settings.trace_file:
+                writer = JsonLinesWriter(self.run_dir / f"logs.{pid}.jsonl")
+                counts = self._counted("file logs", str(writer.path))
+                self._add_log_processor(logger_provider, FileLogExporter(writer), counts)
+            if "logs" in settings.otlp_signals:
+                counts = self._counted("OTLP logs", self._otlp_target("logs"))
+                self._add_log_processor(logger_provider, self._otlp_exporter("logs"), counts)
+            otel_logs.set_logger_provider(logger_provider)
+            self.owns_logger_provider = True
+
+        self.tracer = trace.get_tracer(semconv.SCOPE, __version__)
+        self.meter = metrics.get_meter(semconv.SCOPE, __version__)
+        self._cell_duration = self.meter.create_histogram(
+            semconv.METRIC_CELL_DURATION, unit="s", description="Duration of traced cells."
+        )
+        self._cells = self.meter.create_counter(
+            semconv.METRIC_CELLS, unit="{cell}", description="Traced cells run, by status."
+        )
+        atexit.register(self.shutdown)
+
+    _OK = {semconv.STATUS: "ok"}
+    _ERROR = {semconv.STATUS: "error"}
+
+    def record_cell(self, duration_s: float, failed: bool) -> None:
+        attributes = self._ERROR if failed else self._OK
+        self._cell_duration.record(duration_s, attributes)
+        self._cells.add(1, attributes)
+
+    def _add_log_processor(
+        self, provider: LoggerProvider, exporter: LogRecordExporter, counts: ExportCounts
+    ) -> None:
+        processor = BatchLogRecordProcessor(
+            CountingLogExporter(exporter, counts),
+            schedule_delay_millis=1000,
+            export_timeout_millis=int(self.settings.export_timeout_s * 1000),
+        )
+        provider.add_log_record_processor(processor)
+        self._log_processors.append(processor)
+
+    # -- attach / detach: what %load_ext and %unload_ext switch -------------------------------------
+
+    def attach(self) -> None:
+        if self._attached:
+            return
+        self._attached = True
+        self._start_prometheus()
+        self._attach_logging()
+        self._flusher = threading.Thread(target=self._flush_loop, name="o11ylab-flush", daemon=True)
+        self._flusher.start()
+
+    def detach(self) -> None:
+        if not self._attached:
+            return
+        self._attached = False
+        self._detach_logging()
+        self._stop_prometheus()
+        self._flush_wanted.set()  # wakes the flusher, which sees it is detached and exits
+        if self._flusher is not None:
+            self._flusher.join(timeout=self.settings.export_timeout_s + 1)
+            self._flusher = None
+        self.flush()
+
+    def _start_prometheus(self) -> None:
+        if not self.settings.prometheus_port or not self.owns_meter_provider:
+            return
+        from prometheus_client import REGISTRY, start_http_server
+
+        host, port = self.settings.prometheus_host, self.settings.prometheus_port
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+        except OSError as exc:
+            self.prometheus_url = None
+            self.notes.append(f"/metrics not served: {host}:{port} {exc.strerror or exc}")
+            _warn(
+                f"/metrics not served: port {port} on {host} is taken ({exc.strerror or exc}). "
+                "Set O11YLAB_PROMETHEUS_PORT to a free port; everything else works."
+            )
+            return
+        self._prometheus_server = server
+        self.prometheus_url = f"http://{host}:{server.server_port}/metrics"
+
+    def _stop_prometheus(self) -> None:
+        server, self._prometheus_server = self._prometheus_server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        self.prometheus_url = None
+
+    def _attach_logging(self) -> None:
+        logging.setLogRecordFactory(_correlating_factory(logging.getLogRecordFactory()))
+        if not self.owns_logger_provider:
+            return
+        level = logging.getLevelName(self.settings.log_level)
+        self._log_handler = OtelLogHandler(otel_logs.get_logger_provider(), level)
+        root = logging.getLogger()
+        root.addHandler(self._log_handler)
+        if root.level > level or root.level == logging.NOTSET:
+            self._root_level = root.level
+            root.setLevel(level)
+
+    def _detach_logging(self) -> None:
+        factory = logging.getLogRecordFactory()
+        previous = getattr(factory, "o11ylab_previous", None)
+        if previous is not None:
+            logging.setLogRecordFactory(previous)
+        root = logging.getLogger()
+        if self._log_handler is not None:
+            root.removeHandler(self._log_handler)
+            self._log_handler = None
+        if self._root_level is not None:
+            root.setLevel(self._root_level)
+            self._root_level = None
+
+    # -- flushing -------------------------------------------------------------------------------
+
+    def request_flush(self) -> None:
+        """Ask the background flusher to export now; returns at once."""
+        self._flush_wanted.set()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            if not self._attached:
+                return
+            self.flush()
+
+    def flush(self) -> None:
+        """Export everything queued, bounded by the export timeout of each exporter."""
+        if self._shut_down:
+            return
+        for processor in self._span_processors:
+            processor.force_flush()
+        for log_processor in self._log_processors:
+            log_processor.force_flush()
+
+    def flush_metrics(self) -> None:
+        for reader in self._metric_readers:
+            if isinstance(reader, PeriodicExportingMetricReader):
+                reader.force_flush(timeout_millis=self.settings.export_timeout_s * 1000)
+
+    def shutdown(self) -> None:
+        """Flush and close every exporter within a bound; runs at interpreter exit."""
+        if self._shut_down:
+            return
+        deadline = self.settings.export_timeout_s * 2 + 1
+        worker = threading.Thread(target=self._shutdown_now, name="o11ylab-shutdown", daemon=True)
+        worker.start()
+        worker.join(deadline)
+        self._shut_down = True
+        lost = self.lost()
+        if lost:
+            _warn(f"{lost} telemetry items could not be exported (see the warnings above).")
+
+    def _shutdown_now(self) -> None:
+        self.detach()
+        timeout_ms = int(self.settings.export_timeout_s * 1000)
+        for processor in self._span_processors:
+            processor.shutdown()
+        for log_processor in self._log_processors:
+            log_processor.shutdown()
+        if self.owns_meter_provider:
+            provider = metrics.get_meter_provider()
+            if isinstance(provider, MeterProvider):
+                provider.shutdown(timeout_millis=timeout_ms)
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def lost(self) -> int:
+        return sum(c.failed for c in self.counts)
+
+    def queued(self) -> int:
+        total = 0
+        for processor in [*self._span_processors, *self._log_processors]:
+            inner = getattr(processor, "_batch_processor", None)
+            total += len(getattr(inner, "_queue", ()))
+        return total
+
+    def status(self) -> dict[str, Any]:
+        """What is configured and what happened; no header, key or token ever appears here."""
+        return {
+            "service": dict(trace.get_tracer_provider().resource.attributes)  # type: ignore[attr-defined]
+            .get("service.name", "?") if self.owns_tracer_provider else "(your provider)",
+            "run_dir": str(self.run_dir) if self.settings.trace_file else None,
+            "otlp": {signal: self._otlp_target(signal) for signal in self.settings.otlp_signals},
+            "prometheus": self.prometheus_url,
+            "exporters": [
+                {"name": c.name, "target": c.target, "exported": c.exported, "failed": c.failed}
+                for c in self.counts
+            ],
+            "queued": self.queued(),
+            "buffered_spans": len(self.buffer.spans),
+            "content_capture": self.settings.capture_content.value,
+            "notes": list(self.notes),
+        }
+
+
+def _views() -> Iterable[Any]:
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+    # Second-based histograms get buckets that suit both a 2 ms vector query and a 2 min
+    # generation (the SDK's default buckets are meant for milliseconds).
+    seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+    return [View(instrument_unit="s", aggregation=ExplicitBucketHistogramAggregation(seconds))]
+
+
+def _kernel_id() -> str | None:
+    try:
+        from ipykernel.connect import get_connection_file
+
+        name = Path(get_connection_file()).stem
+    except Exception:
+        return None
+    return name.removeprefix("kernel-") or None
+
+
+_TELEMETRY: Telemetry | None = None
+_LOCK = threading.Lock()
+
+
+def get_telemetry(settings: Settings | None = None) -> Telemetry:
+    """The process's telemetry, built on first use from ``settings`` (default: the environment)."""
+    global _TELEMETRY
+    if _TELEMETRY is None:
+        with _LOCK:
+            if _TELEMETRY is None:
+                _TELEMETRY = Telemetry(settings or load_settings())
+    return _TELEMETRY
+
+
+def peek_telemetry() -> Telemetry | None:
+    """The process's telemetry if something already started it, without starting it."""
+    return _TELEMETRY
