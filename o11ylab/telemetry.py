@@ -34,7 +34,7 @@ from opentelemetry import _logs as otel_logs
 from opentelemetry._logs._internal import ProxyLoggerProvider
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics._internal import _ProxyMeterProvider
-from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadableLogRecord
 from opentelemetry.sdk._logs.export import (
     BatchLogRecordProcessor,
     LogRecordExporter,
@@ -79,13 +79,19 @@ def safe_url(url: str) -> str:
 
 
 class SpanBuffer(SpanProcessor):
-    """The most recent ended spans, bounded, for ``%o11y trace`` and the DataFrame view."""
+    """The most recent ended spans, bounded, for ``%o11y trace`` and the DataFrame view.
+
+    ``sinks`` are the open ``o11ylab.testing.capture_spans()`` lists; each gets every span.
+    """
 
     def __init__(self, maxlen: int) -> None:
         self.spans: deque[ReadableSpan] = deque(maxlen=maxlen)
+        self.sinks: list[list[ReadableSpan]] = []
 
     def on_end(self, span: ReadableSpan) -> None:
         self.spans.append(span)
+        for sink in self.sinks:
+            sink.append(span)
 
     def snapshot(self) -> list[ReadableSpan]:
         return list(self.spans)
@@ -155,6 +161,23 @@ class CellRollup(SpanProcessor):
         rollup = self._member_of.get(span.context.span_id)
         if rollup is not None and span.context.span_id != rollup.cell_span_id:
             rollup.add(span)
+
+
+class LogTap(LogRecordProcessor):
+    """Hands every log record to the open ``capture_logs()`` lists."""
+
+    def __init__(self) -> None:
+        self.sinks: list[list[Any]] = []
+
+    def on_emit(self, log_record: Any) -> None:
+        for sink in self.sinks:
+            sink.append(log_record)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
 # --- exporters that count ---------------------------------------------------------------------
@@ -382,6 +405,7 @@ class Telemetry:
         self.instance_id = str(uuid.uuid4())
         self.buffer = SpanBuffer(settings.buffer_spans)
         self.rollups = CellRollup()
+        self.log_tap = LogTap()
         self.counts: list[ExportCounts] = []
         self.notes: list[str] = []  # one-line facts for %o11y status
         self.owns_tracer_provider = False
@@ -547,6 +571,9 @@ class Telemetry:
                 self._add_log_processor(logger_provider, self._otlp_exporter("logs"), counts)
             otel_logs.set_logger_provider(logger_provider)
             self.owns_logger_provider = True
+        current_logs = otel_logs.get_logger_provider()
+        if hasattr(current_logs, "add_log_record_processor"):
+            current_logs.add_log_record_processor(self.log_tap)
 
         self.tracer = trace.get_tracer(semconv.SCOPE, __version__)
         self.meter = metrics.get_meter(semconv.SCOPE, __version__)
