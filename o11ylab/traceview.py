@@ -42,6 +42,8 @@ def _ms(record: dict[str, Any]) -> float:
 
 
 def _fmt_ms(ms: float) -> str:
+    if ms < 1:
+        return f"{ms * 1000:.0f} µs"
     return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
 
 
