@@ -1,0 +1,72 @@
+"""Settings: every bad value gets one clear error that names the variable and hides secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from o11ylab.config import ConfigError, ContentCapture, load_settings
+
+
+def test_defaults_are_local_and_private() -> None:
+    settings = load_settings({})
+    assert settings.otlp_signals == ()
+    assert settings.prometheus_host == "127.0.0.1"
+    assert settings.prometheus_port == 9464
+    assert settings.trace_file is True
+    assert settings.capture_content is ContentCapture.NO_CONTENT
+    assert settings.export_timeout_s <= 5, "a short export timeout bounds a dead collector"
+
+
+def test_endpoint_enables_every_signal_with_its_protocol() -> None:
+    settings = load_settings({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc",
+        "OTEL_LOGS_EXPORTER": "none",
+    })
+    assert settings.otlp_signals == ("traces", "metrics")
+    assert settings.otlp_protocol == {"traces": "http/protobuf", "metrics": "grpc"}
+
+
+def test_per_signal_endpoint_alone_enables_that_signal() -> None:
+    settings = load_settings({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://otlp.example/v1/traces"})
+    assert settings.otlp_signals == ("traces",)
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"O11YLAB_PROMETHEUS_PORT": "nine"}, "O11YLAB_PROMETHEUS_PORT"),
+        ({"O11YLAB_PROMETHEUS_PORT": "70000"}, "0..65535"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317"}, "http://127.0.0.1:4318"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+         "http/protobuf, grpc"),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "seconds"),
+        ({"O11YLAB_TRACE_FILE": "maybe"}, "1/0"),
+        ({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "ALL"}, "SPAN_ONLY"),
+        ({"O11YLAB_LOG_LEVEL": "LOUD"}, "INFO"),
+    ],
+)
+def test_bad_values_say_what_to_do(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("(", r"\(")):
+        load_settings(env)
+
+
+def test_a_bad_url_is_never_echoed_because_it_may_hold_a_token() -> None:
+    secret = "glc_SENTINEL_NOT_A_REAL_TOKEN"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": f"ftp://user:{secret}@host"})
+    assert secret not in str(caught.value)
+
+
+def test_traitlets_options_override_the_environment() -> None:
+    settings = load_settings({"O11YLAB_PROMETHEUS_PORT": "9500"}, {"prometheus_port": 9600})
+    assert settings.prometheus_port == 9600
+    with pytest.raises(ConfigError, match="Unknown o11ylab setting"):
+        load_settings({}, {"no_such_option": 1})
+
+
+def test_capture_content_accepts_the_instrumentations_true_false() -> None:
+    on = load_settings({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"})
+    assert on.capture_content.on_spans
+    both = load_settings({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "span_and_event"})
+    assert both.capture_content is ContentCapture.SPAN_AND_EVENT

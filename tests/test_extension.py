@@ -1,0 +1,273 @@
+"""The extension in a real IPython shell: %%traced, %o11y, hooks, load/unload/reload."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+
+import o11ylab
+from o11ylab import semconv
+from o11ylab.config import ContentCapture
+from o11ylab.telemetry import get_telemetry
+from o11ylab.testing import capture_logs, capture_metrics, capture_spans, span_tree
+
+
+def by_name(spans: list[Any], name: str) -> Any:
+    matches = [s for s in spans if s.name == name]
+    assert matches, f"no span {name!r} in {[s.name for s in spans]}"
+    return matches[-1]
+
+
+@pytest.fixture
+def capture_content() -> Iterator[None]:
+    telemetry = get_telemetry()
+    saved = telemetry.settings
+    telemetry.settings = dataclasses.replace(saved, capture_content=ContentCapture.SPAN_ONLY)
+    yield
+    telemetry.settings = saved
+
+
+def test_traced_cell_is_a_span_and_everything_inside_nests_under_it(shell: Any) -> None:
+    source = (
+        "%%traced load-data --attr team=search --attr stage=1\n"
+        "import o11ylab\n"
+        "with o11ylab.span('read'):\n"
+        "    with o11ylab.span('parse'):\n"
+        "        rows = [1, 2, 3]\n"
+        "len(rows)\n"
+    )
+    with capture_spans() as spans:
+        result = shell.run_cell(source, store_history=True, cell_id="cell-abc")
+    assert result.success
+    assert span_tree(spans) == [(0, "load-data"), (1, "read"), (2, "parse")]
+    cell = by_name(spans, "load-data")
+    attributes = cell.attributes
+    assert attributes["team"] == "search" and attributes["stage"] == "1"
+    assert attributes[semconv.CELL_ID] == "cell-abc"
+    assert isinstance(attributes[semconv.CELL_EXECUTION_COUNT], int)
+    assert len(attributes[semconv.CELL_SOURCE_SHA256]) == 64
+    assert semconv.CELL_SOURCE not in attributes, "cell text is recorded only when opted in"
+    assert attributes[semconv.CELL_SPAN_COUNT] == 2
+    assert shell.user_ns["rows"] == [1, 2, 3], "the body ran in the user's namespace"
+
+
+def test_default_name_is_the_execution_count(shell: Any) -> None:
+    with capture_spans() as spans:
+        shell.run_cell("%%traced\nx = 1", store_history=True)
+    (cell,) = spans
+    assert cell.name == f"cell [{cell.attributes[semconv.CELL_EXECUTION_COUNT]}]"
+
+
+def test_cell_source_is_recorded_only_with_content_capture(shell: Any, capture_content: None) -> None:
+    with capture_spans() as spans:
+        shell.run_cell("%%traced\nsecret_prompt = 'tell me'", store_history=True)
+    assert spans[0].attributes[semconv.CELL_SOURCE].strip() == "secret_prompt = 'tell me'"
+
+
+def test_failing_cell_marks_the_span_and_fails_the_outer_cell_with_one_traceback(
+    shell: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with capture_spans() as spans:
+        result = shell.run_cell("%%traced risky\n1 / 0", store_history=True)
+    out = capsys.readouterr().out
+    assert not result.success, "papermill must see the cell as failed"
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    assert out.count("Traceback (most recent call last)") == 1
+    span = by_name(spans, "risky")
+    assert span.status.status_code.name == "ERROR"
+    assert span.attributes[semconv.ERROR_TYPE] == "ZeroDivisionError"
+    assert [e.name for e in span.events] == ["exception"]
+    assert "✗ risky failed (ZeroDivisionError)" in out
+
+
+def test_keyboard_interrupt_ends_the_span(shell: Any) -> None:
+    with capture_spans() as spans:
+        result = shell.run_cell("%%traced long\nraise KeyboardInterrupt", store_history=True)
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    span = by_name(spans, "long")
+    assert span.end_time is not None and span.attributes[semconv.ERROR_TYPE] == "KeyboardInterrupt"
+
+
+def test_top_level_await_gets_a_clear_message_and_o11ylab_span_works_there(shell: Any) -> None:
+    result = shell.run_cell("%%traced\nimport asyncio\nawait asyncio.sleep(0)", store_history=True)
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "o11ylab.span" in str(result.error_in_exec)
+    with capture_spans() as spans:
+        ok = shell.run_cell(
+            "import asyncio, o11ylab\nwith o11ylab.span('awaiting'):\n    await asyncio.sleep(0)",
+            store_history=True,
+        )
+    assert ok.success and [s.name for s in spans] == ["awaiting"]
+
+
+def test_summary_line_and_quiet(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    shell.run_cell("%%traced loud\nimport o11ylab\nwith o11ylab.span('x'):\n    pass")
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("✓ loud · ") and "1 span inside" in line and "trace " in line
+    shell.run_cell("%%traced quiet --quiet\npass")
+    assert "quiet" not in capsys.readouterr().out
+
+
+def test_bad_magic_arguments_are_usage_errors(shell: Any) -> None:
+    for source in ("%%traced --attr novalue\npass", "%%traced --bogus\npass"):
+        result = shell.run_cell(source)
+        assert isinstance(result.error_in_exec, UsageError), source
+    for line in ("bogus", "autotrace maybe", "", "trace --nope"):
+        with pytest.raises(UsageError):
+            shell.run_line_magic("o11y", line)
+
+
+def test_autotrace_traces_every_cell_once(shell: Any) -> None:
+    shell.run_line_magic("o11y", "autotrace on")
+    try:
+        with capture_spans() as spans:
+            shell.run_cell("a = 1", store_history=True)
+            shell.run_cell("", store_history=True)  # post_run_cell without pre_run_cell
+            shell.run_cell("%%traced mine\nb = 2", store_history=True)
+            shell.run_cell("1/0", store_history=True)
+    finally:
+        shell.run_line_magic("o11y", "autotrace off")
+    names = [s.name for s in spans]
+    assert len(names) == 3 and names[1] == "mine", names
+    auto = [s for s in spans if s.attributes.get(semconv.CELL_AUTOTRACED)]
+    assert len(auto) == 2
+    assert auto[1].status.status_code.name == "ERROR"
+    with capture_spans() as after:
+        shell.run_cell("c = 3", store_history=True)
+    assert after == []
+
+
+def test_spans_from_other_threads_nest_when_the_context_travels(shell: Any) -> None:
+    source = (
+        "%%traced fan-out\n"
+        "import contextvars, o11ylab\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "def work(i):\n"
+        "    with o11ylab.span(f'worker {i}'):\n"
+        "        return i\n"
+        "with ThreadPoolExecutor(4) as pool:\n"
+        "    futures = [pool.submit(contextvars.copy_context().run, work, i) for i in range(4)]\n"
+        "    results = [f.result() for f in futures]\n"
+    )
+    with capture_spans() as spans:
+        shell.run_cell(source)
+    cell = by_name(spans, "fan-out")
+    workers = [s for s in spans if s.name.startswith("worker")]
+    assert len(workers) == 4
+    assert all(w.parent.span_id == cell.context.span_id for w in workers)
+    assert cell.attributes[semconv.CELL_SPAN_COUNT] == 4
+
+
+def test_tokens_and_cost_of_operations_roll_up_onto_the_cell(
+    shell: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = (
+        "%%traced ask\n"
+        "from o11ylab.telemetry import get_telemetry\n"
+        "tracer = get_telemetry().tracer\n"
+        "for n in (10, 30):\n"
+        "    with tracer.start_as_current_span('chat m', attributes={\n"
+        "        'gen_ai.operation.name': 'chat', 'gen_ai.usage.input_tokens': n,\n"
+        f"        'gen_ai.usage.output_tokens': 5, '{semconv.GEN_AI_USAGE_COST}': 0.001}}):\n"
+        "        pass\n"
+        "with tracer.start_as_current_span('workflow', attributes={\n"
+        "    'gen_ai.operation.name': 'invoke_workflow', 'gen_ai.usage.input_tokens': 40}):\n"
+        "    pass\n"
+    )
+    with capture_spans() as spans:
+        shell.run_cell(source)
+    cell = by_name(spans, "ask").attributes
+    assert cell[semconv.CELL_INPUT_TOKENS] == 40, "the workflow's own total is not counted twice"
+    assert cell[semconv.CELL_OUTPUT_TOKENS] == 10
+    assert cell[semconv.CELL_COST] == pytest.approx(0.002)
+    assert "40 in / 10 out tokens · $0.002000" in capsys.readouterr().out
+
+
+def test_logs_carry_the_cell_trace_and_span_ids(shell: Any) -> None:
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    logging.getLogger("demo.logs").addHandler(keep)
+    try:
+        with capture_spans() as spans, capture_logs() as logs:
+            shell.run_cell("%%traced logging-cell\nimport logging\n"
+                           "logging.getLogger('demo.logs').info('hello %s', 'there')")
+    finally:
+        logging.getLogger("demo.logs").removeHandler(keep)
+    cell = by_name(spans, "logging-cell").context
+    exported = [r for r in logs if r.log_record.body == "hello there"]
+    assert exported and exported[0].log_record.trace_id == cell.trace_id
+    assert exported[0].log_record.span_id == cell.span_id
+    assert seen[0].otelTraceID == format(cell.trace_id, "032x")
+
+
+def test_cell_metrics_count_ok_and_failed_cells(shell: Any) -> None:
+    with capture_metrics() as m:
+        shell.run_cell("%%traced\npass")
+        shell.run_cell("%%traced\nraise ValueError('no')")
+    assert m.sum(semconv.METRIC_CELLS, status="ok") == 1
+    assert m.sum(semconv.METRIC_CELLS, status="error") == 1
+    assert m.count(semconv.METRIC_CELL_DURATION) == 2
+
+
+def test_o11y_trace_shows_the_last_cell_and_escapes_html(shell: Any) -> None:
+    shell.run_cell("%%traced <script>alert('x')</script> --quiet\n"
+                   "import o11ylab\nwith o11ylab.span('child \"quoted\"'):\n    pass")
+    view = shell.run_line_magic("o11y", "trace")
+    text, page = repr(view), view._repr_html_()
+    assert "<script>alert('x')</script>" in text.splitlines()[1]
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "child &quot;quoted&quot;" in page
+    assert text.splitlines()[2].startswith("  child")
+
+
+def test_spans_dataframe_has_a_row_per_span_and_attribute_columns(shell: Any) -> None:
+    shell.run_cell("%%traced frame-me --attr colour=blue --quiet\npass")
+    df = shell.run_line_magic("o11y", "spans")
+    row = df[df["name"] == "frame-me"].iloc[-1]
+    assert row["colour"] == "blue" and row["status"] == "UNSET" and row["duration_ms"] >= 0
+    assert {"trace_id", "parent_span_id", "start"} <= set(df.columns)
+
+
+def test_status_lists_exporters_and_never_a_secret(shell: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sentinel = "Bearer SENTINEL-TOKEN-123"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"authorization={sentinel}")
+    view = shell.run_line_magic("o11y", "status")
+    text = repr(view) + view._repr_html_()
+    assert "file traces" in text and "exported" in text
+    assert "SENTINEL" not in text
+    from o11ylab.telemetry import safe_url
+
+    assert safe_url("https://user:pw@otlp.example:4318/v1/traces?token=t") == (
+        "https://otlp.example:4318/v1/traces"
+    )
+
+
+def test_load_twice_unload_and_reload(shell: Any) -> None:
+    def ours(event: str) -> int:
+        return sum(getattr(cb, "__self__", None).__class__.__name__ == "CellTracer"
+                   for cb in shell.events.callbacks[event])
+
+    shell.run_line_magic("load_ext", "o11ylab")
+    o11ylab.load_ipython_extension(shell)
+    assert ours("pre_run_cell") == 1 and ours("post_run_cell") == 1
+    shell.run_line_magic("unload_ext", "o11ylab")
+    assert ours("post_run_cell") == 0
+    assert "traced" not in shell.magics_manager.magics["cell"]
+    assert "o11y" not in shell.magics_manager.magics["line"]
+    assert not shell.run_cell("%%traced\npass").success
+    shell.run_line_magic("load_ext", "o11ylab")
+    shell.run_line_magic("reload_ext", "o11ylab")
+    assert ours("post_run_cell") == 1
+    with capture_spans() as spans:
+        assert shell.run_cell("%%traced again\npass").success
+    assert [s.name for s in spans] == ["again"]
