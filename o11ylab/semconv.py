@@ -53,8 +53,10 @@ GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 
-# Cost (extension, aligned with the open gen_ai.usage.cost proposal). USD.
-GEN_AI_USAGE_COST = "gen_ai.usage.cost"
+# Cost (extension, aligned with the open gen_ai.usage.cost.* proposal,
+# open-telemetry/semantic-conventions-genai#443: amount + currency + source). USD. The amount
+# cannot be called plain "gen_ai.usage.cost": a name may not be both an attribute and a namespace.
+GEN_AI_USAGE_COST = "gen_ai.usage.cost.amount"
 CELL_INPUT_TOKENS = "o11ylab.cell.input_tokens"
 CELL_OUTPUT_TOKENS = "o11ylab.cell.output_tokens"
 CELL_COST = "o11ylab.cell.cost_usd"
@@ -73,3 +75,40 @@ ROLLUP_SUMS = (
 HW_ENERGY_SPAN = "o11ylab.gpu.energy_joules"  # per-span GPU energy (extension)
 CELL_GPU_ENERGY = "o11ylab.cell.gpu.energy_joules"
 CELL_GPU_MEMORY_PEAK = "o11ylab.cell.gpu.memory.peak_bytes"
+
+# --- chat, embeddings, cost and the RAG pipeline (o11ylab/ai/, o11ylab/pricing.py) -------------
+# The OpenAI instrumentation names its own spans and metrics; these are the ones o11ylab adds.
+CHAT_OPERATION = "chat"
+EMBEDDINGS_OPERATION = "embeddings"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_EMBEDDINGS_DIMENSION_COUNT = "gen_ai.embeddings.dimension.count"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+HTTP_REQUEST_RESEND_COUNT = "http.request.resend_count"  # retries the SDK made (HTTP semconv)
+# Proposal attributes next to the amount (see GEN_AI_USAGE_COST above).
+GEN_AI_USAGE_COST_CURRENCY = "gen_ai.usage.cost.currency"  # ISO 4217, always "USD" here
+GEN_AI_USAGE_COST_SOURCE = "gen_ai.usage.cost.source"  # "local": computed by o11ylab
+COST_SOURCE_COMPUTED = "local"  # the proposal's value for "the recorder computed it"
+# o11ylab extension: the parts of the amount, the price table used, and "no price known".
+COST_INPUT = "o11ylab.cost.input_amount"
+COST_CACHED_INPUT = "o11ylab.cost.cached_input_amount"
+COST_OUTPUT = "o11ylab.cost.output_amount"
+COST_UNKNOWN = "o11ylab.cost.unknown"  # true when the model has no price: no amount is set
+COST_PRICED_AS = "o11ylab.cost.priced_as"  # the price-table entry used (model, or "local")
+PRICING_VERSION = "o11ylab.pricing.version"
+# Cost metric (extension; counter, USD, attrs: operation, provider, request/response model).
+METRIC_GEN_AI_COST = "o11ylab.gen_ai.client.cost"
+# The RAG pipeline: a GenAI workflow span (opentelemetry-util-genai's invoke_workflow) over one
+# child span per stage; the workflow span sums its operations' tokens and cost.
+WORKFLOW_OPERATION = "invoke_workflow"
+GEN_AI_WORKFLOW_NAME = "gen_ai.workflow.name"
+RAG_WORKFLOW_NAME = "rag"
+RAG_STAGE_SPAN_PREFIX = "rag"  # "rag embed", "rag retrieve", "rag prompt", "rag generate"
+RAG_STAGE = "o11ylab.rag.stage"
+RAG_QUESTION = "o11ylab.rag.question"  # only with content capture on
+RAG_SOURCE_IDS = "o11ylab.rag.source_ids"
+RAG_SOURCE_COUNT = "o11ylab.rag.source_count"
+RAG_PROMPT_CHARS = "o11ylab.rag.prompt.chars"
+RAG_CONTEXT_DOCUMENTS = "o11ylab.rag.context.documents"
