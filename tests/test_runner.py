@@ -1,0 +1,105 @@
+"""Headless runs through real kernels: `o11ylab run` (papermill) and `pytest --nbmake`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from o11ylab import semconv
+from o11ylab.otlpjson import read_logs, read_spans
+
+from .conftest import NOTEBOOKS
+
+pytestmark = pytest.mark.notebook
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(source) for source in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def o11ylab_run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "o11ylab", "run", *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_a_run_is_one_trace_root_then_notebook_then_cells(tmp_path: Path, run_env: dict[str, str]) -> None:
+    out = tmp_path / "out"
+    done = o11ylab_run(run_env, str(NOTEBOOKS / "00_quickstart.ipynb"), "--out", str(out),
+                       "-p", "n_items", "7")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1/1 notebooks ok" in done.stdout
+    spans = read_spans(out)
+    trace_ids = {s["trace_id"] for s in spans}
+    assert len(trace_ids) == 1
+    (trace_id,) = trace_ids
+    executed = nbformat.read(out / "00_quickstart.ipynb", as_version=4)
+    assert executed.metadata[semconv.NOTEBOOK_METADATA_KEY]["trace_id"] == trace_id
+    assert len(trace_id) == 32 and int(trace_id, 16)
+
+    by_id = {s["span_id"]: s for s in spans}
+    (root,) = [s for s in spans if s["name"] == semconv.RUN_SPAN]
+    assert root["parent_span_id"] is None
+    (notebook,) = [s for s in spans if s["name"] == "notebook 00_quickstart"]
+    assert notebook["parent_span_id"] == root["span_id"]
+    cells = [s for s in spans if semconv.CELL_SOURCE_SHA256 in s["attributes"]]
+    assert [c["name"] for c in cells] == ["prepare-data", "summarise"]
+    assert all(c["parent_span_id"] == notebook["span_id"] for c in cells)
+    squares = [s for s in spans if s["name"] == "compute squares"]
+    assert by_id[squares[0]["parent_span_id"]]["name"] == "prepare-data"
+    assert squares[0]["attributes"]["items"] == 7, "the -p parameter reached the kernel"
+    assert cells[0]["resource"][semconv.NOTEBOOK_PATH].endswith("00_quickstart.ipynb")
+
+    logs = [r for r in read_logs(out) if r["body"] == "computed 7 squares for quickstart"]
+    assert logs and logs[0]["trace_id"] == trace_id and logs[0]["span_id"] == cells[0]["span_id"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trace_id"] == trace_id
+    assert summary["notebooks"][0]["status"] == "ok" and summary["notebooks"][0]["spans"] >= 5
+
+
+def test_a_failing_traced_cell_stops_the_run_there(tmp_path: Path, run_env: dict[str, str]) -> None:
+    notebook = write_notebook(
+        tmp_path / "broken.ipynb",
+        "%load_ext o11ylab",
+        "%%traced fine\nvalue = 41",
+        "%%traced boom\nraise RuntimeError('the model fell over')",
+        "print('never printed')",
+    )
+    out = tmp_path / "out"
+    done = o11ylab_run(run_env, str(notebook), "--out", str(out))
+    assert done.returncode == 1
+    assert "RuntimeError: the model fell over" in done.stdout
+    executed = nbformat.read(out / "broken.ipynb", as_version=4)
+    code = {c.source.splitlines()[-1]: c for c in executed.cells if c.cell_type == "code"}
+    boom, after = code["raise RuntimeError('the model fell over')"], code["print('never printed')"]
+    errors = [o for o in boom.outputs if o.output_type == "error"]
+    assert len(errors) == 1, "one traceback, not two"
+    assert after.execution_count is None and not after.outputs, "papermill stopped at the cell"
+    assert executed.metadata[semconv.NOTEBOOK_METADATA_KEY]["status"] == "failed"
+    spans = {s["name"]: s for s in read_spans(out)}
+    assert spans["boom"]["status"] == "ERROR", "what the run had was still exported"
+    assert spans["boom"]["attributes"][semconv.ERROR_TYPE] == "RuntimeError"
+    assert spans["fine"]["status"] == "UNSET"
+    assert spans["notebook broken"]["status"] == "ERROR"
+
+
+def test_nbmake_kernels_join_the_callers_trace(tmp_path: Path, run_env: dict[str, str]) -> None:
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    env = dict(run_env, TRACEPARENT=f"00-{trace_id}-{parent_id}-01")
+    notebook = write_notebook(tmp_path / "nbmake_me.ipynb", "%load_ext o11ylab", "%%traced under-ci\ny = 2")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", str(notebook)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (cell,) = [s for s in read_spans(Path(run_env["O11YLAB_RUN_DIR"])) if s["name"] == "under-ci"]
+    assert cell["trace_id"] == trace_id and cell["parent_span_id"] == parent_id
