@@ -40,6 +40,7 @@ __all__ = [
     "cost_of",
     "install",
     "load_table",
+    "price_call",
     "register_local_server",
 ]
 
@@ -311,10 +312,36 @@ def register_local_server(host: str, port: int) -> None:
         _LOCAL_SERVERS.add(("localhost" if host == "127.0.0.1" else "127.0.0.1", int(port)))
 
 
-def _is_local_server(attributes: Any) -> bool:
-    host = attributes.get(semconv.SERVER_ADDRESS)
-    port = attributes.get(semconv.SERVER_PORT)
-    return host is not None and port is not None and (str(host), int(port)) in _LOCAL_SERVERS
+def _is_local_server(host: Any, port: Any) -> bool:
+    if host is None or port is None:
+        return False
+    try:
+        return (str(host), int(port)) in _LOCAL_SERVERS
+    except (TypeError, ValueError):
+        return False
+
+
+def price_call(
+    request_model: str | None,
+    response_model: str | None,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cached_input_tokens: int = 0,
+    *,
+    server: tuple[Any, Any] | None = None,
+    table: PriceTable | None = None,
+) -> Cost | None:
+    """The cost of one call as o11ylab reports it on spans: calls to a local server cost 0;
+    otherwise the response model's price (a dated snapshot), else the request model's."""
+    table = table or load_table()
+    tokens = (input_tokens, output_tokens, cached_input_tokens)
+    if server is not None and _is_local_server(*server):
+        return _priced("local", _LOCAL_PRICE, table.version, *tokens)
+    for model in (response_model, request_model):
+        found = table.lookup(model)
+        if found is not None:
+            return _priced(found[0], found[1], table.version, *tokens)
+    return None
 
 
 # --- the span hook and the metric -----------------------------------------------------------------
@@ -359,18 +386,13 @@ class _CostHook:
                 print(f"o11ylab: costs are unknown until the price table is fixed: {exc}",
                       file=sys.stderr)
             return {semconv.COST_UNKNOWN: True}
-        response_model = attributes.get(semconv.GEN_AI_RESPONSE_MODEL)
-        request_model = attributes.get(semconv.GEN_AI_REQUEST_MODEL)
-        cost: Cost | None
-        if _is_local_server(attributes):
-            cost = _priced("local", _LOCAL_PRICE, table.version, *tokens)
-        else:
-            cost = None
-            for model in (response_model, request_model):
-                found = table.lookup(model)
-                if found is not None:
-                    cost = _priced(found[0], found[1], table.version, *tokens)
-                    break
+        cost = price_call(
+            attributes.get(semconv.GEN_AI_REQUEST_MODEL),
+            attributes.get(semconv.GEN_AI_RESPONSE_MODEL),
+            *tokens,
+            server=(attributes.get(semconv.SERVER_ADDRESS), attributes.get(semconv.SERVER_PORT)),
+            table=table,
+        )
         if cost is None:
             return {semconv.COST_UNKNOWN: True, semconv.PRICING_VERSION: table.version}
         metric_attributes = {semconv.GEN_AI_OPERATION_NAME: operation}

@@ -87,6 +87,7 @@ SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
 HTTP_REQUEST_RESEND_COUNT = "http.request.resend_count"  # retries the SDK made (HTTP semconv)
+RETRY_EVENT = "o11ylab.http.retry"  # span event per SDK retry (extension), with the two above
 # Proposal attributes next to the amount (see GEN_AI_USAGE_COST above).
 GEN_AI_USAGE_COST_CURRENCY = "gen_ai.usage.cost.currency"  # ISO 4217, always "USD" here
 GEN_AI_USAGE_COST_SOURCE = "gen_ai.usage.cost.source"  # "local": computed by o11ylab

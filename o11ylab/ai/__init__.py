@@ -1,0 +1,43 @@
+"""The instrumented AI services: chat, embeddings, vector search, local inference, RAG.
+
+Each module imports its heavy dependencies (openai, chromadb, torch) lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Public names -> the module that defines them; imported on first use so that
+# ``import o11ylab.ai`` stays cheap. Add yours here.
+_LAZY: dict[str, str] = {
+    # chat and embeddings over the instrumented openai SDK
+    "chat": "chat", "achat": "chat", "ChatResult": "chat", "ChatStream": "chat",
+    "AsyncChatStream": "chat", "Usage": "chat",
+    "embed": "embeddings", "aembed": "embeddings", "EmbeddingResult": "embeddings",
+    # clients, endpoint choice, instrumentation and errors
+    "get_client": "client", "get_async_client": "client", "resolve_endpoint": "client",
+    "Endpoint": "client", "instrument": "client", "uninstrument": "client",
+    "AIError": "client", "InvalidInput": "client", "AuthenticationFailed": "client",
+    "ModelNotFound": "client", "RateLimited": "client", "ServerError": "client",
+    "EndpointTimeout": "client", "EndpointUnreachable": "client", "ContextTooLong": "client",
+    "BadRequest": "client",
+    # the RAG pipeline
+    "ask": "pipeline", "RagAnswer": "pipeline", "Source": "pipeline",
+    "index_documents": "pipeline", "load_documents": "pipeline",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'o11ylab.ai' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
