@@ -44,6 +44,7 @@ def load_ipython_extension(ipython: Any) -> None:
         return  # loading twice does nothing twice
     from IPython.core.error import UsageError
 
+    from . import hardware
     from .cells import CellTracer
     from .config import ConfigError, O11yLab, load_settings
     from .magics import O11yMagics
@@ -52,6 +53,7 @@ def load_ipython_extension(ipython: Any) -> None:
     try:
         options = O11yLab(parent=ipython, config=ipython.config)
         telemetry = get_telemetry(load_settings(overrides=options.overrides()))
+        hardware.HardwareSettings.from_env()  # a bad O11YLAB_HARDWARE_* fails here, not later
     except ConfigError as exc:
         raise UsageError(f"o11ylab: {exc}") from None
     telemetry.attach()
@@ -61,6 +63,7 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.events.register("pre_run_cell", tracer.pre_run_cell)
     ipython.events.register("post_run_cell", tracer.post_run_cell)
     _EXTENSIONS[id(ipython)] = (tracer, magics)
+    hardware.attach(telemetry)  # starts the sampler thread; NVML starts inside it, not here
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -81,6 +84,9 @@ def unload_ipython_extension(ipython: Any) -> None:
             registry.magics[kind].pop(name, None)
     registry.registry.pop(type(magics).__name__, None)
     tracer.close()
+    from . import hardware
+
+    hardware.detach()  # stops the sampler thread and releases NVML
     tracer.telemetry.detach()
 
 

@@ -113,3 +113,51 @@ RAG_SOURCE_IDS = "o11ylab.rag.source_ids"
 RAG_SOURCE_COUNT = "o11ylab.rag.source_count"
 RAG_PROMPT_CHARS = "o11ylab.rag.prompt.chars"
 RAG_CONTEXT_DOCUMENTS = "o11ylab.rag.context.documents"
+
+# --- hardware: sampler metrics and per-span attribution (o11ylab/hardware.py) -----------------
+# Metric names and units follow the hardware (hw.*), OS process (process.*) and system
+# (system.*) semantic conventions, all in development status. Utilizations are fractions (0..1).
+HW_TYPE = "hw.type"
+HW_TYPE_GPU = "gpu"
+HW_ID = "hw.id"  # the GPU's UUID: unique on the host, stable across reboots
+HW_NAME = "hw.name"  # "gpu0", "gpu1", ... in NVML order
+HW_MODEL = "hw.model"  # "NVIDIA H100 80GB HBM3"
+HW_VENDOR = "hw.vendor"
+HW_VENDOR_NVIDIA = "NVIDIA"
+HW_DRIVER_VERSION = "hw.driver_version"
+HW_GPU_TASK = "hw.gpu.task"
+HW_GPU_TASK_GENERAL = "general"
+METRIC_HW_GPU_UTILIZATION = "hw.gpu.utilization"  # gauge, 1, attrs: hw.gpu.task
+METRIC_HW_GPU_MEMORY_USAGE = "hw.gpu.memory.usage"  # updowncounter, By
+METRIC_HW_GPU_MEMORY_LIMIT = "hw.gpu.memory.limit"  # updowncounter, By
+METRIC_HW_GPU_MEMORY_UTILIZATION = "hw.gpu.memory.utilization"  # gauge, 1: used / limit
+METRIC_HW_POWER = "hw.power"  # gauge, W
+METRIC_HW_ENERGY = "hw.energy"  # counter, J
+METRIC_HW_TEMPERATURE = "hw.temperature"  # gauge, Cel
+METRIC_PROCESS_CPU_TIME = "process.cpu.time"  # counter, s, attrs: cpu.mode
+METRIC_PROCESS_CPU_UTILIZATION = "process.cpu.utilization"  # gauge, 1 (of the CPUs it may use)
+METRIC_PROCESS_MEMORY_USAGE = "process.memory.usage"  # updowncounter, By (resident)
+METRIC_PROCESS_MEMORY_VIRTUAL = "process.memory.virtual"  # updowncounter, By
+METRIC_SYSTEM_CPU_UTILIZATION = "system.cpu.utilization"  # gauge, 1 (all CPUs)
+METRIC_SYSTEM_MEMORY_USAGE = "system.memory.usage"  # updowncounter, By, attrs: state
+METRIC_SYSTEM_MEMORY_LIMIT = "system.memory.limit"  # updowncounter, By
+METRIC_SYSTEM_MEMORY_UTILIZATION = "system.memory.utilization"  # gauge, 1
+CPU_MODE = "cpu.mode"  # "user" / "system"
+SYSTEM_MEMORY_STATE = "system.memory.state"  # "used" / "free" / "cached" / "buffers"
+# Per-span attribution (o11ylab extension) on GenAI operation spans: any span that starts with
+# gen_ai.operation.name, or whose name starts with one of these operations. HW_ENERGY_SPAN
+# above holds the joules.
+ATTRIBUTED_OPERATIONS = frozenset(
+    {"chat", "embeddings", "retrieval", "text_completion", "generate_content"}
+)
+GPU_ENERGY_SOURCE = "o11ylab.gpu.energy.source"  # "counter" (NVML mJ counter) / "power" (integral)
+GPU_MEMORY_PEAK_SPAN = "o11ylab.gpu.memory.peak_bytes"
+GPU_MEMORY_PEAK_SOURCE = "o11ylab.gpu.memory.peak_source"  # "torch" (allocator) / "nvml" (device)
+GPU_UTILIZATION_MEAN_SPAN = "o11ylab.gpu.utilization.mean"  # 0..1, mean over the span
+GPU_ENERGY_PER_OUTPUT_TOKEN = "o11ylab.gpu.energy_per_output_token"  # J per output token
+GPU_COUNT = "o11ylab.gpu.count"  # GPUs the numbers cover (CUDA_VISIBLE_DEVICES respected)
+PROCESS_CPU_SECONDS_SPAN = "o11ylab.process.cpu_seconds"  # user + system, whole process
+# The same on cell spans, next to CELL_GPU_ENERGY and CELL_GPU_MEMORY_PEAK above.
+CELL_GPU_UTILIZATION_MEAN = "o11ylab.cell.gpu.utilization.mean"
+CELL_PROCESS_CPU_SECONDS = "o11ylab.cell.process.cpu_seconds"
+CELL_PROCESS_MEMORY_PEAK = "o11ylab.cell.process.memory.peak_bytes"  # resident, sampled
