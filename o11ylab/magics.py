@@ -11,6 +11,7 @@ outer cell, which the kernel then reports as failed: papermill stops at it.
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 from typing import Any
 
@@ -61,13 +62,7 @@ class O11yMagics(Magics):
     @cell_magic
     def traced(self, line: str, cell: str) -> None:
         """Run the cell as an OpenTelemetry span; every span the cell starts nests under it."""
-        try:
-            args = parse_argstring(self.traced, line)
-        except UsageError:
-            raise
-        except Exception as exc:  # argparse errors that escape magic_arguments
-            raise UsageError(f"%%traced: {exc}") from None
-        attributes = _attributes(args.attr)
+        args, attributes = self._parse_traced(line)
         if ("await" in cell or "async" in cell) and self._is_async(cell):
             raise UsageError(_ASYNC_HINT)
         tracer = self.tracer
@@ -86,6 +81,17 @@ class O11yMagics(Magics):
             tracer.finish(run, error, quiet=args.quiet)
             if error is not None:
                 tracer.pending_error = error
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one instance per shell; lines repeat
+    def _parse_traced(self, line: str) -> tuple[argparse.Namespace, dict[str, Any]]:
+        # argparse costs ~100 µs; the same magic line runs again and again in a notebook.
+        try:
+            args = parse_argstring(self.traced, line)
+        except UsageError:
+            raise
+        except Exception as exc:  # argparse errors that escape magic_arguments
+            raise UsageError(f"%%traced: {exc}") from None
+        return args, _attributes(args.attr)
 
     def _is_async(self, cell: str) -> bool:
         try:

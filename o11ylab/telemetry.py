@@ -756,6 +756,10 @@ class Telemetry:
     def _flush_loop(self) -> None:
         while True:
             self._flush_wanted.wait()
+            if not self._attached:
+                return
+            # Cells that follow each other within 50 ms share one export.
+            time.sleep(0.05)
             self._flush_wanted.clear()
             if not self._attached:
                 return
