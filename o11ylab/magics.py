@@ -109,15 +109,19 @@ class O11yMagics(Magics):
         %o11y trace [--all] [ID]  the last traced cell (or trace ID) as a tree with durations
         %o11y spans               recent spans as a pandas DataFrame
         %o11y autotrace on|off    trace every cell as a span
+        %o11y monitor [stop|start] the live GPU / CPU / memory panel (stop or restart them all)
         """
         words = shlex.split(line)
         if not words:
-            raise UsageError("Use one of: %o11y status | flush | trace | spans | autotrace on|off.")
+            raise UsageError(
+                "Use one of: %o11y status | flush | trace | spans | autotrace on|off | monitor."
+            )
         command, rest = words[0], words[1:]
         handler = getattr(self, f"_cmd_{command}", None)
         if handler is None:
             raise UsageError(
-                f"%o11y {command}: unknown command. Use status, flush, trace, spans or autotrace."
+                f"%o11y {command}: unknown command. "
+                "Use status, flush, trace, spans, autotrace or monitor."
             )
         return handler(rest)
 
@@ -154,6 +158,11 @@ class O11yMagics(Magics):
         if rest:
             raise UsageError("%o11y spans takes no arguments.")
         return spans_df()
+
+    def _cmd_monitor(self, rest: list[str]) -> Any:
+        from .widgets import monitor_command
+
+        return monitor_command(rest)
 
     def _cmd_autotrace(self, rest: list[str]) -> None:
         if len(rest) != 1 or rest[0] not in ("on", "off"):
