@@ -7,6 +7,9 @@ things a user would otherwise find out only at ``alloy run`` time or, worse, lat
 reference, a misspelled component or argument, a receiver open to the network, a secret in
 the file, a signal that never reaches Grafana Cloud, an env file that does not match.
 
+The grammar is a little more lenient than Alloy's (it does not insist on a newline between
+two attributes), never stricter, so a parse error here is a real one.
+
 Every check is a function returning a list of problems, so the same check runs on the real
 config (no problems) and on broken copies of it (``test_each_check_catches_its_breakage``).
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError
 
@@ -857,7 +861,11 @@ def test_grammar_reads_alloy_constructs() -> None:
         local.file "token" { filename = `C:\raw\path` }
         prometheus.relabel "x" {
           forward_to = [prometheus.remote_write.y.receiver,]
-          rule { action = "keep"  regex = "a|b" }
+          rule {
+            action = "keep"
+            regex  = "a|b" // not a comment: "https://x"
+            url    = "https://example.invalid/a//b"
+          }
           extra = { "a.b" = 1, c = [1.5, -2, true, null], d = !false && 1 + 2 * 3 ^ 2 >= 4 }
           picked = local.file.token.content[0]
         }
@@ -867,6 +875,7 @@ def test_grammar_reads_alloy_constructs() -> None:
     assert dict(relabel.attr("extra").fields)["a.b"] == Lit(1)
     assert parsed.components["local.file.token"].attr("filename") == Lit(r"C:\raw\path")
     assert relabel.child("rule").attr("regex") == Lit("a|b")
+    assert relabel.child("rule").attr("url") == Lit("https://example.invalid/a//b")
 
 
 @pytest.mark.parametrize("broken", ["a {", 'x "l" { y = }', "a = [1 2]", 'b "l" { c = "open }'])
@@ -975,7 +984,6 @@ def test_readme_names_only_real_variables_and_the_lab_endpoint(env_text: str) ->
 
 
 def test_compose_keeps_everything_on_loopback_and_uses_this_config() -> None:
-    yaml = pytest.importorskip("yaml")
     compose = yaml.safe_load(COMPOSE_PATH.read_text(encoding="utf-8"))
     services = compose["services"]
     alloy = next(s for s in services.values() if "grafana/alloy" in s.get("image", ""))
