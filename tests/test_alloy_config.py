@@ -8,7 +8,7 @@ reference, a misspelled component or argument, a receiver open to the network, a
 the file, a signal that never reaches Grafana Cloud, an env file that does not match.
 
 The grammar is a little more lenient than Alloy's (it does not insist on a newline between
-two attributes), never stricter, so a parse error here is a real one.
+two attributes) and meant to be no stricter, so a parse error here is a real one.
 
 Every check is a function returning a list of problems, so the same check runs on the real
 config (no problems) and on broken copies of it (``test_each_check_catches_its_breakage``).
