@@ -42,13 +42,17 @@ def to_json_line(message: Message) -> bytes:
 
 
 class JsonLinesWriter:
-    """Appends whole lines to one file; a failing disk is reported once and counted, not raised."""
+    """Appends whole lines to one file; a failing disk is reported once and counted, not raised.
+
+    "Once" is per folder: the traces, metrics and logs files of a run share one warning.
+    """
+
+    _warned_folders: set[Path] = set()
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.failures = 0
         self._lock = threading.Lock()
-        self._warned = False
 
     def write(self, message: Message) -> bool:
         data = to_json_line(message)
@@ -67,8 +71,8 @@ class JsonLinesWriter:
                 return True
             except OSError as exc:
                 self.failures += 1
-                if not self._warned:
-                    self._warned = True
+                if self.path.parent not in self._warned_folders:
+                    self._warned_folders.add(self.path.parent)
                     print(
                         f"o11ylab: cannot write telemetry to {self.path} ({exc.strerror or exc}); "
                         "the other exporters keep working. Free space or set O11YLAB_RUNS_DIR.",

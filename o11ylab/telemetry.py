@@ -251,12 +251,12 @@ class LogTap(LogRecordProcessor):
 class ExportCounts:
     """Items handed to one exporter, delivered and lost; shown by ``%o11y status``."""
 
-    def __init__(self, name: str, target: str) -> None:
+    def __init__(self, name: str, target: str, warn: bool = True) -> None:
         self.name = name
         self.target = target
         self.exported = 0
         self.failed = 0
-        self._warned = False
+        self._warned = not warn  # the file writer explains its own failures
 
     def record(self, ok: bool, count: int, why: str = "") -> None:
         if ok:
@@ -516,7 +516,7 @@ class Telemetry:
         return Resource.create(attributes).merge(env_resource)
 
     def _counted(self, name: str, target: str) -> ExportCounts:
-        counts = ExportCounts(name, target)
+        counts = ExportCounts(name, target, warn=not name.startswith("file"))
         self.counts.append(counts)
         return counts
 
