@@ -74,6 +74,7 @@ class PriceTable:
     currency: str
     models: dict[str, Price]
     files: tuple[str, ...] = ()
+    overridden: frozenset[str] = frozenset()  # entries the user's file set: they always win
 
     def lookup(self, model: str | None) -> tuple[str, Price] | None:
         """The entry for ``model``: exact, then case-insensitive, then without a date suffix
@@ -219,6 +220,7 @@ def _merge(base: PriceTable, path: Path) -> PriceTable:
         currency="USD",
         models=models,
         files=(str(path),),
+        overridden=base.overridden | frozenset(data["models"]),
     )
 
 
@@ -331,16 +333,24 @@ def price_call(
     server: tuple[Any, Any] | None = None,
     table: PriceTable | None = None,
 ) -> Cost | None:
-    """The cost of one call as o11ylab reports it on spans: calls to a local server cost 0;
-    otherwise the response model's price (a dated snapshot), else the request model's."""
+    """The cost of one call as o11ylab reports it on spans.
+
+    The price of the response model (often a dated snapshot), else of the request model; but
+    calls to o11ylab's local endpoint cost 0 whatever the model is called, unless the user's
+    pricing file prices that model (to charge local GPU time, say)."""
     table = table or load_table()
     tokens = (input_tokens, output_tokens, cached_input_tokens)
-    if server is not None and _is_local_server(*server):
-        return _priced("local", _LOCAL_PRICE, table.version, *tokens)
+    found = None
     for model in (response_model, request_model):
         found = table.lookup(model)
         if found is not None:
-            return _priced(found[0], found[1], table.version, *tokens)
+            break
+    if found is not None and found[0] in table.overridden:
+        return _priced(found[0], found[1], table.version, *tokens)  # the user priced it
+    if server is not None and _is_local_server(*server):
+        return _priced("local", _LOCAL_PRICE, table.version, *tokens)
+    if found is not None:
+        return _priced(found[0], found[1], table.version, *tokens)
     return None
 
 

@@ -34,6 +34,7 @@ from o11ylab.ai.client import (
 )
 from o11ylab.config import ConfigError
 from o11ylab.testing import capture_logs, capture_spans
+from .ai_support import LocalServer, local, local_server  # noqa: F401 - fixtures
 from .conftest import free_port
 
 SECRET = "sk-test-o11ylab-0123456789abcdefSECRET"
@@ -152,12 +153,13 @@ def test_key_alone_means_openai_with_explicit_timeout_and_retries() -> None:
     assert (defaults.timeout_s, defaults.max_retries) == (60.0, 2)
 
 
-def test_neither_means_the_local_endpoint_on_loopback() -> None:
-    endpoint = resolve_endpoint({})
+def test_neither_means_the_local_endpoint_on_loopback(local: LocalServer) -> None:
+    endpoint = resolve_endpoint()  # OPENAI_* unset; the session's endpoint is the local one
     assert endpoint.kind == "local"
+    assert endpoint.base_url == local.base_url
     assert endpoint.base_url.startswith("http://127.0.0.1:") and endpoint.base_url.endswith("/v1")
-    # Started once and reused.
-    assert resolve_endpoint({}).base_url == endpoint.base_url
+    assert endpoint.api_key == local.api_key  # O11YLAB_SERVE_API_KEY goes with it
+    assert resolve_endpoint().base_url == endpoint.base_url  # found once, reused
 
 
 @pytest.mark.parametrize(("env", "message"), [

@@ -11,9 +11,7 @@ from typing import Any
 # Public names -> the module that defines them; imported on first use so that
 # ``import o11ylab.ai`` stays cheap. Add yours here.
 _LAZY: dict[str, str] = {
-    # chat and embeddings over the instrumented openai SDK
-    "chat": "chat", "achat": "chat", "ChatResult": "chat", "ChatStream": "chat",
-    "AsyncChatStream": "chat", "Usage": "chat",
+    # chat and embeddings over the instrumented openai SDK (chat is imported below)
     "embed": "embeddings", "aembed": "embeddings", "EmbeddingResult": "embeddings",
     # clients, endpoint choice, instrumentation and errors
     "get_client": "client", "get_async_client": "client", "resolve_endpoint": "client",
@@ -27,7 +25,12 @@ _LAZY: dict[str, str] = {
     "index_documents": "pipeline", "load_documents": "pipeline",
 }
 
-__all__ = sorted(_LAZY)
+# The function `chat` shares its name with its module, and importing a submodule sets the
+# package attribute of that name, so it cannot be lazy: importing it here is cheap (no openai).
+from .chat import AsyncChatStream, ChatResult, ChatStream, Usage, achat, chat  # noqa: E402
+
+__all__ = sorted([*_LAZY, "AsyncChatStream", "ChatResult", "ChatStream", "Usage", "achat",
+                  "chat"])
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ Which endpoint, without code changes:
 only ``OPENAI_API_KEY`` set               OpenAI
 neither                                   o11ylab's local endpoint (``o11ylab.serve``),
                                           started on demand on 127.0.0.1 and reused
+                                          (``O11YLAB_SERVE_API_KEY`` sent if it has a key)
 ========================================  ==================================================
 
 ``O11YLAB_OPENAI_TIMEOUT`` (seconds, default 60) and ``O11YLAB_OPENAI_MAX_RETRIES`` (default
@@ -247,7 +248,11 @@ def resolve_endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
         from .. import pricing
 
         pricing.register_local_server(parsed.hostname or "127.0.0.1", parsed.port or 80)
-    return Endpoint("local", _local_url[0], timeout, retries, _NO_KEY)
+    # `o11ylab serve --api-key` / O11YLAB_SERVE_API_KEY protects the local endpoint too.
+    local_key = env.get("O11YLAB_SERVE_API_KEY", "").strip()
+    if local_key:
+        _known_keys.add(local_key)
+    return Endpoint("local", _local_url[0], timeout, retries, local_key or _NO_KEY)
 
 
 # --- instrumentation ---------------------------------------------------------------------------
