@@ -161,3 +161,47 @@ PROCESS_CPU_SECONDS_SPAN = "o11ylab.process.cpu_seconds"  # user + system, whole
 CELL_GPU_UTILIZATION_MEAN = "o11ylab.cell.gpu.utilization.mean"
 CELL_PROCESS_CPU_SECONDS = "o11ylab.cell.process.cpu_seconds"
 CELL_PROCESS_MEMORY_PEAK = "o11ylab.cell.process.memory.peak_bytes"  # resident, sampled
+
+# --- local models and the local endpoint (o11ylab/ai/local_model.py, o11ylab/serve.py) -------
+# In-process generation and embeddings follow the GenAI inference / embeddings span conventions
+# with span kind INTERNAL (the conventions allow it for a model running in the same process).
+# The provider value is o11ylab's own (no upstream value covers a local transformers model).
+PROVIDER_LOCAL = "o11ylab.local"
+TEXT_COMPLETION_OPERATION = "text_completion"  # a plain prompt; chat messages use CHAT_OPERATION
+GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
+GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
+GEN_AI_REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_OUTPUT_TYPE = "gen_ai.output.type"  # "text"
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # JSON, only with content capture on spans
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # JSON, only with content capture on spans
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"  # "input" / "output" on METRIC_GEN_AI_CLIENT_TOKEN_USAGE
+# A local model produces every answer token by token, so the first chunk is the first token:
+# GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK (above) and the two chunk metrics below are recorded for
+# every local generation, streamed or not (the conventions ask for them on streams because a
+# remote client cannot see tokens otherwise).
+METRIC_GEN_AI_CLIENT_OPERATION_DURATION = "gen_ai.client.operation.duration"  # histogram, s
+METRIC_GEN_AI_CLIENT_TOKEN_USAGE = "gen_ai.client.token.usage"  # histogram, {token}
+METRIC_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"  # s
+METRIC_GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK = "gen_ai.client.operation.time_per_output_chunk"  # s
+# o11ylab extension: what ran the model and how fast.
+LOCAL_MODEL_DEVICE = "o11ylab.model.device"  # "cpu", "cuda:0"
+LOCAL_MODEL_DTYPE = "o11ylab.model.dtype"  # "float32", "bfloat16"
+LOCAL_MODEL_CONTEXT_WINDOW = "o11ylab.model.context_window"  # tokens
+LOCAL_OUTPUT_TOKENS_PER_SECOND = "o11ylab.gen_ai.output_tokens_per_second"
+LOCAL_QUEUE_TIME = "o11ylab.gen_ai.queue_time"  # s waited for the model's lock
+LOCAL_BATCH_SIZE = "o11ylab.gen_ai.batch_size"  # prompts generated together
+# The endpoint (`o11ylab serve`): one SERVER span per HTTP request, continuing the caller's
+# trace from `traceparent`, with the GenAI model-server metrics.
+SERVE_SERVICE_NAME = "o11ylab-serve"  # service.name of the serve process unless OTEL_SERVICE_NAME
+HTTP_REQUEST_METHOD = "http.request.method"
+HTTP_ROUTE = "http.route"
+URL_PATH = "url.path"
+URL_SCHEME = "url.scheme"
+CLIENT_ADDRESS = "client.address"
+METRIC_GEN_AI_SERVER_REQUEST_DURATION = "gen_ai.server.request.duration"  # histogram, s
+METRIC_GEN_AI_SERVER_TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token"  # histogram, s
+METRIC_GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"  # histogram, s
