@@ -145,7 +145,7 @@ def test_chat_spans_nest_under_the_current_span(local: LocalServer) -> None:
     ([], "messages is empty"),
     ([{"role": "user", "content": ""}], "messages[0] (user) has no content"),
     ([{"role": "wizard", "content": "hi"}], "messages[0] has role 'wizard'"),
-    (["hi"], "messages[0] is a str, not a dict"),
+    (["hi"], "messages[0] is not a dict with 'role' and 'content' (got str)"),
     ({"role": "user", "content": "hi"}, "messages must be a string or a list"),
 ])
 def test_empty_or_malformed_messages_fail_before_anything_is_sent(

@@ -91,8 +91,8 @@ def build_messages(messages: Messages, system: str | None = None) -> list[dict[s
         built = []
         for index, message in enumerate(messages):
             if not isinstance(message, Mapping):
-                raise InvalidInput(f"messages[{index}] is a {type(message).__name__}, not a dict "
-                                   "with 'role' and 'content'")
+                raise InvalidInput(f"messages[{index}] is not a dict with 'role' and 'content' "
+                                   f"(got {type(message).__name__})")
             role = message.get("role")
             if role not in _ROLES:
                 raise InvalidInput(f"messages[{index}] has role {role!r}; use one of "

@@ -58,7 +58,7 @@ def _texts(texts: str | Sequence[str]) -> list[str]:
         raise InvalidInput("No texts to embed", hint="Pass at least one non-empty string.")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise InvalidInput(f"texts[{index}] is a {type(text).__name__}, not a string")
+            raise InvalidInput(f"texts[{index}] is not a string (got {type(text).__name__})")
         if not text.strip():
             raise InvalidInput(f"texts[{index}] is empty",
                                hint="Embeddings of empty text mean nothing; drop it first.")
