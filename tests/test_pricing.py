@@ -11,6 +11,8 @@ import pytest
 from o11ylab import pricing
 from o11ylab.pricing import PricingError, cost_of, load_table
 
+from .ai_support import LocalServer, local, local_server  # noqa: F401 - fixtures
+
 
 @pytest.fixture(autouse=True)
 def _no_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,3 +157,96 @@ def test_amounts_are_finite_for_large_counts() -> None:
     cost = cost_of("gpt-5", input_tokens=10**9, output_tokens=10**9)
     assert cost is not None and math.isfinite(cost.amount)
     assert cost.amount == pytest.approx(1.25 * 1000 + 10.0 * 1000)
+
+
+# --- cost on spans, in the metric, and rolled up onto a traced cell ---------------------------------
+
+
+def _operation_span(**attributes: object) -> object:
+    from o11ylab.ai.client import instrument
+    from o11ylab.telemetry import get_telemetry
+    from o11ylab.testing import capture_spans
+
+    instrument()  # installs the cost hook
+    with capture_spans() as spans:
+        with get_telemetry().tracer.start_as_current_span("chat x", attributes=attributes):
+            pass
+    return spans[0]
+
+
+def test_unknown_model_span_gets_a_flag_and_no_amount() -> None:
+    span = _operation_span(**{"gen_ai.operation.name": "chat", "gen_ai.request.model": "mystery",
+                              "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 2})
+    assert span.attributes["o11ylab.cost.unknown"] is True
+    assert "gen_ai.usage.cost.amount" not in span.attributes
+
+
+def test_priced_span_gets_amount_parts_and_the_table_version() -> None:
+    from o11ylab.testing import capture_metrics
+
+    with capture_metrics() as metrics:
+        span = _operation_span(**{
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.model": "gpt-4o-mini-2024-07-18", "gen_ai.provider.name": "openai",
+            "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100,
+            "gen_ai.usage.cache_read.input_tokens": 400,
+        })
+    expected = (600 * 0.15 + 400 * 0.075 + 100 * 0.6) / 1e6
+    assert span.attributes["gen_ai.usage.cost.amount"] == pytest.approx(expected)
+    assert span.attributes["o11ylab.cost.cached_input_amount"] == pytest.approx(400 * 0.075 / 1e6)
+    assert span.attributes["o11ylab.cost.priced_as"] == "gpt-4o-mini"
+    assert span.attributes["o11ylab.pricing.version"] == load_table().version
+    assert metrics.sum("o11ylab.gen_ai.client.cost",
+                       **{"gen_ai.request.model": "gpt-4o-mini"}) == pytest.approx(expected)
+
+
+def test_spans_without_usage_or_of_other_operations_are_not_costed() -> None:
+    failed = _operation_span(**{"gen_ai.operation.name": "chat",
+                                "gen_ai.request.model": "gpt-4o-mini"})
+    retrieval = _operation_span(**{"gen_ai.operation.name": "retrieval",
+                                   "gen_ai.usage.input_tokens": 5})
+    for span in (failed, retrieval):
+        assert not any(key.startswith(("gen_ai.usage.cost", "o11ylab.cost"))
+                       for key in span.attributes)
+
+
+@pytest.mark.integration
+def test_traced_cell_carries_the_rolled_up_cost_of_its_calls(
+    shell: object, local: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from o11ylab.testing import capture_metrics, capture_spans
+
+    # Local models are free unless the user prices them: here, to see real sums.
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"version": "cell-test", "models": {
+        local.chat_model: {"input": 1000.0, "output": 2000.0},
+        local.embedding_model: {"kind": "embeddings", "input": 100.0},
+    }}))
+    monkeypatch.setenv(pricing.PRICING_FILE_ENV, str(prices))
+    cell = (
+        "from o11ylab.ai import chat, embed\n"
+        "first = chat('What is a span?', max_tokens=3)\n"
+        "second = chat('What is a trace?', max_tokens=4)\n"
+        "vectors = embed(['spans nest', 'traces are trees'])\n"
+    )
+    with capture_spans() as spans, capture_metrics() as metrics:
+        shell.run_cell_magic("traced", "costly-cell", cell)  # type: ignore[attr-defined]
+    chats = [s for s in spans if s.name == f"chat {local.chat_model}"]
+    (embeddings,) = [s for s in spans if s.name.startswith("embeddings")]
+    (cell_span,) = [s for s in spans if s.name == "costly-cell"]
+    assert all(s.parent.span_id == cell_span.context.span_id for s in [*chats, embeddings])
+
+    tokens_in = sum(s.attributes["gen_ai.usage.input_tokens"] for s in [*chats, embeddings])
+    expected = (sum(s.attributes["gen_ai.usage.input_tokens"] for s in chats) * 1000.0
+                + (3 + 4) * 2000.0
+                + embeddings.attributes["gen_ai.usage.input_tokens"] * 100.0) / 1e6
+    assert sum(s.attributes["gen_ai.usage.cost.amount"] for s in [*chats, embeddings]) == (
+        pytest.approx(expected))
+    assert cell_span.attributes["o11ylab.cell.cost_usd"] == pytest.approx(expected)
+    assert cell_span.attributes["o11ylab.cell.input_tokens"] == tokens_in
+    assert cell_span.attributes["o11ylab.cell.output_tokens"] == 7
+    assert f"${expected:.6f}" in capsys.readouterr().out  # the one-line cell summary
+    assert metrics.sum("o11ylab.gen_ai.client.cost", **{"gen_ai.request.model": local.chat_model}
+                       ) == pytest.approx(expected - embeddings.attributes[
+                           "gen_ai.usage.cost.amount"])
