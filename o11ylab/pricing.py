@@ -331,13 +331,15 @@ def price_call(
     cached_input_tokens: int = 0,
     *,
     server: tuple[Any, Any] | None = None,
+    provider: str | None = None,
     table: PriceTable | None = None,
 ) -> Cost | None:
     """The cost of one call as o11ylab reports it on spans.
 
     The price of the response model (often a dated snapshot), else of the request model; but
-    calls to o11ylab's local endpoint cost 0 whatever the model is called, unless the user's
-    pricing file prices that model (to charge local GPU time, say)."""
+    models o11ylab runs itself (in the kernel, or behind its local endpoint) cost 0 whatever
+    they are called, unless the user's pricing file prices that model (to charge local GPU
+    time, say)."""
     table = table or load_table()
     tokens = (input_tokens, output_tokens, cached_input_tokens)
     found = None
@@ -347,7 +349,7 @@ def price_call(
             break
     if found is not None and found[0] in table.overridden:
         return _priced(found[0], found[1], table.version, *tokens)  # the user priced it
-    if server is not None and _is_local_server(*server):
+    if provider == semconv.PROVIDER_LOCAL or (server is not None and _is_local_server(*server)):
         return _priced("local", _LOCAL_PRICE, table.version, *tokens)
     if found is not None:
         return _priced(found[0], found[1], table.version, *tokens)
@@ -401,6 +403,7 @@ class _CostHook:
             attributes.get(semconv.GEN_AI_RESPONSE_MODEL),
             *tokens,
             server=(attributes.get(semconv.SERVER_ADDRESS), attributes.get(semconv.SERVER_PORT)),
+            provider=attributes.get(semconv.GEN_AI_PROVIDER_NAME),
             table=table,
         )
         if cost is None:

@@ -101,18 +101,18 @@ COST_PRICED_AS = "o11ylab.cost.priced_as"  # the price-table entry used (model, 
 PRICING_VERSION = "o11ylab.pricing.version"
 # Cost metric (extension; counter, USD, attrs: operation, provider, request/response model).
 METRIC_GEN_AI_COST = "o11ylab.gen_ai.client.cost"
-# The RAG pipeline: a GenAI workflow span (opentelemetry-util-genai's invoke_workflow) over one
-# child span per stage; the workflow span sums its operations' tokens and cost.
+# The RAG pipeline: a GenAI workflow span (opentelemetry-util-genai's invoke_workflow, which
+# still emits gen_ai.workflow.name) over one child span per stage: embeddings, retrieval,
+# "rag prompt", chat. The workflow span sums its operations' tokens and cost; roll-ups skip it.
 WORKFLOW_OPERATION = "invoke_workflow"
 GEN_AI_WORKFLOW_NAME = "gen_ai.workflow.name"
 RAG_WORKFLOW_NAME = "rag"
-RAG_STAGE_SPAN_PREFIX = "rag"  # "rag embed", "rag retrieve", "rag prompt", "rag generate"
-RAG_STAGE = "o11ylab.rag.stage"
-RAG_QUESTION = "o11ylab.rag.question"  # only with content capture on
+RAG_STAGE_SPAN_PREFIX = "rag"  # "rag prompt" (the stage with no GenAI span), "rag index"
 RAG_SOURCE_IDS = "o11ylab.rag.source_ids"
 RAG_SOURCE_COUNT = "o11ylab.rag.source_count"
 RAG_PROMPT_CHARS = "o11ylab.rag.prompt.chars"
 RAG_CONTEXT_DOCUMENTS = "o11ylab.rag.context.documents"
+
 
 # --- hardware: sampler metrics and per-span attribution (o11ylab/hardware.py) -----------------
 # Metric names and units follow the hardware (hw.*), OS process (process.*) and system

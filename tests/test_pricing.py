@@ -250,3 +250,12 @@ def test_traced_cell_carries_the_rolled_up_cost_of_its_calls(
     assert metrics.sum("o11ylab.gen_ai.client.cost", **{"gen_ai.request.model": local.chat_model}
                        ) == pytest.approx(expected - embeddings.attributes[
                            "gen_ai.usage.cost.amount"])
+
+
+def test_models_run_in_the_kernel_cost_zero_whatever_their_name() -> None:
+    span = _operation_span(**{"gen_ai.operation.name": "text_completion",
+                              "gen_ai.provider.name": "o11ylab.local",
+                              "gen_ai.request.model": "my-finetune",
+                              "gen_ai.usage.input_tokens": 50, "gen_ai.usage.output_tokens": 20})
+    assert span.attributes["gen_ai.usage.cost.amount"] == 0.0
+    assert span.attributes["o11ylab.cost.priced_as"] == "local"
