@@ -301,7 +301,7 @@ def _priced(name: str, price: Price, version: str, input_tokens: int, output_tok
     )
 
 
-# --- local servers: whatever o11ylab serves costs nothing -----------------------------------------
+# --- local servers: whatever o11ylab serves costs nothing ----------------------------------------
 
 _LOCAL_SERVERS: set[tuple[str, int]] = set()
 _LOCAL_PRICE = Price(input=0.0, output=0.0, local=True)
@@ -356,7 +356,7 @@ def price_call(
     return None
 
 
-# --- the span hook and the metric -----------------------------------------------------------------
+# --- the span hook and the metric ----------------------------------------------------------------
 
 
 def _int(value: Any) -> int:

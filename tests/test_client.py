@@ -134,7 +134,7 @@ def _everything_recorded(span: Any, logs: list[Any]) -> str:
     return "\n".join(parts)
 
 
-# --- choosing the endpoint ------------------------------------------------------------------------
+# --- choosing the endpoint -----------------------------------------------------------------------
 
 
 def test_base_url_wins_and_key_goes_with_it() -> None:
@@ -180,7 +180,7 @@ def test_the_key_is_not_in_any_repr() -> None:
         assert SECRET not in text
 
 
-# --- instrumentation --------------------------------------------------------------------------------
+# --- instrumentation -----------------------------------------------------------------------------
 
 
 def test_instrument_and_uninstrument_are_idempotent(faulty: FaultyServer) -> None:
@@ -215,7 +215,7 @@ def test_requests_carry_the_chat_span_as_traceparent(faulty: FaultyServer) -> No
     assert parent_id == format(span.context.span_id, "016x")
 
 
-# --- errors ------------------------------------------------------------------------------------------
+# --- errors --------------------------------------------------------------------------------------
 
 
 def test_rejected_key_gives_one_clear_error_and_never_shows_the_key(faulty: FaultyServer) -> None:

@@ -122,7 +122,8 @@ def test_override_file_is_merged_over_the_bundled_table(
         ("[1, 2]", "top level must be an object"),
         ('{"prices": {}}', 'needs a "models" object'),
         ('{"models": {"m": {"input": -1, "output": 1}}}', 'models["m"].input is negative'),
-        ('{"models": {"m": {"input": "cheap", "output": 1}}}', 'models["m"].input must be a number'),
+        ('{"models": {"m": {"input": "cheap", "output": 1}}}',
+         'models["m"].input must be a number'),
         ('{"models": {"m": {"inptu": 1, "output": 1}}}', "unknown key(s) inptu"),
         ('{"models": {"m": {"input": 1}}}', "chat model without an output price"),
         ('{"models": {"m": {"input": 1, "kind": "image"}}}', 'kind is "image"'),
@@ -159,7 +160,7 @@ def test_amounts_are_finite_for_large_counts() -> None:
     assert cost.amount == pytest.approx(1.25 * 1000 + 10.0 * 1000)
 
 
-# --- cost on spans, in the metric, and rolled up onto a traced cell ---------------------------------
+# --- cost on spans, in the metric, and rolled up onto a traced cell ------------------------------
 
 
 def _operation_span(**attributes: object) -> object:

@@ -34,7 +34,8 @@ import asyncio
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -82,7 +83,7 @@ _MODEL_ENV = {"chat": "O11YLAB_CHAT_MODEL", "embeddings": "O11YLAB_EMBEDDING_MOD
 _NO_KEY = "o11ylab-no-key"
 
 
-# --- errors ---------------------------------------------------------------------------------------
+# --- errors --------------------------------------------------------------------------------------
 
 
 class AIError(RuntimeError):
@@ -364,9 +365,10 @@ async def _on_response_async(response: Any) -> None:
     _on_response(response)
 
 
-# --- clients --------------------------------------------------------------------------------------
+# --- clients -------------------------------------------------------------------------------------
 
 _clients: dict[tuple[Any, ...], Any] = {}
+_async_clients: dict[tuple[Any, ...], tuple[Callable[[], Any], Any]] = {}
 
 
 def _key(endpoint: Endpoint) -> tuple[Any, ...]:
@@ -406,26 +408,26 @@ def get_async_client(endpoint: Endpoint | None = None) -> openai.AsyncOpenAI:
     instrument()
     endpoint = endpoint or resolve_endpoint()
     try:
-        loop_id = id(asyncio.get_running_loop())
+        loop: Any = asyncio.get_running_loop()
     except RuntimeError:
-        loop_id = 0
-    key = ("async", loop_id, *_key(endpoint))
+        loop = None
+    key = ("async", *_key(endpoint))
     with _lock:
-        client = _clients.get(key)
-        if client is None:
-            stale = [k for k in _clients if k[0] == "async" and k[1] != loop_id]
-            for old in stale:  # clients of loops that have finished (asyncio.run per call)
-                _clients.pop(old, None)
-            http_client = openai.DefaultAsyncHttpxClient(
-                event_hooks={"request": [_on_request_async], "response": [_on_response_async]}
-            )
-            client = openai.AsyncOpenAI(
-                api_key=endpoint.api_key, base_url=endpoint.base_url,
-                timeout=endpoint.timeout_s, max_retries=endpoint.max_retries,
-                http_client=http_client,
-            )
-            client._o11ylab_endpoint = endpoint  # type: ignore[attr-defined]
-            _clients[key] = client
+        entry = _async_clients.get(key)
+        # A finished loop's id can be reused by the next one (asyncio.run per call): compare
+        # the loops themselves, through a weak reference that does not keep the old one alive.
+        if entry is not None and entry[0]() is loop:
+            return entry[1]
+        http_client = openai.DefaultAsyncHttpxClient(
+            event_hooks={"request": [_on_request_async], "response": [_on_response_async]}
+        )
+        client = openai.AsyncOpenAI(
+            api_key=endpoint.api_key, base_url=endpoint.base_url,
+            timeout=endpoint.timeout_s, max_retries=endpoint.max_retries,
+            http_client=http_client,
+        )
+        client._o11ylab_endpoint = endpoint  # type: ignore[attr-defined]
+        _async_clients[key] = ((weakref.ref(loop) if loop is not None else (lambda: None)), client)
     return client
 
 
@@ -446,11 +448,12 @@ def reset_clients() -> None:
             except Exception:
                 pass
         _clients.clear()
+        _async_clients.clear()
         _local_url.clear()
         _default_models.clear()
 
 
-# --- default models --------------------------------------------------------------------------------
+# --- default models ------------------------------------------------------------------------------
 
 _default_models: dict[tuple[str, str], str] = {}
 
@@ -497,7 +500,7 @@ def _pick(kind: str, listed: list[str], endpoint: Endpoint) -> str:
     )
 
 
-# --- turning SDK errors into one clear message ------------------------------------------------------
+# --- turning SDK errors into one clear message ---------------------------------------------------
 
 
 def _server_message(exc: Any) -> str:
