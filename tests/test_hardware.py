@@ -620,3 +620,46 @@ def test_gpu_check_script_reads_spans_from_a_run_folder(tmp_path: Path) -> None:
     done = subprocess.run(check, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "energy" in done.stdout + done.stderr
+
+
+@pytest.mark.notebook
+def test_the_gpu_notebook_runs_headless_on_cpu_and_says_so(tmp_path: Path,
+                                                          run_env: dict[str, str]) -> None:
+    """notebooks/04_gpu_inference.ipynb under papermill, with a tiny local model for speed."""
+    from o11ylab.models import build_tiny_model
+
+    tiny = build_tiny_model(tmp_path / "tiny-model")
+    executed = tmp_path / "04.out.ipynb"
+    done = subprocess.run(
+        [PYTHON, "-m", "papermill", str(ROOT / "notebooks" / "04_gpu_inference.ipynb"),
+         str(executed), "-k", "python3", "-p", "model", str(tiny), "-p", "generations", "2",
+         "-p", "max_new_tokens", "6", "--log-level", "WARNING"],
+        env={**run_env, "USE_GPU": "0"}, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    outputs = json.loads(executed.read_text())
+    text = "\n".join(
+        "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+        for c in outputs["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+    )
+    assert "Running on the CPU" in text and "No GPU energy here" in text
+    assert "no NVIDIA driver on this machine" in text
+    assert "2 generations" in text and "tokens/s" in text
+    widgets = [o for c in outputs["cells"] for o in c.get("outputs", [])
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets, "the monitor was not displayed"
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from gpu_check_spans import check, read_spans
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    spans = read_spans(Path(run_env["O11YLAB_RUN_DIR"]))
+    generations = [s for s in spans if s["attributes"].get("gen_ai.operation.name") == "chat"
+                   and s["attributes"].get("gen_ai.request.max_tokens") == 6]
+    assert len(generations) == 2
+    for span in generations:
+        assert span["attributes"][semconv.PROCESS_CPU_SECONDS_SPAN] > 0
+        assert semconv.HW_ENERGY_SPAN not in span["attributes"]
+    problems, _rows = check(spans)
+    assert any("GPU energy is None" in p for p in problems)  # the GPU check fails on a CPU, rightly
