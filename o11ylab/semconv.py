@@ -162,6 +162,30 @@ CELL_GPU_UTILIZATION_MEAN = "o11ylab.cell.gpu.utilization.mean"
 CELL_PROCESS_CPU_SECONDS = "o11ylab.cell.process.cpu_seconds"
 CELL_PROCESS_MEMORY_PEAK = "o11ylab.cell.process.memory.peak_bytes"  # resident, sampled
 
+# --- vector store on Chroma (o11ylab/ai/vectorstore.py) ------------------------------------------
+# Searches are GenAI `retrieval` spans ("retrieval {collection}"); writes are database-style spans
+# ("add {collection}", "upsert {collection}", "delete {collection}", "get {collection}").
+# gen_ai.retrieval.top_k (an int) replaced gen_ai.request.top_k on retrieval spans
+# (semantic-conventions-genai#217); opentelemetry-util-genai 1.3b0 emits the same name.
+RETRIEVAL_OPERATION = "retrieval"
+GEN_AI_DATA_SOURCE_ID = "gen_ai.data_source.id"  # the collection name
+GEN_AI_RETRIEVAL_TOP_K = "gen_ai.retrieval.top_k"
+GEN_AI_RETRIEVAL_QUERY_TEXT = "gen_ai.retrieval.query.text"  # only with content capture on
+# JSON list of {"id", "score", "content"}, per the retrieval-documents schema; content capture on.
+GEN_AI_RETRIEVAL_DOCUMENTS = "gen_ai.retrieval.documents"
+DB_SYSTEM_NAME = "db.system.name"
+DB_SYSTEM_CHROMA = "chromadb"  # Chroma has no registered db.system.name value yet
+DB_COLLECTION_NAME = "db.collection.name"
+DB_OPERATION_NAME = "db.operation.name"  # add / upsert / delete / get spans; "query" on the metric
+DB_OPERATION_BATCH_SIZE = "db.operation.batch.size"  # queries in one retrieval call, only when > 1
+DB_RESPONSE_RETURNED_ROWS = "db.response.returned_rows"  # hits (retrieval) or records (get)
+VECTORSTORE_RECORD_COUNT = "o11ylab.vectorstore.record_count"  # records added/upserted/deleted
+VECTORSTORE_BATCH_COUNT = "o11ylab.vectorstore.batch_count"  # Chroma calls one add/upsert made
+# Metrics. Retrieval duration goes into METRIC_GEN_AI_CLIENT_OPERATION_DURATION (defined with
+# the local-model names below; gen_ai.operation.name=retrieval, db.system.name,
+# db.collection.name, error.type on failure); hits per retrieval call use the database histogram.
+METRIC_DB_RETURNED_ROWS = "db.client.response.returned_rows"  # histogram, {row}, attrs as above
+
 # --- local models and the local endpoint (o11ylab/ai/local_model.py, o11ylab/serve.py) -------
 # In-process generation and embeddings follow the GenAI inference / embeddings span conventions
 # with span kind INTERNAL (the conventions allow it for a model running in the same process).
