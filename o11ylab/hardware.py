@@ -531,6 +531,9 @@ class Sampler:
         self.latest: Sample | None = None
         self.gpus: list[GpuInfo] = []
         self.attributed: tuple[int, ...] = ()  # positions in gpus that attribution sums over
+        self.attribution_basis = "none"  # "torch" (GPUs torch allocated on), "visible", "none"
+        self._visible: tuple[int, ...] = ()
+        self._torch_uuids: dict[int, str | None] = {}
         self.no_gpu_reason: str | None = None
         self.notes: list[str] = []  # what was said once: no GPU, missing fields, driver errors
         self.note_sinks: list[Callable[[str], None]] = []
@@ -582,7 +585,8 @@ class Sampler:
                 self._no_gpu(str(exc))
             else:
                 self.no_gpu_reason = None
-                self.attributed = _visible(self.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+                self._visible = _visible(self.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+                self.attributed, self.attribution_basis = self._visible, "visible"
                 models = ", ".join(sorted({g.model for g in self.gpus}))
                 self._say(
                     f"{len(self.gpus)} GPU{'s' if len(self.gpus) != 1 else ''} ({models}), "
@@ -599,7 +603,7 @@ class Sampler:
 
     def _no_gpu(self, reason: str) -> None:
         self.gpus = []
-        self.attributed = ()
+        self.attributed, self._visible, self.attribution_basis = (), (), "none"
         self.no_gpu_reason = reason
         self._say(f"CPU only: {reason}")
 
@@ -686,12 +690,38 @@ class Sampler:
             except Exception as exc:
                 self._say(f"reading kernel CPU and memory failed ({type(exc).__name__}: {exc})",
                           logging.WARNING)
+        if self.gpus:
+            self._follow_torch()
         sample = Sample(mono=mono, wall=time.time(), gpus=tuple(readings), host=host)
         with self._lock:
             self.history.append(sample)
             self.latest = sample
         self.samples_taken += 1
         return sample
+
+    def _follow_torch(self) -> None:
+        """Attribute to the GPUs torch allocated on, once it has: on an 8-GPU host a model on one
+        GPU must not be charged the idle draw of the other seven. No NVML call: torch's own
+        allocator stats and device UUIDs, matched to NVML's."""
+        cuda = _torch_cuda()
+        if cuda is None:
+            return
+        try:
+            used: list[int] = []
+            for device in range(min(int(cuda.device_count()), 16)):
+                if not cuda.memory_reserved(device):
+                    continue
+                if device not in self._torch_uuids:
+                    uuid = getattr(cuda.get_device_properties(device), "uuid", None)
+                    self._torch_uuids[device] = str(uuid).lower() if uuid is not None else None
+                uuid = self._torch_uuids[device]
+                for position, info in enumerate(self.gpus):
+                    if uuid and info.uuid.lower().removeprefix("gpu-") == uuid.removeprefix("gpu-"):
+                        used.append(position)
+        except Exception:  # an old torch without uuids, a device gone: keep what we had
+            return
+        if used:
+            self.attributed, self.attribution_basis = tuple(sorted(set(used))), "torch"
 
     def _integrate(self, position: int, reading: GpuReading, mono: float) -> GpuReading:
         """Energy from power samples (trapezoids) on GPUs without NVML's energy counter."""
@@ -753,7 +783,11 @@ class Sampler:
             return "hardware: starting"
         if self.no_gpu_reason:
             return f"CPU only: {self.no_gpu_reason}"
-        return f"{len(self.gpus)} GPU(s): " + ", ".join(f"{g.name} {g.model}" for g in self.gpus)
+        described = f"{len(self.gpus)} GPU(s): " + ", ".join(f"{g.name} {g.model}" for g in self.gpus)
+        charged = ", ".join(self.gpus[p].name for p in self.attributed) or "none"
+        why = {"torch": "where torch allocates", "visible": "CUDA_VISIBLE_DEVICES or all"}.get(
+            self.attribution_basis, self.attribution_basis)
+        return f"{described}; spans are charged for {charged} ({why})"
 
 
 def _visible(gpus: Sequence[GpuInfo], cuda_visible: str | None) -> tuple[int, ...]:
@@ -840,6 +874,7 @@ def _torch_cuda() -> Any | None:
 class _Start:
     mono: float
     cpu: float
+    gpus: tuple[int, ...]  # positions measured: attribution may narrow between start and end
     energy: tuple[tuple[float | None, str | None], ...]
     memory: tuple[int | None, ...]
     torch_token: int | None
@@ -942,20 +977,20 @@ class Attributor:
         sampler = self.sampler
         gpus = sampler.attributed
         if not gpus:  # the no-GPU path: two clock reads, no NVML, no torch
-            return _Start(time.monotonic(), time.process_time(), (), (), None,
+            return _Start(time.monotonic(), time.process_time(), (), (), (), None,
                           sampler.host_rss() if process_memory else None)
         torch_peaks = self._torch_peaks()
         token = torch_peaks.begin() if torch_peaks is not None else None
         memory = () if token is not None else tuple(sampler.nvml.memory_used(p) for p in gpus)
         energy = tuple(sampler.energy_now(p) for p in gpus)
-        return _Start(time.monotonic(), time.process_time(), energy, memory, token,
+        return _Start(time.monotonic(), time.process_time(), gpus, energy, memory, token,
                       sampler.host_rss() if process_memory else None)
 
     def end(self, start: _Start, process_memory: bool = False) -> Measurement:
         sampler = self.sampler
         end_mono = time.monotonic()
         cpu = time.process_time() - start.cpu
-        gpus = sampler.attributed
+        gpus = start.gpus
         window = sampler.window(start.mono, end_mono) if (gpus or process_memory) else []
         rss_peak = None
         if process_memory:

@@ -271,9 +271,19 @@ def test_a_span_shorter_than_a_sample_asks_nvml_for_its_recent_utilization() -> 
 class FakeCuda:
     """torch.cuda's peak-memory surface, one device (a test double: no CUDA here)."""
 
-    def __init__(self) -> None:
+    def __init__(self, uuid: str = "00000000-0000-0000-0000-000000000000") -> None:
         self.allocated = 0
         self.peak = 0
+        self.uuid = uuid
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def memory_reserved(self, device: int) -> int:
+        return self.allocated
+
+    def get_device_properties(self, device: int) -> Any:
+        return SimpleNamespace(uuid=self.uuid)  # torch prints it without NVML's "GPU-" prefix
 
     def device_count(self) -> int:
         return 1
@@ -310,7 +320,6 @@ def test_torch_peaks_nest_a_span_inside_a_cell() -> None:
 
 def test_torch_peak_is_used_when_torch_runs_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     cuda = FakeCuda()
-    cuda.is_initialized = lambda: True  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
     fake = FakeNvml([FakeGpu(memory_used=30 * GIB)])  # the whole device, other processes too
     attributor = Attributor(fake_sampler(fake))
@@ -319,6 +328,26 @@ def test_torch_peak_is_used_when_torch_runs_on_cuda(monkeypatch: pytest.MonkeyPa
     measurement = attributor.end(start)
     assert measurement.memory_peak_bytes == 3 * GIB
     assert measurement.memory_peak_source == "torch"
+
+
+def test_spans_are_charged_only_for_the_gpu_torch_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = two_gpus()
+    sampler = fake_sampler(fake)
+    assert sampler.attributed == (0, 1) and sampler.attribution_basis == "visible"
+    cuda = FakeCuda(uuid="bbbbbbbb-0000-0000-0000-000000000000")  # torch's cuda:0 is NVML's gpu1
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    attributor = Attributor(sampler)
+    before = attributor.begin()  # started while both GPUs were charged
+    cuda.allocate(2 * GIB)
+    sampler.sample_once()
+    assert sampler.attributed == (1,) and sampler.attribution_basis == "torch"
+    assert "spans are charged for gpu1 (where torch allocates)" in sampler.describe()
+    start = attributor.begin()
+    fake.gpus[0].advance(1.0, watts=60)  # an idle neighbour: not this process's energy
+    fake.gpus[1].advance(1.0, watts=250)
+    measurement = attributor.end(start)
+    assert measurement.energy_j == pytest.approx(250.0) and measurement.gpu_count == 1
+    assert attributor.end(before).energy_j == pytest.approx(310.0)  # measured as it began
 
 
 @pytest.mark.parametrize(
@@ -663,3 +692,13 @@ def test_the_gpu_notebook_runs_headless_on_cpu_and_says_so(tmp_path: Path,
         assert semconv.HW_ENERGY_SPAN not in span["attributes"]
     problems, _rows = check(spans)
     assert any("GPU energy is None" in p for p in problems)  # the GPU check fails on a CPU, rightly
+
+
+def test_gpu_check_script_refuses_clearly_without_a_gpu(tmp_path: Path) -> None:
+    script = ROOT / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "PYTHON": PYTHON}
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "no NVIDIA GPU here" in done.stderr
