@@ -203,10 +203,9 @@ GEN_AI_OUTPUT_TYPE = "gen_ai.output.type"  # "text"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # JSON, only with content capture on spans
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # JSON, only with content capture on spans
 GEN_AI_TOKEN_TYPE = "gen_ai.token.type"  # "input" / "output" on METRIC_GEN_AI_CLIENT_TOKEN_USAGE
-# A local model produces every answer token by token, so the first chunk is the first token:
-# GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK (above) and the two chunk metrics below are recorded for
-# every local generation, streamed or not (the conventions ask for them on streams because a
-# remote client cannot see tokens otherwise).
+# A local model produces every answer token by token, so a chunk is a token: every local
+# generation carries GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK (above) on its span; the two chunk
+# metrics below are recorded for streamed generations only, as the conventions ask.
 METRIC_GEN_AI_CLIENT_OPERATION_DURATION = "gen_ai.client.operation.duration"  # histogram, s
 METRIC_GEN_AI_CLIENT_TOKEN_USAGE = "gen_ai.client.token.usage"  # histogram, {token}
 METRIC_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"  # s

@@ -113,16 +113,23 @@ def test_a_batch_is_one_span_with_the_summed_usage(engine: LocalModel) -> None:
 def test_metrics_follow_the_genai_names(engine: LocalModel) -> None:
     labels = {semconv.GEN_AI_OPERATION_NAME: "chat", semconv.GEN_AI_REQUEST_MODEL: "tiny",
               semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_LOCAL}
+    messages = [{"role": "user", "content": "count"}]
     with capture_metrics() as metrics:
-        result = engine.chat([{"role": "user", "content": "count"}], max_new_tokens=5)
+        result = engine.chat(messages, max_new_tokens=5)
     assert metrics.count(semconv.METRIC_GEN_AI_CLIENT_OPERATION_DURATION, **labels) == 1
     assert metrics.sum(semconv.METRIC_GEN_AI_CLIENT_TOKEN_USAGE, **labels,
                        **{semconv.GEN_AI_TOKEN_TYPE: "input"}) == result.input_tokens
     assert metrics.sum(semconv.METRIC_GEN_AI_CLIENT_TOKEN_USAGE, **labels,
                        **{semconv.GEN_AI_TOKEN_TYPE: "output"}) == result.output_tokens
+    # Chunk timings are for streams (the conventions say so); a whole answer records none.
+    assert metrics.count(semconv.METRIC_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK, **labels) == 0
+    with capture_metrics() as metrics:
+        stream = engine.stream_chat(messages, max_new_tokens=5)
+        "".join(stream)
+    assert stream.result is not None
     assert metrics.count(semconv.METRIC_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK, **labels) == 1
     assert metrics.count(semconv.METRIC_GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK,
-                         **labels) == result.output_tokens - 1
+                         **labels) == stream.result.output_tokens - 1
 
 
 def test_streaming_yields_the_text_as_it_comes_and_ends_one_span(engine: LocalModel) -> None:

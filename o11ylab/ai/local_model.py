@@ -12,8 +12,9 @@ Each call is one span ``chat {model}`` (messages, through the model's chat templ
 ``text_completion {model}`` (plain prompts, one span per batch) of kind INTERNAL, with
 ``gen_ai.provider.name = o11ylab.local`` (``semconv.PROVIDER_LOCAL``), token usage, time to
 first token, output tokens per second, device, dtype and a cost of 0 USD; and the metrics
-``gen_ai.client.operation.duration``, ``gen_ai.client.token.usage``,
-``gen_ai.client.operation.time_to_first_chunk`` and ``...time_per_output_chunk``. Prompt and
+``gen_ai.client.operation.duration`` and ``gen_ai.client.token.usage``, plus, for streamed
+generations (as the conventions ask), ``gen_ai.client.operation.time_to_first_chunk`` and
+``...time_per_output_chunk`` (one point per token after the first). Prompt and
 completion text go on the span only when content capture includes spans.
 
 The spans are written here rather than through ``opentelemetry-util-genai``: its inference
@@ -543,6 +544,7 @@ class LocalModel:
         results: Sequence[Generation],
         error: BaseException | None,
         queue_time: float,
+        streamed: bool = False,
     ) -> None:
         ended = time.perf_counter()
         duration = ended - started
@@ -563,7 +565,7 @@ class LocalModel:
                                                      semconv.GEN_AI_TOKEN_TYPE: "input"})
             instruments.tokens.record(output_tokens, {**metric_attributes,
                                                       semconv.GEN_AI_TOKEN_TYPE: "output"})
-        if clock.times:
+        if streamed and clock.times:  # the conventions ask for these on streams only
             instruments.first_chunk.record(clock.times[0] - started, metric_attributes)
             previous = clock.times[0]
             for moment in clock.times[1:]:
@@ -767,7 +769,7 @@ class TokenStream:
             otel_context.detach(token_context)
             try:
                 engine._record(span, request, started, clock, results, error,  # noqa: SLF001
-                               queue_time)
+                               queue_time, streamed=True)
             finally:
                 self._pieces.put(error if error is not None else _DONE)
 
