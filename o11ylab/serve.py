@@ -293,7 +293,6 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from pydantic import BaseModel, ConfigDict, Field
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from ._version import __version__
@@ -473,7 +472,7 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
             raise engine_error(exc) from None
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _sse(stream, info, completion_id, now, engine.name, include_usage, run_in_threadpool),
+            _sse(stream, info, completion_id, now, engine.name, include_usage),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -530,54 +529,74 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 
 async def _sse(stream: Any, info: dict[str, Any], completion_id: str, created: int, model: str,
-               include_usage: bool, run_in_threadpool: Any) -> AsyncIterator[bytes]:
-    """Server-sent events of one streamed completion, in the OpenAI chunk format."""
+               include_usage: bool) -> AsyncIterator[bytes]:
+    """Server-sent events of one streamed completion, in the OpenAI chunk format.
 
-    def chunk(delta: dict[str, Any], finish: str | None = None,
-              choices: bool = True) -> bytes:
+    A thread reads the model's pieces and hands them to the event loop as they come; pieces
+    that arrived together leave in one write (each still its own chunk).
+    """
+    import asyncio
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         body: dict[str, Any] = {"id": completion_id, "object": "chat.completion.chunk",
                                 "created": created, "model": model, "system_fingerprint": None,
                                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                             "finish_reason": finish}] if choices else []}
+                                             "finish_reason": finish}]}
         if include_usage:
             body["usage"] = None
         return f"data: {json.dumps(body)}\n\n".encode()
 
-    _end = object()
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[Any] = asyncio.Queue()
+    end = object()
 
-    def next_piece() -> Any:
-        return next(stream, _end)
+    def pump() -> None:
+        try:
+            for piece in stream:
+                loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            loop.call_soon_threadsafe(pieces.put_nowait, end)
+        except BaseException as exc:  # handed to the loop, reported in-band below
+            loop.call_soon_threadsafe(pieces.put_nowait, exc)
 
     try:
         yield chunk({"role": "assistant", "content": ""})
-        while True:
-            try:
-                piece = await run_in_threadpool(next_piece)
-            except Exception as exc:  # the answer already started: report in-band, as OpenAI does
-                info["error_type"] = type(exc).__qualname__
-                error = OpenAIError(500, f"generation failed ({type(exc).__name__})",
-                                    type_="server_error")
-                yield f"data: {json.dumps(error.body())}\n\n".encode()
-                return
-            if piece is _end:
-                break
-            if info.get("first_token_at") is None:
-                info["first_token_at"] = stream.first_token_at or time.perf_counter()
-            yield chunk({"content": piece})
+        threading.Thread(target=pump, name="o11ylab-sse", daemon=True).start()
+        finished = False
+        while not finished:
+            batch = [await pieces.get()]
+            while not pieces.empty():
+                batch.append(pieces.get_nowait())
+            out: list[bytes] = []
+            for item in batch:
+                if item is end:
+                    finished = True
+                    break
+                if isinstance(item, BaseException):
+                    # The answer already started: report in-band, as OpenAI does.
+                    info["error_type"] = type(item).__qualname__
+                    error = OpenAIError(500, f"generation failed ({type(item).__name__})",
+                                        type_="server_error")
+                    out.append(f"data: {json.dumps(error.body())}\n\n".encode())
+                    yield b"".join(out)
+                    return
+                if info.get("first_token_at") is None:
+                    info["first_token_at"] = stream.first_token_at or time.perf_counter()
+                out.append(chunk({"content": item}))
+            if out:
+                yield b"".join(out)
         result = stream.result
         finish = result.finish_reason if result is not None else "stop"
-        yield chunk({}, finish)
+        tail = [chunk({}, finish)]
         if result is not None:
             info["output_tokens"] = result.output_tokens
-            if info.get("first_token_at") is None and result.output_tokens:
-                info["first_token_at"] = time.perf_counter()
             if include_usage:
                 body = {"id": completion_id, "object": "chat.completion.chunk",
                         "created": created, "model": model, "system_fingerprint": None,
                         "choices": [], "usage": _usage(result.input_tokens,
                                                        result.output_tokens)}
-                yield f"data: {json.dumps(body)}\n\n".encode()
-        yield b"data: [DONE]\n\n"
+                tail.append(f"data: {json.dumps(body)}\n\n".encode())
+        tail.append(b"data: [DONE]\n\n")
+        yield b"".join(tail)
     finally:
         stream.cancel()  # a client that went away stops the model at its next token
 
