@@ -876,14 +876,18 @@ class _Start:
     cpu: float
     gpus: tuple[int, ...]  # positions measured: attribution may narrow between start and end
     energy: tuple[tuple[float | None, str | None], ...]
-    memory: tuple[int | None, ...]
     torch_token: int | None
     rss: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Measurement:
-    """What one span or cell used. GPU fields are None without a GPU (or a field to read)."""
+    """What one span or cell used. GPU fields are None without a GPU (or a field to read).
+
+    On spans every attribute costs a few microseconds, so the defaults go unsaid: the energy
+    source only when it is the power-integral estimate, the peak-memory source only when it is
+    NVML's whole-device figure, the GPU count only when there is more than one GPU.
+    """
 
     duration_s: float
     cpu_seconds: float
@@ -895,32 +899,34 @@ class Measurement:
     utilization_mean: float | None = None
     process_memory_peak_bytes: int | None = None
 
+    def _qualifiers(self, attributes: dict[str, Any]) -> None:
+        if self.gpu_count > 1:
+            attributes[semconv.GPU_COUNT] = self.gpu_count
+        if self.energy_j is not None and self.energy_source not in (None, "counter"):
+            attributes[semconv.GPU_ENERGY_SOURCE] = self.energy_source
+        if self.memory_peak_bytes is not None and self.memory_peak_source == "nvml":
+            attributes[semconv.GPU_MEMORY_PEAK_SOURCE] = "nvml"
+
     def span_attributes(self, output_tokens: Any = None) -> dict[str, Any]:
         attributes: dict[str, Any] = {semconv.PROCESS_CPU_SECONDS_SPAN: round(self.cpu_seconds, 6)}
-        if self.gpu_count:
-            attributes[semconv.GPU_COUNT] = self.gpu_count
         if self.energy_j is not None:
             attributes[semconv.HW_ENERGY_SPAN] = self.energy_j
-            attributes[semconv.GPU_ENERGY_SOURCE] = self.energy_source or "counter"
-            if isinstance(output_tokens, int) and not isinstance(output_tokens, bool) and output_tokens > 0:
+            if type(output_tokens) is int and output_tokens > 0:
                 attributes[semconv.GPU_ENERGY_PER_OUTPUT_TOKEN] = self.energy_j / output_tokens
         if self.memory_peak_bytes is not None:
             attributes[semconv.GPU_MEMORY_PEAK_SPAN] = self.memory_peak_bytes
-            attributes[semconv.GPU_MEMORY_PEAK_SOURCE] = self.memory_peak_source or "nvml"
         if self.utilization_mean is not None:
             attributes[semconv.GPU_UTILIZATION_MEAN_SPAN] = self.utilization_mean
+        self._qualifiers(attributes)
         return attributes
 
     def cell_attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {semconv.CELL_PROCESS_CPU_SECONDS: round(self.cpu_seconds, 6)}
-        if self.gpu_count:
-            attributes[semconv.GPU_COUNT] = self.gpu_count
+        self._qualifiers(attributes)
         if self.energy_j is not None:
             attributes[semconv.CELL_GPU_ENERGY] = self.energy_j
-            attributes[semconv.GPU_ENERGY_SOURCE] = self.energy_source or "counter"
         if self.memory_peak_bytes is not None:
             attributes[semconv.CELL_GPU_MEMORY_PEAK] = self.memory_peak_bytes
-            attributes[semconv.GPU_MEMORY_PEAK_SOURCE] = self.memory_peak_source or "nvml"
         if self.utilization_mean is not None:
             attributes[semconv.CELL_GPU_UTILIZATION_MEAN] = self.utilization_mean
         if self.process_memory_peak_bytes is not None:
@@ -977,13 +983,12 @@ class Attributor:
         sampler = self.sampler
         gpus = sampler.attributed
         if not gpus:  # the no-GPU path: two clock reads, no NVML, no torch
-            return _Start(time.monotonic(), time.process_time(), (), (), (), None,
+            return _Start(time.monotonic(), time.process_time(), (), (), None,
                           sampler.host_rss() if process_memory else None)
         torch_peaks = self._torch_peaks()
         token = torch_peaks.begin() if torch_peaks is not None else None
-        memory = () if token is not None else tuple(sampler.nvml.memory_used(p) for p in gpus)
         energy = tuple(sampler.energy_now(p) for p in gpus)
-        return _Start(time.monotonic(), time.process_time(), gpus, energy, memory, token,
+        return _Start(time.monotonic(), time.process_time(), gpus, energy, token,
                       sampler.host_rss() if process_memory else None)
 
     def end(self, start: _Start, process_memory: bool = False) -> Measurement:
@@ -1016,9 +1021,11 @@ class Attributor:
         if peak is None:
             total = 0
             seen = False
-            for offset, position in enumerate(gpus):
-                values = [v for v in (start.memory[offset] if start.memory else None,
-                                      sampler.nvml.memory_used(position)) if v is not None]
+            for position in gpus:
+                # The samples inside the span and one read at its end: memory freed again before
+                # the first sample of a short span is missed (torch's peak has no such gap).
+                end_used = sampler.nvml.memory_used(position)
+                values = [end_used] if end_used is not None else []
                 values += [s.gpus[position].memory_used for s in window  # type: ignore[misc]
                            if position < len(s.gpus) and s.gpus[position] is not None
                            and s.gpus[position].memory_used is not None]  # type: ignore[union-attr]
@@ -1034,8 +1041,18 @@ class Attributor:
             for reading in (s.gpus[position],)
             if reading is not None and reading.utilization is not None
         ]
-        if not utilizations:  # shorter than a sample: NVML's own recent average stands in
-            utilizations = [u for u in (sampler.nvml.utilization(p) for p in gpus) if u is not None]
+        if not utilizations:
+            # Shorter than a sample. NVML's utilization is itself an average over its last
+            # 1/6 s to 1 s, so asking it now would mostly describe the time before the span:
+            # the latest sample says as much for no NVML call. Only before any sample, ask.
+            latest = sampler.latest
+            if latest is not None and end_mono - latest.mono <= 2 * sampler.interval_s:
+                utilizations = [r.utilization for p in gpus if p < len(latest.gpus)
+                                for r in (latest.gpus[p],)
+                                if r is not None and r.utilization is not None]
+            else:
+                utilizations = [u for u in (sampler.nvml.utilization(p) for p in gpus)
+                                if u is not None]
         mean = sum(utilizations) / len(utilizations) if utilizations else None
         return Measurement(
             duration_s=end_mono - start.mono,

@@ -150,12 +150,12 @@ SYSTEM_MEMORY_STATE = "system.memory.state"  # "used" / "free" / "cached" / "buf
 ATTRIBUTED_OPERATIONS = frozenset(
     {"chat", "embeddings", "retrieval", "text_completion", "generate_content"}
 )
-GPU_ENERGY_SOURCE = "o11ylab.gpu.energy.source"  # "counter" (NVML mJ counter) / "power" (integral)
+GPU_ENERGY_SOURCE = "o11ylab.gpu.energy.source"  # "power" (integral); absent: NVML's mJ counter
 GPU_MEMORY_PEAK_SPAN = "o11ylab.gpu.memory.peak_bytes"
-GPU_MEMORY_PEAK_SOURCE = "o11ylab.gpu.memory.peak_source"  # "torch" (allocator) / "nvml" (device)
+GPU_MEMORY_PEAK_SOURCE = "o11ylab.gpu.memory.peak_source"  # "nvml" (whole device); absent: torch
 GPU_UTILIZATION_MEAN_SPAN = "o11ylab.gpu.utilization.mean"  # 0..1, mean over the span
 GPU_ENERGY_PER_OUTPUT_TOKEN = "o11ylab.gpu.energy_per_output_token"  # J per output token
-GPU_COUNT = "o11ylab.gpu.count"  # GPUs the numbers cover (CUDA_VISIBLE_DEVICES respected)
+GPU_COUNT = "o11ylab.gpu.count"  # GPUs the numbers cover, when more than one
 PROCESS_CPU_SECONDS_SPAN = "o11ylab.process.cpu_seconds"  # user + system, whole process
 # The same on cell spans, next to CELL_GPU_ENERGY and CELL_GPU_MEMORY_PEAK above.
 CELL_GPU_UTILIZATION_MEAN = "o11ylab.cell.gpu.utilization.mean"
