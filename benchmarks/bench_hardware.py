@@ -34,15 +34,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fake_nvml import FakeGpu, FakeNvml  # noqa: E402 - the stated test double
-
-from o11ylab import semconv  # noqa: E402
-from o11ylab.hardware import (  # noqa: E402
+from o11ylab import semconv
+from o11ylab.hardware import (
     Attributor,
     HardwareSettings,
     Sampler,
     _SpanAttribution,
 )
+from tests.fake_nvml import FakeGpu, FakeNvml
 
 SETTINGS = HardwareSettings()
 

@@ -320,7 +320,7 @@ class Nvml:
         if count == 0:
             self.close()
             raise NoGpu("NVML found no NVIDIA GPU")
-        driver = self._text(lambda: m.nvmlSystemGetDriverVersion())
+        driver = self._text(m.nvmlSystemGetDriverVersion)
         infos: list[GpuInfo] = []
         self._states = []
         problems: list[str] = []
@@ -330,8 +330,8 @@ class Nvml:
             except self._error as exc:
                 problems.append(f"gpu{index}: {type(exc).__name__}: {exc}")
                 continue
-            model = self._text(lambda: m.nvmlDeviceGetName(handle)) or "NVIDIA GPU"
-            uuid = self._text(lambda: m.nvmlDeviceGetUUID(handle)) or f"gpu{index}"
+            model = self._text(m.nvmlDeviceGetName, handle) or "NVIDIA GPU"
+            uuid = self._text(m.nvmlDeviceGetUUID, handle) or f"gpu{index}"
             position = len(infos)
             state = _GpuState(handle, f"GPU {index} ({model})")
             self._states.append(state)
@@ -358,12 +358,12 @@ class Nvml:
         self._open = False
         try:
             self._module.nvmlShutdown()
-        except Exception:  # shutting down a broken driver must not break unload
+        except Exception:  # noqa: BLE001, S110 - a broken driver must not break unload
             pass
 
-    def _text(self, call: Callable[[], Any]) -> str | None:
+    def _text(self, call: Callable[..., Any], *args: Any) -> str | None:
         try:
-            value = call()
+            value = call(*args)
         except self._error:
             return None
         if isinstance(value, bytes):
@@ -562,7 +562,7 @@ class Sampler:
         for sink in list(self.note_sinks):
             try:
                 sink(f"hardware: {text}")
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - a closed notebook's sink: say it elsewhere
                 pass
 
     # -- life cycle
@@ -595,7 +595,7 @@ class Sampler:
         if self._host is None and not self._host_failed:
             try:
                 self._host = _HostReader()
-            except Exception as exc:  # psutil missing or refused: GPUs still work
+            except Exception as exc:  # noqa: BLE001 - psutil missing or refused: GPUs still work
                 self._host_failed = True
                 self._say(f"kernel CPU and memory unavailable ({type(exc).__name__}: {exc})",
                           logging.WARNING)
@@ -653,7 +653,7 @@ class Sampler:
             began = time.thread_time()
             try:
                 sample = self.sample_once()
-            except Exception as exc:  # the sampler must outlive any one bad reading
+            except Exception as exc:  # noqa: BLE001 - the sampler outlives any one bad reading
                 self._say(f"a hardware sample failed ({type(exc).__name__}: {exc})", logging.WARNING)
                 sample = None
             self.cpu_seconds += time.thread_time() - began
@@ -661,7 +661,7 @@ class Sampler:
                 for callback in list(self._subscribers):
                     try:
                         callback(sample)
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - a widget must not stop sampling
                         self.unsubscribe(callback)
                         self._say(f"a hardware subscriber failed and was removed "
                                   f"({type(exc).__name__}: {exc})", logging.WARNING)
@@ -687,7 +687,7 @@ class Sampler:
         if self._host is not None:
             try:
                 host = self._host.read()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the GPUs are still worth sampling
                 self._say(f"reading kernel CPU and memory failed ({type(exc).__name__}: {exc})",
                           logging.WARNING)
         if self.gpus:
@@ -718,7 +718,7 @@ class Sampler:
                 for position, info in enumerate(self.gpus):
                     if uuid and info.uuid.lower().removeprefix("gpu-") == uuid.removeprefix("gpu-"):
                         used.append(position)
-        except Exception:  # an old torch without uuids, a device gone: keep what we had
+        except Exception:  # noqa: BLE001 - old torch without uuids, a device gone: keep as is
             return
         if used:
             self.attributed, self.attribution_basis = tuple(sorted(set(used))), "torch"
@@ -774,7 +774,7 @@ class Sampler:
             return None
         try:
             return self._host.rss()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a vanished process: no RSS, not an error
             return None
 
     def describe(self) -> str:
@@ -838,8 +838,7 @@ class _TorchPeaks:
         current = [int(self.cuda.max_memory_allocated(d)) for d in self._devices()]
         for peaks in self._open.values():
             for d, value in enumerate(current):
-                if value > peaks[d]:
-                    peaks[d] = value
+                peaks[d] = max(peaks[d], value)
 
     def begin(self) -> int:
         with self._lock:
@@ -866,7 +865,7 @@ def _torch_cuda() -> Any | None:
     cuda = getattr(torch, "cuda", None)
     try:
         return cuda if cuda is not None and cuda.is_initialized() else None
-    except Exception:
+    except Exception:  # noqa: BLE001 - torch in a broken state: measure without it
         return None
 
 
@@ -1086,7 +1085,7 @@ class _SpanAttribution:
             return
         try:
             started = self.attributor.begin()
-        except Exception as exc:  # never lose the hook (SpanHooks drops raising callbacks)
+        except Exception as exc:  # noqa: BLE001 - SpanHooks would drop a raising callback
             self.attributor.sampler._say(
                 f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING)
             return
@@ -1106,7 +1105,7 @@ class _SpanAttribution:
         attributes = span.attributes or {}
         try:
             measurement = self.attributor.end(start)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - SpanHooks would drop a raising callback
             self.attributor.sampler._say(
                 f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING)
             return None
@@ -1205,7 +1204,7 @@ def _register_instruments(meter: Any) -> None:
         def callback(_options: Any) -> list[Observation]:
             try:
                 return [Observation(v, a) for v, a in points()]
-            except Exception:  # a metric callback must never break the exporter
+            except Exception:  # noqa: BLE001 - a metric callback must never break the exporter
                 return []
         return callback
 

@@ -107,62 +107,62 @@ class FakeNvml:
 
     # -- the pynvml surface o11ylab uses
 
-    def nvmlInit(self) -> None:  # noqa: N802 - pynvml's names
+    def nvmlInit(self) -> None:
         self._count("nvmlInit")
         if self.init_error is not None:
             raise pynvml.NVMLError(self.init_error)
         self.initialised += 1
 
-    def nvmlShutdown(self) -> None:  # noqa: N802
+    def nvmlShutdown(self) -> None:
         self._count("nvmlShutdown")
         self.initialised -= 1
 
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+    def nvmlDeviceGetCount(self) -> int:
         self._count("nvmlDeviceGetCount")
         return len(self.gpus)
 
-    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+    def nvmlSystemGetDriverVersion(self) -> str:
         self._count("nvmlSystemGetDriverVersion")
         return self.driver
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
         self._count("nvmlDeviceGetHandleByIndex")
         return self.gpus[index]
 
-    def nvmlDeviceGetName(self, handle: FakeGpu) -> str:  # noqa: N802
+    def nvmlDeviceGetName(self, handle: FakeGpu) -> str:
         return self._device("nvmlDeviceGetName", handle).name
 
-    def nvmlDeviceGetUUID(self, handle: FakeGpu) -> str:  # noqa: N802
+    def nvmlDeviceGetUUID(self, handle: FakeGpu) -> str:
         return self._device("nvmlDeviceGetUUID", handle).uuid
 
-    def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> Any:  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> Any:
         gpu = self._device("nvmlDeviceGetMemoryInfo", handle)
         return SimpleNamespace(total=gpu.memory_total, used=gpu.memory_used,
                                free=gpu.memory_total - gpu.memory_used)
 
-    def nvmlDeviceGetUtilizationRates(self, handle: FakeGpu) -> Any:  # noqa: N802
+    def nvmlDeviceGetUtilizationRates(self, handle: FakeGpu) -> Any:
         gpu = self._device("nvmlDeviceGetUtilizationRates", handle)
         return SimpleNamespace(gpu=gpu.live_utilization() if gpu.live else gpu.utilization,
                                memory=0)
 
-    def nvmlDeviceGetPowerUsage(self, handle: FakeGpu) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(self, handle: FakeGpu) -> int:
         gpu = self._device("nvmlDeviceGetPowerUsage", handle)
         return gpu.live_power_mw() if gpu.live else gpu.power_mw
 
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu) -> int:  # noqa: N802
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu) -> int:
         gpu = self._device("nvmlDeviceGetTotalEnergyConsumption", handle)
         return gpu.live_energy_mj() if gpu.live else gpu.energy_mj
 
-    def nvmlDeviceGetTemperature(self, handle: FakeGpu, sensor: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTemperature(self, handle: FakeGpu, sensor: int) -> int:
         gpu = self._device("nvmlDeviceGetTemperature", handle)
         if gpu.live:
             return int(gpu.temperature + 20 + 10 * math.sin(gpu._phase()))
         return gpu.temperature
 
-    def nvmlDeviceGetClockInfo(self, handle: FakeGpu, clock: int) -> int:  # noqa: N802
+    def nvmlDeviceGetClockInfo(self, handle: FakeGpu, clock: int) -> int:
         return self._device("nvmlDeviceGetClockInfo", handle).sm_clock
 
-    def nvmlDeviceGetEnforcedPowerLimit(self, handle: FakeGpu) -> int:  # noqa: N802
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: FakeGpu) -> int:
         return self._device("nvmlDeviceGetEnforcedPowerLimit", handle).power_limit_mw
 
 

@@ -409,7 +409,7 @@ def fake_gpu(shell: Any) -> Iterator[tuple[Any, FakeNvml, Sampler]]:
 def test_a_chat_span_and_its_cell_carry_gpu_energy_and_the_summary_says_so(
     fake_gpu: tuple[Any, FakeNvml, Sampler], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    shell, fake, _sampler = fake_gpu
+    shell, _fake, _sampler = fake_gpu
     cell = textwrap.dedent("""\
         %%traced generate
         import o11ylab
@@ -438,7 +438,7 @@ def test_a_chat_span_and_its_cell_carry_gpu_energy_and_the_summary_says_so(
     assert cell_span[semconv.CELL_GPU_MEMORY_PEAK] == 5 * GIB
     assert cell_span[semconv.CELL_PROCESS_CPU_SECONDS] > 0
     assert cell_span[semconv.CELL_PROCESS_MEMORY_PEAK] > 0
-    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("✓ generate")][0]
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("✓ generate"))
     assert "600.0 J GPU" in line and "peak 5.0 GiB GPU" in line and "CPU " in line
 
 
@@ -472,7 +472,7 @@ def test_without_a_gpu_spans_get_cpu_seconds_and_no_nvml_call(
     assert chat[semconv.PROCESS_CPU_SECONDS_SPAN] > 0
     assert semconv.HW_ENERGY_SPAN not in chat and semconv.GPU_MEMORY_PEAK_SPAN not in chat
     assert sampler.nvml.calls == 0
-    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("✓ cpu-only")][0]
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("✓ cpu-only"))
     assert "CPU " in line and "J GPU" not in line
 
 
@@ -521,7 +521,7 @@ def test_the_gpu_metrics_carry_convention_names_and_attributes(
 
 def test_load_ext_never_waits_for_the_driver(shell: Any) -> None:
     class SlowNvml(FakeNvml):
-        def nvmlInit(self) -> None:  # noqa: N802
+        def nvmlInit(self) -> None:
             time.sleep(1.0)  # a driver waking a GPU from persistence-off
             super().nvmlInit()
 
@@ -578,7 +578,7 @@ def test_metrics_reach_prometheus_and_the_otlp_file_and_exit_is_clean(tmp_path: 
            "O11YLAB_RUN_DIR": str(tmp_path / "run")}
     started = time.monotonic()
     done = subprocess.run([PYTHON, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 60
     assert "Traceback" not in done.stderr
@@ -647,14 +647,14 @@ def test_gpu_check_script_reads_spans_from_a_run_folder(tmp_path: Path) -> None:
     lines = [{"resourceSpans": [{"scopeSpans": [{"spans": [span("text_completion m", good)]}]}]}]
     (run / "traces.1.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     check = [PYTHON, str(ROOT / "scripts" / "gpu_check_spans.py"), str(run)]
-    done = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(check, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 generation span" in done.stdout
 
     bad = dict(good, **{semconv.HW_ENERGY_SPAN: 0.0})
     lines = [{"resourceSpans": [{"scopeSpans": [{"spans": [span("text_completion m", bad)]}]}]}]
     (run / "traces.1.jsonl").write_text(json.dumps(lines[0]) + "\n")
-    done = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(check, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
     assert "energy" in done.stdout + done.stderr
 
@@ -671,7 +671,7 @@ def test_the_gpu_notebook_runs_headless_on_cpu_and_says_so(tmp_path: Path,
         [PYTHON, "-m", "papermill", str(ROOT / "notebooks" / "04_gpu_inference.ipynb"),
          str(executed), "-k", "python3", "-p", "model", str(tiny), "-p", "generations", "2",
          "-p", "max_new_tokens", "6", "--log-level", "WARNING"],
-        env={**run_env, "USE_GPU": "0"}, capture_output=True, text=True, timeout=240,
+        env={**run_env, "USE_GPU": "0"}, capture_output=True, text=True, timeout=240, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     outputs = json.loads(executed.read_text())
@@ -704,9 +704,9 @@ def test_the_gpu_notebook_runs_headless_on_cpu_and_says_so(tmp_path: Path,
 
 def test_gpu_check_script_refuses_clearly_without_a_gpu(tmp_path: Path) -> None:
     script = ROOT / "scripts" / "gpu_check.sh"
-    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "PYTHON": PYTHON}
     done = subprocess.run(["bash", str(script), str(tmp_path / "out")], env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "no NVIDIA GPU here" in done.stderr
