@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 DEFAULT_CHAT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_CHAT_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # same weights as the GGUF's
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 TINY_MODEL_NAME = "tiny-gpt2"
 
@@ -161,6 +162,8 @@ def resolve_chat_model(
     otherwise a missing preparation raises ``ModelNotFoundError`` saying how to prepare it.
     """
     name = (name or os.environ.get("LOCAL_MODEL_NAME", "")).strip() or None
+    if name == DEFAULT_CHAT_MODEL_HUB_ID and _hub_snapshot(name) is None:
+        name = None  # not in the hub cache: the bundled copy is the same model
     if name is None or name == DEFAULT_CHAT_MODEL:
         folder = default_chat_model_dir()
         if not is_prepared(folder):

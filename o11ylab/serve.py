@@ -315,6 +315,8 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
             return embedder_box["engine"]
 
     chat_ids = {engine.name, str(engine.path)}
+    if engine.name == models.DEFAULT_CHAT_MODEL:
+        chat_ids.add(models.DEFAULT_CHAT_MODEL_HUB_ID)
     if config.model:
         chat_ids.add(config.model)
     embedding_ids = {embedding_ref.name, str(embedding_ref.path)}

@@ -81,6 +81,13 @@ def test_unprepared_default_says_how_to_prepare_it(empty_cache: Path) -> None:
         models.resolve_chat_model(prepare=False)
 
 
+def test_the_hub_id_of_the_default_falls_back_to_the_bundled_copy(
+        empty_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(empty_cache / "hf"))
+    with pytest.raises(models.ModelNotFoundError, match="default chat model SmolLM2"):
+        models.resolve_chat_model("HuggingFaceTB/SmolLM2-135M-Instruct", prepare=False)
+
+
 def test_default_embedder_comes_from_the_bundled_wheel(empty_cache: Path) -> None:
     ref = models.resolve_embedding_model()
     assert ref.name == "all-MiniLM-L6-v2"

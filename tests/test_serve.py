@@ -285,16 +285,30 @@ def test_concurrent_clients_are_all_served(client: openai.OpenAI) -> None:
     assert len(answers) == 8 and all(1 <= u.completion_tokens <= 5 for u in answers)
 
 
-def test_a_client_that_leaves_mid_stream_frees_the_model(endpoint: LocalEndpoint,
+def test_a_client_that_leaves_mid_stream_stops_the_model(endpoint: LocalEndpoint,
                                                          client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(model="tiny", max_tokens=200, stream=True,
-                                            messages=[{"role": "user", "content": "long"}])
-    next(iter(stream))
-    stream.close()
-    started = time.perf_counter()
+    from opentelemetry.propagate import inject
+
+    from o11ylab.telemetry import get_telemetry
+
+    headers: dict[str, str] = {}
+    with get_telemetry().tracer.start_as_current_span("leaving caller") as caller:
+        inject(headers)
+        stream = client.chat.completions.create(
+            model="tiny", max_tokens=230, stream=True, extra_headers=headers,
+            messages=[{"role": "user", "content": "long"}])
+        next(iter(stream))
+        stream.close()
     answer = client.chat.completions.create(model="tiny", max_tokens=2,
                                             messages=[{"role": "user", "content": "next"}])
-    assert answer.usage is not None and time.perf_counter() - started < 30
+    assert answer.usage is not None
+    trace_id = format(caller.get_span_context().trace_id, "032x")
+    spans = server_spans(endpoint.run_dir, trace_id, wanted=2)  # type: ignore[attr-defined]
+    generation = next(s for s in spans if s["name"] == "chat tiny")
+    finish = next(item["value"] for item in generation["attributes"]
+                  if item["key"] == "gen_ai.response.finish_reasons")
+    assert finish == {"arrayValue": {"values": [{"stringValue": "cancelled"}]}}
+    assert int(attribute(generation, "gen_ai.usage.output_tokens")) < 230
 
 
 # --- who may call ---------------------------------------------------------------------------------

@@ -523,11 +523,11 @@ class LocalModel:
             prompt_width = request.input_ids.shape[1]
             duration = time.perf_counter() - started
             ttft = clock.times[0] - started if clock.times else None
-            for row in output[:, prompt_width:].tolist():
+            rows = output[:, prompt_width:].tolist()
+            for row, input_tokens in zip(rows, request.input_tokens, strict=True):
                 text, count, finish = self._decode(request, row)
-                results.append(Generation(text, self.name, 0, count, finish, ttft, duration))
-            results = [dataclasses.replace(g, input_tokens=n)
-                       for g, n in zip(results, request.input_tokens, strict=True)]
+                results.append(Generation(text, self.name, input_tokens, count, finish, ttft,
+                                          duration))
             return results
         except BaseException as exc:
             error = exc
