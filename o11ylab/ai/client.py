@@ -267,6 +267,9 @@ def instrument() -> None:
 
     Idempotent. When something else already instrumented the SDK, it is left as it is.
     """
+    instrumentor = _state.get("instrumentor")
+    if _state["instrumented_by_us"] and instrumentor.is_instrumented_by_opentelemetry:
+        return  # the fast path of every call after the first
     from opentelemetry import _logs, metrics
     from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
 
@@ -278,7 +281,7 @@ def instrument() -> None:
         pricing.install(telemetry)
         if _scrub_span not in telemetry.hooks.on_end_callbacks:
             telemetry.hooks.on_end_callbacks.append(_scrub_span)
-        instrumentor = OpenAIInstrumentor()
+        instrumentor = _state["instrumentor"] = OpenAIInstrumentor()
         if instrumentor.is_instrumented_by_opentelemetry:
             return
         instrumentor.instrument(
