@@ -545,6 +545,7 @@ class Sampler:
         self._host_failed = False
         self._lock = threading.Lock()
         self._subscribers: list[Subscriber] = []
+        self.stop_listeners: list[Callable[[], None]] = []  # told when sampling stops
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._integrated: dict[int, tuple[float, float, float]] = {}  # gpu -> (joules, mono, watts)
@@ -629,6 +630,12 @@ class Sampler:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout if timeout is not None else self.interval_s + 2)
         self.close()
+        if thread is not None:
+            for listener in list(self.stop_listeners):
+                try:
+                    listener()
+                except Exception:  # noqa: BLE001, S110 - a closed widget must not block a stop
+                    pass
 
     def set_interval(self, seconds: float) -> None:
         self.interval_s = clamp_interval(seconds)

@@ -223,7 +223,7 @@ class HardwareMonitor(widgets.VBox):
         self._header.add_class("o11y-status")
         self._toggle = widgets.Button(description="Stop", tooltip="Pause or resume this monitor",
                                       layout=widgets.Layout(width="90px"))
-        self._toggle.on_click(lambda _button: self.stop() if self._running else self.start())
+        self._toggle.on_click(self._clicked)
         self._why = widgets.HTML()
         self._why.add_class("o11y-no-gpu")
         self._gpus = widgets.VBox()
@@ -245,6 +245,8 @@ class HardwareMonitor(widgets.VBox):
         """Resume updates (starting the sampler if nothing else runs it)."""
         self._running = True
         self.sampler.subscribe(self._on_sample)
+        if self._show_status not in self.sampler.stop_listeners:
+            self.sampler.stop_listeners.append(self._show_status)
         if not self.sampler.running:
             self.sampler.start()
         self._toggle.description = "Stop"
@@ -258,11 +260,19 @@ class HardwareMonitor(widgets.VBox):
         """Pause updates; the sampler stops too when nothing else needs it."""
         self._running = False
         self.sampler.unsubscribe(self._on_sample)
+        if self._show_status in self.sampler.stop_listeners:
+            self.sampler.stop_listeners.remove(self._show_status)
         if self.sampler.subscribers == 0 and not hardware.attached() \
                 and self.sampler is hardware.get_sampler():
             self.sampler.stop()
         self._toggle.description = "Start"
         self._show_status()
+
+    def _clicked(self, _button: Any) -> None:
+        if self._running and self.sampler.running:
+            self.stop()
+        else:
+            self.start()
 
     def close(self) -> None:
         self.stop()
@@ -305,12 +315,15 @@ class HardwareMonitor(widgets.VBox):
 
     def _show_status(self, sample: Sample | None = None) -> None:
         sampler = self.sampler
-        if self._running:
+        if self._running and not sampler.running and sampler.ready.is_set():
+            state = "■ the sampler stopped (was o11ylab unloaded?): press Start to resume"
+        elif self._running:
             when = time.strftime("%H:%M:%S", time.localtime(sample.wall)) if sample else "waiting"
             state = (f"● live · every {sampler.interval_s:g} s · {when} · "
                      f"sample {sampler.samples_taken}")
         else:
             state = "■ stopped: press Start or call .start()"
+        self._toggle.description = "Stop" if self._running and sampler.running else "Start"
         with self._header.hold_sync():
             self._header.value = (f"<b>o11ylab hardware</b> "
                                   f"<span style='opacity:.7'>{html.escape(state)}</span>")

@@ -193,6 +193,22 @@ def test_a_standalone_monitor_starts_and_stops_the_process_sampler(shell: Any) -
         shell.run_line_magic("load_ext", "o11ylab")
 
 
+def test_unloading_the_extension_shows_on_open_monitors(shell: Any) -> None:
+    monitor = shell.run_line_magic("o11y", "monitor")
+    try:
+        assert wait_for(lambda: "live" in monitor._header.value)
+        shell.run_line_magic("unload_ext", "o11ylab")
+        assert "the sampler stopped" in monitor._header.value
+        assert monitor._toggle.description == "Start"
+        monitor._toggle.click()  # resumes on its own sampler thread
+        assert hardware.get_sampler().running
+        assert wait_for(lambda: "live" in monitor._header.value)
+    finally:
+        monitor.close()
+        shell.run_line_magic("load_ext", "o11ylab")
+    assert hardware.get_sampler().running and hardware.attached()
+
+
 def test_o11y_monitor_magic(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:
     monitor = shell.run_line_magic("o11y", "monitor")
     try:
