@@ -908,8 +908,11 @@ class VectorStore:
         # The hot path: the instruments and attribute sets are prepared in __init__, and no
         # attribute is computed unless the span records.
         started = time.perf_counter()
+        start_attributes = self._retrieval_start
+        if type(top_k) is int:  # a top_k of another type only shows as error.type=TopKError
+            start_attributes = {**start_attributes, semconv.GEN_AI_RETRIEVAL_TOP_K: top_k}
         span = self._tracer.start_span(
-            self._retrieval_span_name, kind=SpanKind.CLIENT, attributes=self._retrieval_start
+            self._retrieval_span_name, kind=SpanKind.CLIENT, attributes=start_attributes
         )
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
@@ -927,7 +930,7 @@ class VectorStore:
                 results = self._hits(raw)
             except Exception as exc:
                 failure = self._translate(exc, texts=texts is not None) or exc
-                self._retrieval_failed(span, started, top_k, failure)
+                self._retrieval_failed(span, started, failure)
                 if failure is not exc:
                     raise failure from exc
                 raise
@@ -937,10 +940,7 @@ class VectorStore:
             instruments.duration.record(time.perf_counter() - started, self._duration_ok)
             instruments.returned_rows.record(returned, self._rows_attributes)
             if span.is_recording():
-                attributes: dict[str, Any] = {
-                    semconv.GEN_AI_RETRIEVAL_TOP_K: top_k,
-                    semconv.DB_RESPONSE_RETURNED_ROWS: returned,
-                }
+                attributes: dict[str, Any] = {semconv.DB_RESPONSE_RETURNED_ROWS: returned}
                 if len(results) > 1:
                     attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(results)
                 if texts is not None and self.embedding_model:
@@ -953,16 +953,12 @@ class VectorStore:
             otel_context.detach(token)  # type: ignore[arg-type]
             span.end()
 
-    def _retrieval_failed(
-        self, span: Span, started: float, top_k: object, failure: BaseException
-    ) -> None:
+    def _retrieval_failed(self, span: Span, started: float, failure: BaseException) -> None:
         error_type = _error_type(failure)
         self._instruments.duration.record(
             time.perf_counter() - started, {**self._duration_ok, semconv.ERROR_TYPE: error_type}
         )
         if span.is_recording():
-            if isinstance(top_k, int) and not isinstance(top_k, bool):
-                span.set_attribute(semconv.GEN_AI_RETRIEVAL_TOP_K, top_k)
             span.set_attribute(semconv.ERROR_TYPE, error_type)
             span.set_status(Status(StatusCode.ERROR, str(failure)[:500]))
 
