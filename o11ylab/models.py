@@ -266,11 +266,11 @@ def prepare_default_chat_model(
         # and the same tensors saves normally. Building it on the meta device skips a useless
         # random initialization.
         with torch.device("meta"):
-            model = LlamaForCausalLM(gguf_model.config)
+            model = LlamaForCausalLM(gguf_model.config)  # type: ignore[arg-type]  # a LlamaConfig
         model.load_state_dict(gguf_model.state_dict(), assign=True)
         if getattr(model.config, "tie_word_embeddings", False):
             model.tie_weights()
-        model = model.to(torch.bfloat16)
+        model = model.to(torch.bfloat16)  # type: ignore[arg-type]  # transformers' stub
         model.generation_config = gguf_model.generation_config
         del gguf_model
         step(3, f"saving to {target}")

@@ -285,9 +285,9 @@ class LocalModel:
         self._dtype = dtype if dtype is not None else _default_dtype(self.device)
         started = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(str(ref.path), local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(ref.path), dtype=self._dtype, local_files_only=True
-        ).to(self.device)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(ref.path), dtype=self._dtype, local_files_only=True)
+        self.model = loaded.to(self.device)  # type: ignore[arg-type]  # transformers' stub
         self.model.eval()
         self.dtype = str(self._dtype).removeprefix("torch.")
         if self.tokenizer.pad_token_id is None:
@@ -336,7 +336,7 @@ class LocalModel:
     ) -> Any:
         """Continue one prompt (returns a ``Generation``) or a batch (a list of them)."""
         single = isinstance(prompt, str)
-        prompts = [prompt] if single else list(prompt)  # type: ignore[list-item]
+        prompts = [prompt] if isinstance(prompt, str) else [str(p) for p in prompt]
         request = self._request(semconv.TEXT_COMPLETION_OPERATION, prompts, None, max_new_tokens,
                                 temperature, top_p, seed, stop)
         results = self._run(request)
@@ -500,7 +500,7 @@ class LocalModel:
                 break  # padding after another row of the batch finished
             kept.append(token)
             count += 1
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        text = str(self.tokenizer.decode(kept, skip_special_tokens=True))
         for stop in request.stop:
             cut = text.find(stop)
             if cut >= 0:
@@ -733,8 +733,8 @@ class TokenStream:
             if token in eos:
                 state["finish"] = "stop"
                 return
-            text = engine.tokenizer.decode([t for t in tokens if t not in eos],
-                                           skip_special_tokens=True)
+            text = str(engine.tokenizer.decode([t for t in tokens if t not in eos],
+                                               skip_special_tokens=True))
             if text.endswith("\ufffd"):
                 return  # half of a multi-byte character: wait for the rest
             for stop in request.stop:
