@@ -231,6 +231,46 @@ def test_data_survives_across_processes(chroma_dir: Path, run_env: dict[str, str
         "count": 1, "hits": [["p1", "from process one", {"pid": 1}]]}
 
 
+def test_any_chroma_embedding_function_and_client() -> None:
+    import chromadb
+    from chromadb.api.types import EmbeddingFunction
+
+    class Letters(EmbeddingFunction):  # type: ignore[type-arg]
+        """Counts of a, e, o: a toy model that needs no weights."""
+
+        def __init__(self) -> None:
+            pass
+
+        def __call__(self, input: list[str]) -> list[list[float]]:  # Chroma calls it "input"
+            return [[float(t.count(c)) + 0.01 for c in "aeo"] for t in input]
+
+        @staticmethod
+        def name() -> str:
+            return "letters"
+
+        def get_config(self) -> dict[str, Any]:
+            return {}
+
+        @staticmethod
+        def build_from_config(config: dict[str, Any]) -> Letters:
+            return Letters()
+
+    store = VectorStore("toy", client=chromadb.EphemeralClient(), embedder=Letters())
+    store.add(["aaaa", "eeee", "oooo"], ids=["a", "e", "o"])
+    with capture_spans() as spans:
+        assert store.search("ooo!", top_k=1)[0].id == "o"
+    assert store.embedding_model == "Letters"
+    assert only(spans, "retrieval toy").attributes["gen_ai.request.model"] == "Letters"
+    assert store.location == "(your chromadb Client)"
+
+
+def test_a_bad_chroma_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHROMA_HOST", "127.0.0.1")
+    monkeypatch.setenv("CHROMA_PORT", "eight thousand")
+    with pytest.raises(ChromaConnectionError, match="CHROMA_PORT='eight thousand' is not a port"):
+        VectorStore("docs", embedder=None)
+
+
 # --- telemetry -------------------------------------------------------------------------------
 
 

@@ -443,7 +443,7 @@ class VectorStore:
         self._server: tuple[str, int] | None = None
         if client is not None:
             self._client = client
-            self.location = f"(client {type(client).__name__})"
+            self.location = f"(your chromadb {type(client).__name__})"
         else:
             host = host or os.environ.get("CHROMA_HOST", "").strip() or None
             if host:
