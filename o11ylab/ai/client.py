@@ -315,7 +315,7 @@ def is_instrumented() -> bool:
 
 
 def _scrub_span(span: Any) -> dict[str, Any] | None:
-    """Mask keys in the status message of GenAI spans (servers echo keys in 401 bodies)."""
+    """Mask keys in error status messages (servers echo rejected keys in their 401 bodies)."""
     status = span.status
     if status.status_code is not StatusCode.ERROR or not status.description:
         return None
@@ -341,6 +341,7 @@ def _on_request(request: Any) -> None:
     # The instrumentation makes the chat span current while the SDK sends; carrying it in
     # traceparent lets the server's spans join the same trace.
     inject(request.headers)
+    # The openai SDK numbers its attempts in this header: 0 first, then 1, 2... per retry.
     retry = request.headers.get("x-stainless-retry-count")
     if retry and retry != "0":
         span = _genai_span()
