@@ -215,6 +215,23 @@ def test_requests_carry_the_chat_span_as_traceparent(faulty: FaultyServer) -> No
     assert parent_id == format(span.context.span_id, "016x")
 
 
+def test_sampled_out_calls_record_nothing_but_still_work_and_propagate(
+    faulty: FaultyServer,
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    parent = SpanContext(trace_id=0x1234, span_id=0x5678, is_remote=True,
+                         trace_flags=TraceFlags(TraceFlags.DEFAULT))  # not sampled
+    with capture_spans() as spans, trace.use_span(NonRecordingSpan(parent)):
+        reply = chat("hello", model="m1", max_tokens=4, client=get_client(faulty.endpoint("ok")))
+    assert reply.text == "fine" and reply.usage is not None
+    assert spans == []
+    traceparent = faulty.requests[-1]["headers"]["traceparent"]
+    assert traceparent.split("-")[1] == format(0x1234, "032x")
+    assert traceparent.endswith("-00")  # the server is told not to sample either
+
+
 # --- errors --------------------------------------------------------------------------------------
 
 
