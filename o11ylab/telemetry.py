@@ -836,12 +836,14 @@ class Telemetry:
 
 
 def _views() -> Iterable[Any]:
+    from opentelemetry.sdk.metrics import Histogram
     from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
     # Second-based histograms get buckets that suit both a 2 ms vector query and a 2 min
     # generation (the SDK's default buckets are meant for milliseconds).
     seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
-    return [View(instrument_unit="s", aggregation=ExplicitBucketHistogramAggregation(seconds))]
+    return [View(instrument_type=Histogram, instrument_unit="s",
+                 aggregation=ExplicitBucketHistogramAggregation(seconds))]
 
 
 def _kernel_id() -> str | None:
