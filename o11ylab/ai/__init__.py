@@ -20,6 +20,11 @@ _LAZY: dict[str, str] = {
     "ModelNotFound": "client", "RateLimited": "client", "ServerError": "client",
     "EndpointTimeout": "client", "EndpointUnreachable": "client", "ContextTooLong": "client",
     "BadRequest": "client",
+    # the vector store on Chroma
+    **{name: "vectorstore" for name in (
+        "VectorStore", "Hit", "Record", "VectorStoreError", "CollectionNameError",
+        "StorePathError", "ChromaConnectionError", "NoEmbedderError", "DimensionMismatchError",
+        "ModelMismatchError", "DuplicateIdError", "EmptyQueryError", "TopKError")},
     # the RAG pipeline
     "ask": "pipeline", "RagAnswer": "pipeline", "Source": "pipeline",
     "index_documents": "pipeline", "load_documents": "pipeline",
