@@ -415,7 +415,7 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(_prometheus_text(telemetry), media_type="text/plain; version=0.0.4")
+        return Response(telemetry.prometheus_text(), media_type="text/plain; version=0.0.4")
 
     def model_card(name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": created, "owned_by": "o11ylab"}
@@ -601,28 +601,6 @@ async def _sse(stream: Any, info: dict[str, Any], completion_id: str, created: i
         yield b"".join(tail)
     finally:
         stream.cancel()  # a client that went away stops the model at its next token
-
-
-def _prometheus_text(telemetry: Any) -> bytes:
-    """This process's metrics in the Prometheus text format, from o11ylab's in-memory reader.
-
-    The serve process answers /metrics on its own port, so it renders what the in-memory
-    reader holds with the Prometheus exporter's own translation (the same names the kernel's
-    /metrics uses) instead of starting a second HTTP server.
-    """
-    from opentelemetry.exporter.prometheus import _CustomCollector  # noqa: PLC2701 - see above
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    reader = telemetry.memory_reader
-    if reader is None:
-        return b"# o11ylab: another meter provider was installed first; no metrics here\n"
-    data = reader.get_metrics_data()
-    collector = _CustomCollector()
-    if data is not None:
-        collector.add_metrics_data(data)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
-    return bytes(generate_latest(registry))
 
 
 # --- running the server ---------------------------------------------------------------------

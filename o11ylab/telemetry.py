@@ -616,10 +616,11 @@ class Telemetry:
                     export_interval_millis=interval,
                     export_timeout_millis=settings.export_timeout_s * 1000,
                 ))
-            if settings.prometheus_port:
-                from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            # Always there (it costs nothing until scraped), so prometheus_text() works in a
+            # process that serves /metrics its own way; the HTTP server is what the port decides.
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
-                readers.append(PrometheusMetricReader())
+            readers.append(PrometheusMetricReader())
             self._metric_readers = readers
             metrics.set_meter_provider(
                 MeterProvider(resource=resource, metric_readers=readers, views=_views(),
@@ -805,6 +806,14 @@ class Telemetry:
                 provider.shutdown(timeout_millis=timeout_ms)
 
     # -- reporting ------------------------------------------------------------------------------
+
+    def prometheus_text(self) -> bytes:
+        """This process's metrics in the Prometheus text format, as /metrics serves them."""
+        if not self.owns_meter_provider:
+            return b"# o11ylab: another meter provider was installed first; no metrics here\n"
+        from prometheus_client import REGISTRY, generate_latest
+
+        return bytes(generate_latest(REGISTRY))
 
     def lost(self) -> int:
         return sum(c.failed for c in self.counts)
