@@ -14,6 +14,8 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from . import semconv
+
 __all__ = ["TraceView", "span_record", "spans_dataframe"]
 
 _STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
@@ -50,8 +52,9 @@ def _fmt_ms(ms: float) -> str:
 class TraceView:
     """A trace (or a subtree) as a tree with durations: HTML in a notebook, text in a terminal."""
 
-    _SHOWN = ("gen_ai.request.model", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
-              "gen_ai.usage.cost", "error.type", "o11ylab.gpu.energy_joules")
+    _SHOWN = (semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_USAGE_INPUT_TOKENS,
+              semconv.GEN_AI_USAGE_OUTPUT_TOKENS, semconv.GEN_AI_USAGE_COST, semconv.ERROR_TYPE,
+              semconv.HW_ENERGY_SPAN)
 
     def __init__(self, records: Sequence[dict[str, Any]], title: str = "") -> None:
         self.records = sorted(records, key=lambda r: r["start_ns"])
