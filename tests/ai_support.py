@@ -5,7 +5,9 @@ all-MiniLM-L6-v2 embedder, protected by an API key so the wrong-key path is real
 reach it exactly as users do, through ``ensure_local_endpoint()``: the ``local`` fixture sets
 ``O11YLAB_LOCAL_ENDPOINT`` (and the endpoint's key) for one test and resets the clients.
 
-Import the fixtures into a test module: ``from .ai_support import local, local_server``.
+Import the fixtures into a test module (they register as ``local`` and ``local_server``)::
+
+    from .ai_support import LocalServer, local_fixture, local_server_fixture  # noqa: F401
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ class LocalServer:
     embedding_model: str = "all-MiniLM-L6-v2"
 
 
-@pytest.fixture(scope="session")
-def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+@pytest.fixture(scope="session", name="local_server")
+def local_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     from o11ylab.models import build_tiny_model
     from o11ylab.serve import LocalEndpoint
 
@@ -48,8 +50,8 @@ def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServ
                           chat_model=folder.name)
 
 
-@pytest.fixture
-def local(local_server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalServer]:
+@pytest.fixture(name="local")
+def local_fixture(local_server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalServer]:
     """No OPENAI_* variables: the client picks o11ylab's local endpoint (this session's)."""
     from o11ylab.ai.client import reset_clients
     from o11ylab.serve import API_KEY_ENV, LOCAL_ENDPOINT_ENV

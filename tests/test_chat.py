@@ -22,7 +22,12 @@ from o11ylab.ai.client import reset_clients
 from o11ylab.telemetry import get_telemetry
 from o11ylab.testing import capture_metrics, capture_spans
 
-from .ai_support import LocalServer, local, local_server, server_spans  # noqa: F401 - fixtures
+from .ai_support import (  # noqa: F401 - fixtures
+    LocalServer,
+    local_fixture,
+    local_server_fixture,
+    server_spans,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -105,9 +110,8 @@ def test_streaming_yields_pieces_and_records_time_to_first_chunk(local: LocalSer
 
 
 def test_a_closed_stream_ends_its_span(local: LocalServer) -> None:
-    with capture_spans() as spans:
-        with chat("Say something", max_tokens=8, stream=True) as stream:
-            next(stream, None)
+    with capture_spans() as spans, chat("Say something", max_tokens=8, stream=True) as stream:
+        next(stream, None)
     assert [s.name for s in spans] == [f"chat {local.chat_model}"]
 
 

@@ -34,7 +34,8 @@ from o11ylab.ai.client import (
 )
 from o11ylab.config import ConfigError
 from o11ylab.testing import capture_logs, capture_spans
-from .ai_support import LocalServer, local, local_server  # noqa: F401 - fixtures
+
+from .ai_support import LocalServer, local_fixture, local_server_fixture  # noqa: F401
 from .conftest import free_port
 
 SECRET = "sk-test-o11ylab-0123456789abcdefSECRET"
@@ -57,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length", "0"))
         request = json.loads(self.rfile.read(length) or b"{}")
         self.server.requests.append({"path": self.path, "headers": dict(self.headers)})

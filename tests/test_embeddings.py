@@ -12,7 +12,7 @@ from o11ylab import semconv
 from o11ylab.ai import InvalidInput, ModelNotFound, aembed, embed
 from o11ylab.testing import capture_metrics, capture_spans
 
-from .ai_support import LocalServer, local, local_server  # noqa: F401 - fixtures
+from .ai_support import LocalServer, local_fixture, local_server_fixture  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

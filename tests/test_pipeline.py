@@ -13,7 +13,7 @@ from o11ylab.ai import ContextTooLong, InvalidInput
 from o11ylab.ai.pipeline import ask, build_prompt, index_documents, load_documents, open_store
 from o11ylab.testing import capture_spans, span_tree
 
-from .ai_support import LocalServer, local, local_server  # noqa: F401 - fixtures
+from .ai_support import LocalServer, local_fixture, local_server_fixture  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

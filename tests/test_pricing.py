@@ -11,7 +11,7 @@ import pytest
 from o11ylab import pricing
 from o11ylab.pricing import PricingError, cost_of, load_table
 
-from .ai_support import LocalServer, local, local_server  # noqa: F401 - fixtures
+from .ai_support import LocalServer, local_fixture, local_server_fixture  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
@@ -169,9 +169,9 @@ def _operation_span(**attributes: object) -> object:
     from o11ylab.testing import capture_spans
 
     instrument()  # installs the cost hook
-    with capture_spans() as spans:
-        with get_telemetry().tracer.start_as_current_span("chat x", attributes=attributes):
-            pass
+    tracer = get_telemetry().tracer
+    with capture_spans() as spans, tracer.start_as_current_span("chat x", attributes=attributes):
+        pass
     return spans[0]
 
 

@@ -32,10 +32,12 @@ _LAZY: dict[str, str] = {
 
 # The function `chat` shares its name with its module, and importing a submodule sets the
 # package attribute of that name, so it cannot be lazy: importing it here is cheap (no openai).
-from .chat import AsyncChatStream, ChatResult, ChatStream, Usage, achat, chat  # noqa: E402
+from .chat import AsyncChatStream, ChatResult, ChatStream, Usage, achat, chat
 
-__all__ = sorted([*_LAZY, "AsyncChatStream", "ChatResult", "ChatStream", "Usage", "achat",
-                  "chat"])
+# Built from _LAZY so that a name added there is public at once (hence the noqa).
+__all__ = [  # noqa: PLE0604
+    *_LAZY, "AsyncChatStream", "ChatResult", "ChatStream", "Usage", "achat", "chat",
+]
 
 
 def __getattr__(name: str) -> Any:

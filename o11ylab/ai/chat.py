@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from .. import pricing
 from .client import (
@@ -279,7 +279,7 @@ class ChatStream(Iterator[str]):
         self._stream.close()
         self._pieces.close()
 
-    def __enter__(self) -> ChatStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -350,7 +350,7 @@ class AsyncChatStream(AsyncIterator[str]):
         await self._stream.close()
         await self._pieces.aclose()
 
-    async def __aenter__(self) -> AsyncChatStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -322,7 +322,7 @@ def _scrub_span(span: Any) -> dict[str, Any] | None:
     cleaned = scrub(status.description)
     if cleaned != status.description:
         # The SDK has no public way to edit an ended span's status; see set_ended_attributes.
-        span._status = Status(StatusCode.ERROR, cleaned)  # noqa: SLF001
+        span._status = Status(StatusCode.ERROR, cleaned)
     return None
 
 
@@ -447,10 +447,9 @@ def reset_clients() -> None:
     with _lock:
         for client in _clients.values():
             try:
-                if hasattr(client, "close") and not asyncio.iscoroutinefunction(client.close):
-                    client.close()
-            except Exception:
-                pass
+                client.close()
+            except (OSError, RuntimeError):  # closing a dead connection: nothing left to free
+                continue
         _clients.clear()
         _async_clients.clear()
         _local_url.clear()
