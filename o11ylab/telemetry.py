@@ -16,6 +16,7 @@ wrapped to count what it delivered and what it failed to deliver; ``status()`` s
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import socket
@@ -691,10 +692,8 @@ class Telemetry:
         self._attached = False
         self._detach_logging()
         self._stop_prometheus()
-        self._flush_wanted.set()  # wakes the flusher, which sees it is detached and exits
-        if self._flusher is not None:
-            self._flusher.join(timeout=self.settings.export_timeout_s + 1)
-            self._flusher = None
+        self._flusher = None  # the running one sees it is retired and exits; no need to wait
+        self._flush_wanted.set()
         self.flush()
 
     def _start_prometheus(self) -> None:
@@ -755,25 +754,36 @@ class Telemetry:
         self._flush_wanted.set()
 
     def _flush_loop(self) -> None:
+        me = threading.current_thread()
         while True:
             self._flush_wanted.wait()
-            if not self._attached:
+            if self._flusher is not me:
                 return
             # Cells that follow each other within 50 ms share one export.
             time.sleep(0.05)
             self._flush_wanted.clear()
-            if not self._attached:
+            if self._flusher is not me:
                 return
             self.flush()
 
     def flush(self) -> None:
-        """Export everything queued, bounded by the export timeout of each exporter."""
+        """Export everything queued now; all exporters at once, bounded by the export timeout."""
         if self._shut_down:
             return
-        for processor in self._span_processors:
-            processor.force_flush()
-        for log_processor in self._log_processors:
-            log_processor.force_flush()
+        self._in_parallel([p.force_flush for p in [*self._span_processors, *self._log_processors]])
+
+    def _in_parallel(self, calls: list[Callable[[], Any]]) -> None:
+        # One slow destination must not hold up the others, and none may hold up the kernel
+        # for longer than one export timeout (plus a little for the local file).
+        if not calls:
+            return
+        threads = [threading.Thread(target=call, name="o11ylab-export", daemon=True)
+                   for call in calls]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + self.settings.export_timeout_s + 0.5
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def flush_metrics(self) -> None:
         for reader in self._metric_readers:
@@ -781,29 +791,44 @@ class Telemetry:
                 reader.force_flush(timeout_millis=self.settings.export_timeout_s * 1000)
 
     def shutdown(self) -> None:
-        """Flush and close every exporter within a bound; runs at interpreter exit."""
+        """Flush and close every exporter within one export timeout; runs at interpreter exit."""
         if self._shut_down:
             return
-        deadline = self.settings.export_timeout_s * 2 + 1
-        worker = threading.Thread(target=self._shutdown_now, name="o11ylab-shutdown", daemon=True)
-        worker.start()
-        worker.join(deadline)
+        self._attached = False
+        self._detach_logging()
+        self._stop_prometheus()
+        self._flusher = None
+        self._flush_wanted.set()  # the flusher sees it is retired and exits
+        calls: list[Callable[[], Any]] = [
+            p.shutdown for p in [*self._span_processors, *self._log_processors]
+        ]
+        provider = metrics.get_meter_provider()
+        if self.owns_meter_provider and isinstance(provider, MeterProvider):
+            timeout_ms = int(self.settings.export_timeout_s * 1000)
+            calls.append(lambda: provider.shutdown(timeout_millis=timeout_ms))
+        self._in_parallel(calls)
         self._shut_down = True
-        lost = self.lost()
+        stranded = self.queued()  # still queued when the deadline passed: lost too
+        lost = self.lost() + stranded
         if lost:
             _warn(f"{lost} telemetry items could not be exported (see the warnings above).")
+        self._write_report(stranded)
 
-    def _shutdown_now(self) -> None:
-        self.detach()
-        timeout_ms = int(self.settings.export_timeout_s * 1000)
-        for processor in self._span_processors:
-            processor.shutdown()
-        for log_processor in self._log_processors:
-            log_processor.shutdown()
-        if self.owns_meter_provider:
-            provider = metrics.get_meter_provider()
-            if isinstance(provider, MeterProvider):
-                provider.shutdown(timeout_millis=timeout_ms)
+    def _write_report(self, stranded: int) -> None:
+        """Leave this process's export counts in the run folder, for `o11ylab run`'s summary."""
+        if not self.settings.trace_file:
+            return
+        report = {
+            "pid": os.getpid(),
+            "notebook": self.settings.notebook_path,
+            "exporters": self.status()["exporters"],
+            "stranded": stranded,
+        }
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / f"exports.{os.getpid()}.json").write_text(json.dumps(report))
+        except OSError:
+            pass  # the file exporter already said the folder is unusable
 
     # -- reporting ------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +15,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 
 class OtlpReceiver:
-    def __init__(self) -> None:
+    """Answers ``status`` (200 unless a test changes it) on ``port`` (free unless given)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.status = 200
+        self.connections: list[socket.socket] = []
         self.spans: list[dict[str, Any]] = []
         self.requests: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -22,12 +28,23 @@ class OtlpReceiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # collectors keep connections alive
 
+            def setup(self) -> None:
+                super().setup()
+                with receiver._lock:
+                    receiver.connections.append(self.connection)
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self._body()
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 with receiver._lock:
                     receiver.requests[self.path] = receiver.requests.get(self.path, 0) + 1
+                if receiver.status != 200:
+                    self.send_response(receiver.status)
+                    self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path.endswith("/v1/traces"):
                     receiver._add(body)
                 self.send_response(200)
@@ -50,7 +67,7 @@ class OtlpReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -69,6 +86,10 @@ class OtlpReceiver:
                             "service": resource.get("service.name"),
                         })
 
+    def names(self) -> set[str]:
+        with self._lock:
+            return {s["name"] for s in self.spans}
+
     def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -85,3 +106,7 @@ class OtlpReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+        # A dead collector drops its kept-alive connections too.
+        for connection in self.connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
