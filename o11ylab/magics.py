@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import shlex
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -41,9 +41,15 @@ def _attributes(pairs: list[str] | None) -> dict[str, Any]:
     return attributes
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse would print its usage to stderr and exit; a magic says one UsageError instead.
+        raise argparse.ArgumentError(None, message)
+
+
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=description, exit_on_error=False,
-                                   add_help=False)
+    return _ArgumentParser(prog=prog, description=description, exit_on_error=False,
+                           add_help=False)
 
 
 @magics_class
@@ -111,7 +117,10 @@ class O11yMagics(Magics):
         %o11y autotrace on|off    trace every cell as a span
         %o11y monitor [stop|start] the live GPU / CPU / memory panel (stop or restart them all)
         """
-        words = shlex.split(line)
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:  # an unclosed quote, a trailing backslash
+            raise UsageError(f"%o11y: {exc}.") from None
         if not words:
             raise UsageError(
                 "Use one of: %o11y status | flush | trace | spans | autotrace on|off | monitor."
