@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from traitlets import Bool, Int, Unicode
 from traitlets.config import Configurable
@@ -40,6 +42,11 @@ class ContentCapture(enum.Enum):
 
 
 PROTOCOLS = ("http/protobuf", "grpc")
+SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on",
+            "parentbased_always_off", "parentbased_traceidratio")  # those the SDK builds itself
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token
+# Printable ASCII but for " , ; and \ : what the OTLP exporters' header parser takes as a value.
+_HEADER_VALUE = re.compile(r'[^\x00-\x1f\x7f-\U0010ffff",;\\]*')
 SIGNALS = ("traces", "metrics", "logs")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -98,8 +105,12 @@ def _endpoint(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name, "").strip()
     if not raw:
         return None
-    parsed = urlparse(raw)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    try:
+        parsed = urlparse(raw)
+        usable = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+    except ValueError:  # an unclosed [IPv6 bracket, a host that changes under NFKC
+        usable = False
+    if not usable:
         # Never echo the value: people paste URLs with tokens in them.
         raise ConfigError(
             f"{name} is not an http(s) URL with a host: set it like http://127.0.0.1:4318."
@@ -109,6 +120,13 @@ def _endpoint(env: Mapping[str, str], name: str) -> str | None:
     except ValueError:
         raise ConfigError(f"{name} has a port that is not a number in 0..65535.") from None
     return raw
+
+
+def _folder(name: str, raw: str) -> Path:
+    try:
+        return Path(raw).expanduser()
+    except RuntimeError:  # ~someone, and no such user
+        raise ConfigError(f"{name}={raw!r}: no such home folder; use an absolute path.") from None
 
 
 def _timeout_seconds(env: Mapping[str, str]) -> float:
@@ -147,11 +165,57 @@ def _capture(env: Mapping[str, str]) -> ContentCapture:
         ) from None
 
 
+def _check_headers(env: Mapping[str, str], signal: str) -> None:
+    """Refuse OTLP headers the exporters would drop: they log a dropped header, secret and all,
+    and then export without it (so without its credentials). The value is never echoed."""
+    name = f"OTEL_EXPORTER_OTLP_{signal}_HEADERS"
+    if not env.get(name):
+        name = "OTEL_EXPORTER_OTLP_HEADERS"  # the exporters' fallback, as they read it
+    raw = env.get(name) or ""
+    items = [item.strip() for item in re.split(r"[ \t]*,[ \t]*", raw)]
+    for position, item in enumerate((i for i in items if i), start=1):
+        key, equals, value = item.partition("=")
+        value = value.strip(" \t")
+        # Values are URL-encoded (%20 for a space); a value with a bare space is sent as is.
+        sent = value if " " in value else unquote(value)
+        if (not equals or not _HEADER_NAME.fullmatch(key.strip(" \t"))
+                or not _HEADER_VALUE.fullmatch(value) or not sent.isprintable()):
+            raise ConfigError(
+                f"{name}: header {position} is not name=value with a URL-encoded value (it is "
+                "not shown: it may hold a secret). Write it like "
+                "Authorization=Basic%20dXNlcjp0b2tlbg==,x-scope=team."
+            )
+
+
+def _check_sampler(env: Mapping[str, str]) -> None:
+    """The SDK's TracerProvider reads these itself, and for a value it cannot use it logs a
+    warning and samples everything; refuse such a value here, with one clear line."""
+    raw = env.get("OTEL_TRACES_SAMPLER")
+    if raw is None:
+        return
+    sampler = raw.lower()  # as the SDK reads it: any case, but spaces count
+    if sampler not in SAMPLERS:
+        raise ConfigError(
+            f"OTEL_TRACES_SAMPLER={raw!r} is not a sampler the OpenTelemetry SDK knows: use one "
+            f"of {', '.join(SAMPLERS)}, or unset it (parentbased_always_on)."
+        )
+    if sampler.endswith("traceidratio"):
+        arg = env.get("OTEL_TRACES_SAMPLER_ARG", "")
+        try:
+            ratio = float(arg)
+        except ValueError:
+            ratio = math.nan
+        if not 0.0 <= ratio <= 1.0:
+            raise ConfigError(
+                f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a sampling probability: with "
+                f"OTEL_TRACES_SAMPLER={raw} set it to a number in 0..1, such as 0.1."
+            )
+
+
 def _otlp(env: Mapping[str, str]) -> tuple[tuple[str, ...], dict[str, str]]:
     common = _endpoint(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
     signals: list[str] = []
     protocols: dict[str, str] = {}
-    default_protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip()
     for signal in SIGNALS:
         upper = signal.upper()
         exporter = env.get(f"OTEL_{upper}_EXPORTER", "otlp").strip().lower()
@@ -162,11 +226,16 @@ def _otlp(env: Mapping[str, str]) -> tuple[tuple[str, ...], dict[str, str]]:
             raise ConfigError(
                 f"OTEL_{upper}_EXPORTER={exporter!r} is not supported here: use otlp or none."
             )
-        protocol = env.get(f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL", default_protocol).strip()
+        protocol_variable = f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL"
+        if protocol_variable not in env:
+            protocol_variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
+        protocol = env.get(protocol_variable, "http/protobuf").strip()
         if protocol not in PROTOCOLS:
             raise ConfigError(
-                f"OTLP protocol {protocol!r} is not supported: use one of {', '.join(PROTOCOLS)}."
+                f"{protocol_variable}={protocol!r} is not supported: use one of "
+                f"{', '.join(PROTOCOLS)}."
             )
+        _check_headers(env, upper)
         signals.append(signal)
         protocols[signal] = protocol
     return tuple(signals), protocols
@@ -185,11 +254,13 @@ def load_settings(
     """Build the settings from ``env`` (default ``os.environ``) and traitlets overrides."""
     env = os.environ if env is None else env
     signals, protocols = _otlp(env)
+    _check_sampler(env)
     host = env.get("O11YLAB_PROMETHEUS_HOST", "127.0.0.1").strip() or "127.0.0.1"
     run_dir = env.get("O11YLAB_RUN_DIR", "").strip()
     values: dict[str, object] = {
-        "runs_dir": Path(env.get("O11YLAB_RUNS_DIR", "").strip() or "~/.o11ylab/runs").expanduser(),
-        "run_dir": Path(run_dir).expanduser() if run_dir else None,
+        "runs_dir": _folder("O11YLAB_RUNS_DIR",
+                            env.get("O11YLAB_RUNS_DIR", "").strip() or "~/.o11ylab/runs"),
+        "run_dir": _folder("O11YLAB_RUN_DIR", run_dir) if run_dir else None,
         "trace_file": _flag(env, "O11YLAB_TRACE_FILE", True),
         "otlp_signals": signals,
         "otlp_protocol": protocols,
@@ -213,7 +284,7 @@ def load_settings(
         if key not in values:
             raise ConfigError(f"Unknown o11ylab setting {key!r}.")
         if key in ("runs_dir", "run_dir"):
-            value = Path(str(value)).expanduser()
+            value = _folder(f"O11yLab.{key}", str(value))
         values[key] = value
     if not 0 <= int(values["prometheus_port"]) <= 65535:  # type: ignore[call-overload]
         raise ConfigError("O11yLab.prometheus_port must be in 0..65535 (0 turns /metrics off).")
