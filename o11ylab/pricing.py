@@ -127,8 +127,15 @@ class Cost:
 # --- the table ----------------------------------------------------------------------------------
 
 
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 def _number(value: Any, where: str, origin: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
         raise PricingError(f"{origin}: {where} must be a number of USD per 1M tokens, "
                            f"not {json.dumps(value)}.")
     if value < 0:
@@ -176,12 +183,17 @@ def _read(path: Path, origin: str) -> dict[str, Any]:
         raise PricingError(f"{origin}: no such file. Fix {PRICING_FILE_ENV} or unset it.") from None
     except OSError as exc:
         raise PricingError(f"{origin}: cannot be read ({exc.strerror or exc}).") from None
+    except UnicodeDecodeError as exc:
+        raise PricingError(f"{origin}: not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON.") \
+            from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PricingError(
             f"{origin}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}."
         ) from None
+    except (ValueError, RecursionError) as exc:  # a number with thousands of digits, deep nesting
+        raise PricingError(f"{origin}: not JSON o11ylab can read ({type(exc).__name__}).") from None
     if not isinstance(data, dict):
         raise PricingError(f'{origin}: the top level must be an object with "models".')
     models = data.get("models")
