@@ -200,9 +200,19 @@ def resolve_embedding_model(name: str | None = None) -> ModelRef:
     return _resolve_named(name, "embedding", "EMBEDDING_MODEL")
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # a name too long for a path: no folder of that name
+        return False
+
+
 def _resolve_named(name: str, kind: str, variable: str) -> ModelRef:
-    candidate = Path(name).expanduser()
-    if candidate.is_dir():
+    try:
+        candidate = Path(name).expanduser()
+    except RuntimeError:  # ~someone, and no such user
+        candidate = Path(name)
+    if _is_dir(candidate):
         if not (candidate / "config.json").is_file():
             raise ModelNotFoundError(
                 f"{candidate} is a folder but not a model folder (no config.json). Point "
