@@ -860,6 +860,17 @@ _SHARED: LocalEndpoint | None = None
 _SHARED_LOCK = threading.Lock()
 
 
+def _exits_within(endpoint: LocalEndpoint, seconds: float) -> bool:
+    """Whether a server that stopped answering exits within ``seconds`` (killed, crashing)."""
+    if endpoint.process is None:
+        return True
+    try:
+        endpoint.process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return False  # alive, just slow to answer: keep it
+    return True
+
+
 def ensure_local_endpoint(*, model: str | None = None, embedding_model: str | None = None,
                           start_timeout_s: float | None = None) -> str:
     """A base URL (ending in ``/v1``) of a healthy local OpenAI-compatible endpoint.
@@ -877,8 +888,13 @@ def ensure_local_endpoint(*, model: str | None = None, embedding_model: str | No
         print(f"o11ylab: {LOCAL_ENDPOINT_ENV} ({base}) does not answer /health; starting a local "
               "endpoint of this process's own instead.", file=sys.stderr, flush=True)
     with _SHARED_LOCK:
-        if _SHARED is not None and _SHARED.running():
-            return _SHARED.base_url
+        shared = _SHARED
+        if shared is not None and shared.running():
+            # A killed server can still look alive for a moment after its sockets close (the
+            # client saw the connection drop first): wait for it to go, and start another.
+            if _healthy(shared.base_url) or not _exits_within(shared, 5.0):
+                return shared.base_url
+            shared.stop()
         endpoint = LocalEndpoint(model=model, embedding_model=embedding_model,
                                  start_timeout_s=start_timeout_s)
         endpoint._say("starting the local model endpoint (o11ylab serve) on 127.0.0.1")
