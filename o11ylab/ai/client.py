@@ -550,11 +550,15 @@ def translate(exc: BaseException, endpoint: Endpoint, model: str | None = None) 
             f"No answer from {endpoint}{about} within {endpoint.timeout_s:g} s "
             f"(after {endpoint.max_retries} retries)", endpoint=where, error_type="timeout")
     if isinstance(exc, openai.APIConnectionError):
+        hint = None
         if endpoint.kind == "local":
             _local_url.clear()  # the next call starts (or finds) the local endpoint again
+            # OPENAI_BASE_URL (the class hint) is not what a user of the local endpoint set.
+            hint = ("o11ylab's local endpoint stopped answering; run the call again and a new "
+                    "one is started.")
         return EndpointUnreachable(
             f"Cannot connect to {endpoint} ({_cause(exc)})", endpoint=where,
-            error_type="connection")
+            error_type="connection", hint=hint)
     if not isinstance(exc, openai.APIStatusError):
         return None
     status = exc.status_code
