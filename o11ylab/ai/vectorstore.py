@@ -681,6 +681,9 @@ class VectorStore:
             if translated is not None:
                 raise translated from exc
             raise
+        except BaseException as exc:  # Ctrl-C mid-write: the span says how it ended
+            self._fail(span, exc)
+            raise
         finally:
             otel_context.detach(token)  # type: ignore[arg-type]
             span.end()
@@ -811,7 +814,7 @@ class VectorStore:
             if span.is_recording():
                 span.set_attribute(semconv.VECTORSTORE_RECORD_COUNT, deleted)
             return deleted
-        except Exception as exc:
+        except BaseException as exc:  # Ctrl-C included: the span says how it ended
             self._fail(span, exc)
             raise
         finally:
@@ -854,7 +857,7 @@ class VectorStore:
             if span.is_recording():
                 span.set_attribute(semconv.DB_RESPONSE_RETURNED_ROWS, len(records))
             return records
-        except Exception as exc:
+        except BaseException as exc:  # Ctrl-C included: the span says how it ended
             self._fail(span, exc)
             raise
         finally:
@@ -933,6 +936,9 @@ class VectorStore:
                 self._retrieval_failed(span, started, failure)
                 if failure is not exc:
                     raise failure from exc
+                raise
+            except BaseException as exc:  # Ctrl-C mid-search
+                self._retrieval_failed(span, started, exc)
                 raise
             returned = sum(map(len, results))
             # Recorded while the retrieval span is current, so exemplars point at it.
