@@ -284,7 +284,8 @@ def test_retrieval_span_follows_the_genai_retrieval_convention(vectors: VectorSt
     span = only(spans, "retrieval axes")
     assert span.kind is SpanKind.CLIENT
     assert span.status.is_ok
-    attributes = dict(span.attributes)
+    # o11ylab.* are the hardware sampler's measurements, there once the extension is loaded.
+    attributes = {k: v for k, v in span.attributes.items() if not k.startswith("o11ylab.")}
     assert attributes == {
         "gen_ai.operation.name": "retrieval",
         "gen_ai.data_source.id": "axes",
