@@ -1094,7 +1094,10 @@ LOAD_TEST = [
         return [one_request(user, n) for n in range(requests_per_user)]
 
     with ThreadPoolExecutor(max_workers=users) as pool:
-        results = pd.DataFrame([row for rows in pool.map(user_session, range(users)) for row in rows])
+        rows = [row for session in pool.map(user_session, range(users)) for row in session]
+    results = pd.DataFrame(rows).reindex(columns=[
+        "user", "request", "start_s", "latency_s", "trace_id", "error", "input_tokens",
+        "output_tokens", "cost_usd"])
     wall_s = time.perf_counter() - test_started
     print(f"{len(results)} requests from {users} users in {wall_s:.1f} s")
     """),
@@ -1123,7 +1126,9 @@ LOAD_TEST = [
         "latency p95 s": np.percentile(latency, 95),
         "latency p99 s": np.percentile(latency, 99),
         "output tokens/s": ok["output_tokens"].sum() / wall_s if len(ok) else 0.0,
-        "cost per request $": ok["cost_usd"].mean() if len(ok) and ok["cost_usd"].notna().all() else None,
+        # NaN when a model has no price (unknown is not free)
+        "cost per request $": ok["cost_usd"].mean() if len(ok) and ok["cost_usd"].notna().all()
+        else float("nan"),
     }, name=f"{users} users × {requests_per_user} requests").round(3)
     report.to_frame()
     """),
