@@ -816,7 +816,7 @@ FAILURES = [
     on past them. The last cell lists every error span.
     """),
     parameters("""
-    timeout_s = 0.05   # the client timeout in the timeout demo, in seconds
+    timeout_s = 0.02   # the client timeout in the timeout demo (seconds): shorter than any generation
     chroma_path = ""   # "" = a new temporary folder, so runs never collide
     """),
     code("""
