@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -76,6 +77,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def stacktrace(error: BaseException, with_source: bool) -> str:
+    """The exception's traceback; without the quoted code lines unless content capture is on."""
+    if with_source:
+        return "".join(traceback.format_exception(error))
+    lines = ["Traceback (most recent call last):\n"]
+    for frame in traceback.extract_tb(error.__traceback__):
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n')
+    lines.extend(traceback.format_exception_only(error))
+    return "".join(lines)
+
+
 def source_hash(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -117,7 +129,10 @@ class CellRun:
         error_name = None
         if error is not None:
             error_name = type(error).__name__
-            span.record_exception(error)
+            # A traceback quotes the cell's source lines: content, like the source itself.
+            with_source = self.telemetry.settings.capture_content.on_spans
+            span.record_exception(
+                error, attributes={"exception.stacktrace": stacktrace(error, with_source)})
             span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
             span.set_status(Status(StatusCode.ERROR, f"{error_name}: {error}"[:500]))
         span.end()

@@ -22,6 +22,8 @@ class OtlpReceiver:
         self.connections: list[socket.socket] = []
         self.spans: list[dict[str, Any]] = []
         self.requests: dict[str, int] = {}
+        self.bodies: list[tuple[str, bytes]] = []  # (path, decompressed body), every request
+        self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -39,6 +41,8 @@ class OtlpReceiver:
                     body = gzip.decompress(body)
                 with receiver._lock:
                     receiver.requests[self.path] = receiver.requests.get(self.path, 0) + 1
+                    receiver.bodies.append((self.path, body))
+                    receiver.headers.append(dict(self.headers.items()))
                 if receiver.status != 200:
                     self.send_response(receiver.status)
                     self.send_header("Retry-After", "0")
@@ -84,6 +88,7 @@ class OtlpReceiver:
                             "span_id": span.span_id.hex(),
                             "parent_span_id": span.parent_span_id.hex() or None,
                             "service": resource.get("service.name"),
+                            "attributes": {a.key: str(a.value).strip() for a in span.attributes},
                         })
 
     def names(self) -> set[str]:

@@ -66,7 +66,10 @@ def test_default_name_is_the_execution_count(shell: Any) -> None:
 def test_cell_source_is_recorded_only_with_content_capture(shell: Any, capture_content: None) -> None:
     with capture_spans() as spans:
         shell.run_cell("%%traced\nsecret_prompt = 'tell me'", store_history=True)
+        shell.run_cell("%%traced\nraise ValueError('x') # quoted", store_history=True)
     assert spans[0].attributes[semconv.CELL_SOURCE].strip() == "secret_prompt = 'tell me'"
+    stack = spans[1].events[0].attributes["exception.stacktrace"]
+    assert "raise ValueError('x') # quoted" in stack
 
 
 def test_failing_cell_marks_the_span_and_fails_the_outer_cell_with_one_traceback(
@@ -82,6 +85,9 @@ def test_failing_cell_marks_the_span_and_fails_the_outer_cell_with_one_traceback
     assert span.status.status_code.name == "ERROR"
     assert span.attributes[semconv.ERROR_TYPE] == "ZeroDivisionError"
     assert [e.name for e in span.events] == ["exception"]
+    stack = span.events[0].attributes["exception.stacktrace"]
+    assert "ZeroDivisionError: division by zero" in stack and ", line 1, in <module>" in stack
+    assert "1 / 0" not in stack, "the traceback quotes no cell source unless content capture is on"
     assert "✗ risky failed (ZeroDivisionError)" in out
 
 
