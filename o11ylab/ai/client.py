@@ -334,7 +334,10 @@ def _genai_span() -> Any:
     if not span.is_recording():
         return None
     attributes = getattr(span, "attributes", None) or {}
-    return span if semconv.GEN_AI_OPERATION_NAME in attributes else None
+    # Only the instrumentation's own call spans: a workflow span that is current while a
+    # helper request (say, /v1/models) goes out is not that request's span.
+    operation = attributes.get(semconv.GEN_AI_OPERATION_NAME)
+    return span if operation in semconv.ROLLUP_OPERATIONS else None
 
 
 def _on_request(request: Any) -> None:
