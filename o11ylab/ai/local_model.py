@@ -64,6 +64,10 @@ __all__ = [
 ]
 
 DEFAULT_MAX_NEW_TOKENS = 256
+# Below this a temperature samples as greedy decoding does, and dividing the logits by one near 0
+# overflows float32 into NaN probabilities (a crash in torch.multinomial): decode greedily there,
+# the line vLLM draws too.
+_GREEDY_BELOW = 1e-5
 _ROLES = {"system", "user", "assistant", "developer", "tool"}
 
 
@@ -413,6 +417,8 @@ class LocalModel:
             raise EmptyPromptError("the prompt is empty: give the model some text to continue.")
         if max_new_tokens is not None and max_new_tokens < 1:
             raise LocalModelError(f"max_new_tokens must be at least 1, not {max_new_tokens}.")
+        if seed is not None and not -(2**63) <= seed < 2**63:  # torch's and OTLP's int64
+            raise LocalModelError(f"seed must be a 64-bit integer, not {seed}.")
         # Chat templates already hold the special tokens the model expects.
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True,
                                  add_special_tokens=messages is None)
@@ -469,7 +475,7 @@ class LocalModel:
             "pad_token_id": self.tokenizer.pad_token_id,
             "streamer": clock,
         }
-        if request.temperature is not None and request.temperature > 0:
+        if request.temperature is not None and request.temperature >= _GREEDY_BELOW:
             kwargs.update(do_sample=True, temperature=request.temperature)
             if request.top_p is not None:
                 kwargs["top_p"] = request.top_p
