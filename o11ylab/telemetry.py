@@ -258,6 +258,11 @@ class ExportCounts:
         self.exported = 0
         self.failed = 0
         self._warned = not warn  # the file writer explains its own failures
+        self.dropped: Callable[[], int] = lambda: 0  # never reached the exporter (queue full)
+
+    @property
+    def lost(self) -> int:
+        return self.failed + self.dropped()
 
     def record(self, ok: bool, count: int, why: str = "") -> None:
         if ok:
@@ -276,8 +281,10 @@ class CountingSpanExporter(SpanExporter):
     def __init__(self, inner: SpanExporter, counts: ExportCounts) -> None:
         self.inner = inner
         self.counts = counts
+        self.taken = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.taken += len(spans)  # the SDK runs one export at a time (its export lock)
         try:
             result = self.inner.export(spans)
         except Exception as exc:  # an exporter must never take the worker thread down
@@ -291,6 +298,46 @@ class CountingSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """A ``BatchSpanProcessor`` that knows how many spans its full queue dropped.
+
+    When spans end faster than they can be exported (a tight loop of small spans), the SDK
+    drops them with one log line. Counting each drop as it happens would race with the export
+    thread emptying the queue, so the count comes from totals: spans handed to the queue, less
+    those still in it, less those the exporter took. The SDK moves spans from the queue to the
+    exporter only under its export lock, so the totals agree whenever that lock is free; while
+    an export runs, the last count stands.
+    """
+
+    def __init__(self, exporter: CountingSpanExporter, **options: Any) -> None:
+        super().__init__(exporter, **options)
+        self._exporter = exporter
+        self._handed = 0
+        self._handing = threading.Lock()
+        self._dropped = 0
+        exporter.counts.dropped = self.dropped
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not (span.context and span.context.trace_flags.sampled):
+            return
+        if self._batch_processor._shutdown:  # the SDK queues nothing after shutdown
+            return
+        super().on_end(span)
+        with self._handing:  # counted after queueing: a read in between counts short, not over
+            self._handed += 1
+
+    def dropped(self) -> int:
+        batch = self._batch_processor
+        lock = batch._export_lock  # the SDK's; see the class docstring
+        if lock.acquire(blocking=False):
+            try:
+                queued = len(batch._queue)
+                self._dropped = max(0, self._handed - queued - self._exporter.taken)
+            finally:
+                lock.release()
+        return self._dropped
 
 
 class CountingLogExporter(LogRecordExporter):
@@ -559,7 +606,7 @@ class Telemetry:
         return OTLPLogExporter(timeout=timeout)
 
     def _span_processor(self, exporter: SpanExporter, counts: ExportCounts) -> BatchSpanProcessor:
-        processor = BatchSpanProcessor(
+        processor = CountingBatchSpanProcessor(
             CountingSpanExporter(exporter, counts),
             schedule_delay_millis=1000,
             export_timeout_millis=int(self.settings.export_timeout_s * 1000),
@@ -841,7 +888,7 @@ class Telemetry:
         return bytes(generate_latest(REGISTRY))
 
     def lost(self) -> int:
-        return sum(c.failed for c in self.counts)
+        return sum(c.lost for c in self.counts)
 
     def queued(self) -> int:
         total = 0
@@ -859,7 +906,7 @@ class Telemetry:
             "otlp": {signal: self._otlp_target(signal) for signal in self.settings.otlp_signals},
             "prometheus": self.prometheus_url,
             "exporters": [
-                {"name": c.name, "target": c.target, "exported": c.exported, "failed": c.failed}
+                {"name": c.name, "target": c.target, "exported": c.exported, "failed": c.lost}
                 for c in self.counts
             ],
             "queued": self.queued(),
