@@ -26,27 +26,23 @@ __all__ = ["MetricsCapture", "capture_logs", "capture_metrics", "capture_spans",
 
 
 @contextlib.contextmanager
-def capture_spans() -> Iterator[list[ReadableSpan]]:
-    """Spans that end inside the block, in the order they end."""
-    buffer = get_telemetry().buffer
-    sink: list[ReadableSpan] = []
-    buffer.sinks.append(sink)
-    try:
-        yield sink
-    finally:
-        buffer.sinks.remove(sink)
-
-
-@contextlib.contextmanager
-def capture_logs() -> Iterator[list[Any]]:
-    """OTel log records emitted inside the block (``record.log_record.body`` and friends)."""
-    tap = get_telemetry().log_tap
+def _tapped(sinks: list[list[Any]]) -> Iterator[list[Any]]:
     sink: list[Any] = []
-    tap.sinks.append(sink)
+    sinks.append(sink)
     try:
         yield sink
     finally:
-        tap.sinks.remove(sink)
+        sinks.remove(sink)
+
+
+def capture_spans() -> contextlib.AbstractContextManager[list[ReadableSpan]]:
+    """Spans that end inside the block, in the order they end."""
+    return _tapped(get_telemetry().buffer.sinks)  # type: ignore[arg-type]
+
+
+def capture_logs() -> contextlib.AbstractContextManager[list[Any]]:
+    """OTel log records emitted inside the block (``record.log_record.body`` and friends)."""
+    return _tapped(get_telemetry().log_tap.sinks)
 
 
 def _points(telemetry: Any) -> dict[tuple[str, frozenset[tuple[str, Any]]], tuple[float, int]]:
