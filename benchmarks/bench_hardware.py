@@ -11,7 +11,7 @@ Three measurements, each against a baseline taken in the same run:
    of a real driver is not in these figures), then the same sampler run as a thread at 1 Hz for
    a few seconds. Goal: <= 0.5 % of a core.
 2. **Per-span attribution**: GenAI spans (``chat m`` with ``gen_ai.operation.name``) started and
-   ended on a TracerProvider whose SpanHooks has no callbacks (baseline) vs the attribution
+   ended on a TracerProvider whose enricher registry is empty (baseline) vs the attribution
    callbacks over no GPU, 1 fake GPU and 4 fake GPUs; rounds interleaved, medians. NVML calls
    per span are counted. Goals: <= 50 us added per span with the fake backend (one GPU; each
    further GPU a span is charged for adds its own reads), 0 NVML calls without a GPU.
@@ -95,9 +95,9 @@ def bench_sampler(quick: bool) -> None:
 def span_rounds(quick: bool) -> None:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from o11ylab.telemetry import SpanHooks
+    from o11ylab.enrichment import Enrichers
 
-    print("2. Per-span attribution (GenAI span start + end; baseline: SpanHooks with no callbacks)")
+    print("2. Per-span attribution (GenAI span start + end; baseline: an empty enricher registry)")
     spans = 2000 if quick else 5000
     rounds = 5 if quick else 9
     attributes = {semconv.GEN_AI_OPERATION_NAME: "chat"}
@@ -105,11 +105,9 @@ def span_rounds(quick: bool) -> None:
     setups: dict[str, tuple[TracerProvider, Sampler | None]] = {}
 
     def provider(sampler: Sampler | None) -> TracerProvider:
-        hooks = SpanHooks()
+        hooks = Enrichers()
         if sampler is not None:
-            spans_hook = _SpanAttribution(Attributor(sampler))
-            hooks.on_start_callbacks.append(spans_hook.on_start)
-            hooks.on_end_callbacks.append(spans_hook.on_end)
+            hooks.register(_SpanAttribution(Attributor(sampler)))
         tp = TracerProvider()
         tp.add_span_processor(hooks)
         return tp

@@ -165,6 +165,18 @@ def _capture(env: Mapping[str, str]) -> ContentCapture:
         ) from None
 
 
+def content_capture(env: Mapping[str, str] | None = None) -> ContentCapture:
+    """Where GenAI content may go, from ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
+
+    For instrumentors, which must work without o11ylab's telemetry (``opentelemetry-instrument``);
+    a value o11ylab cannot read means no content, never more than asked for.
+    """
+    try:
+        return _capture(os.environ if env is None else env)
+    except ConfigError:
+        return ContentCapture.NO_CONTENT
+
+
 def _check_headers(env: Mapping[str, str], signal: str) -> None:
     """Refuse OTLP headers the exporters would drop: they log a dropped header, secret and all,
     and then export without it (so without its credentials). The value is never echoed."""

@@ -1092,7 +1092,10 @@ class Attributor:
 
 
 class _SpanAttribution:
-    """SpanHooks callbacks: measure GenAI operation spans from start to end."""
+    """The hardware enricher: GPU energy, peak memory, utilization and CPU time of GenAI
+    operation spans, from start to end (see ``o11ylab.enrichment``)."""
+
+    name = "hardware"
 
     def __init__(self, attributor: Attributor) -> None:
         self.attributor = attributor
@@ -1110,7 +1113,7 @@ class _SpanAttribution:
             return
         try:
             started = self.attributor.begin()
-        except Exception as exc:  # noqa: BLE001 - SpanHooks would drop a raising callback
+        except Exception as exc:  # noqa: BLE001 - the registry would drop a raising enricher
             self.attributor.sampler._say(
                 f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING)
             return
@@ -1130,7 +1133,7 @@ class _SpanAttribution:
         attributes = span.attributes or {}
         try:
             measurement = self.attributor.end(start)
-        except Exception as exc:  # noqa: BLE001 - SpanHooks would drop a raising callback
+        except Exception as exc:  # noqa: BLE001 - the registry would drop a raising enricher
             self.attributor.sampler._say(
                 f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING)
             return None
@@ -1363,8 +1366,7 @@ def attach(telemetry: Telemetry) -> Sampler | None:
     for text in sampler.notes:
         note_sink(f"hardware: {text}")
     sampler.note_sinks.append(note_sink)
-    telemetry.hooks.on_start_callbacks.append(spans.on_start)
-    telemetry.hooks.on_end_callbacks.append(spans.on_end)
+    telemetry.enrichers.register(spans)
     cells.observers.append(observer)
     _register_instruments(telemetry.meter)
     sampler.start()
@@ -1385,11 +1387,7 @@ def detach() -> None:
         return
     from . import cells
 
-    hooks = installed.telemetry.hooks
-    for callbacks, callback in ((hooks.on_start_callbacks, installed.spans.on_start),
-                                (hooks.on_end_callbacks, installed.spans.on_end)):
-        if callback in callbacks:
-            callbacks.remove(callback)
+    installed.telemetry.enrichers.unregister(installed.spans.name)
     if installed.cells in cells.observers:
         cells.observers.remove(installed.cells)
     if installed.note_sink in installed.sampler.note_sinks:

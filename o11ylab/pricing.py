@@ -378,7 +378,9 @@ def _int(value: Any) -> int:
 
 
 class _CostHook:
-    """Costs GenAI operation spans as they end (see ``o11ylab.telemetry.SpanHooks``)."""
+    """Costs GenAI operation spans as they end (an enricher: ``o11ylab.enrichment``)."""
+
+    name = "cost"
 
     def __init__(self, meter: Any) -> None:
         self.counter = meter.create_counter(
@@ -387,7 +389,7 @@ class _CostHook:
         )
         self._warned = False
 
-    def __call__(self, span: Any) -> dict[str, Any] | None:
+    def on_end(self, span: Any) -> dict[str, Any] | None:
         attributes = span.attributes or {}
         operation = attributes.get(semconv.GEN_AI_OPERATION_NAME)
         if operation not in semconv.ROLLUP_OPERATIONS:
@@ -443,5 +445,4 @@ def install(telemetry: Any = None) -> None:
         hook = _INSTALLED.get(id(telemetry))
         if hook is None:
             hook = _INSTALLED[id(telemetry)] = _CostHook(telemetry.meter)
-        if hook not in telemetry.hooks.on_end_callbacks:
-            telemetry.hooks.on_end_callbacks.append(hook)
+        telemetry.enrichers.register(hook)

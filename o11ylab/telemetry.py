@@ -57,6 +57,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from . import semconv
 from ._version import __version__
 from .config import Settings, load_settings
+from .enrichment import Enrichers, set_ended_attributes  # noqa: F401 - re-exported
 from .otlpjson import JsonLinesWriter
 
 __all__ = [
@@ -104,63 +105,6 @@ class SpanBuffer(SpanProcessor):
 
     def snapshot(self) -> list[ReadableSpan]:
         return list(self.spans)
-
-
-class SpanHooks(SpanProcessor):
-    """Measurements that belong on spans o11ylab does not create (cost, GPU energy).
-
-    Registered before every other processor, so what ``on_end`` callbacks return is on the
-    span before roll-ups, the buffer and the exporters see it. ``on_start`` callbacks get the
-    live span; ``on_end`` callbacks get the ended span and return attributes to add (or None).
-    Callbacks must be cheap and must not raise; a raising one is dropped with one warning.
-    """
-
-    def __init__(self) -> None:
-        self.on_start_callbacks: list[Callable[[Span], None]] = []
-        self.on_end_callbacks: list[Callable[[ReadableSpan], dict[str, Any] | None]] = []
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        for callback in self.on_start_callbacks:
-            try:
-                callback(span)
-            except Exception as exc:
-                self._drop(self.on_start_callbacks, callback, exc)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        for callback in self.on_end_callbacks:
-            try:
-                extra = callback(span)
-            except Exception as exc:
-                self._drop(self.on_end_callbacks, callback, exc)
-                continue
-            if extra:
-                set_ended_attributes(span, extra)
-
-    @staticmethod
-    def _drop(callbacks: list[Any], callback: Any, exc: Exception) -> None:
-        if callback in callbacks:
-            callbacks.remove(callback)
-        _warn(f"span hook {getattr(callback, '__qualname__', callback)} failed and was removed: "
-              f"{type(exc).__name__}: {exc}")
-
-
-def set_ended_attributes(span: ReadableSpan, attributes: dict[str, Any]) -> None:
-    """Add attributes to a span during ``on_end``.
-
-    The SDK hands processors a ReadableSpan sharing the span's attribute map, frozen at
-    ``end()``. Unfreezing it for the duration of this call is the only way to enrich a span
-    someone else created (the SDK has no public hook); attribute limits still apply.
-    """
-    target = span._attributes  # noqa: SLF001 - see docstring
-    if target is None:
-        return
-    frozen = getattr(target, "_immutable", False)
-    try:
-        target._immutable = False  # noqa: SLF001
-        for key, value in attributes.items():
-            target[key] = value
-    finally:
-        target._immutable = frozen  # noqa: SLF001
 
 
 class Rollup:
@@ -518,7 +462,7 @@ class Telemetry:
         self.instance_id = str(uuid.uuid4())
         self.buffer = SpanBuffer(settings.buffer_spans)
         self.rollups = CellRollup()
-        self.hooks = SpanHooks()
+        self.enrichers = Enrichers()  # cost, GPU/CPU attribution: o11ylab.enrichment
         self.log_tap = LogTap()
         self.counts: list[ExportCounts] = []
         self.notes: list[str] = []  # one-line facts for %o11y status
@@ -622,7 +566,7 @@ class Telemetry:
         current = trace.get_tracer_provider()
         if isinstance(current, trace.ProxyTracerProvider):
             provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-            provider.add_span_processor(self.hooks)
+            provider.add_span_processor(self.enrichers)
             if settings.trace_file:
                 writer = JsonLinesWriter(self.run_dir / f"traces.{pid}.jsonl")
                 counts = self._counted("file traces", str(writer.path))
@@ -638,7 +582,7 @@ class Telemetry:
             self.notes.append("using the tracer provider you set; its exporters are yours")
         if hasattr(current, "add_span_processor"):
             if not self.owns_tracer_provider:
-                current.add_span_processor(self.hooks)  # after the user's exporters, sadly
+                current.add_span_processor(self.enrichers)  # after the user's exporters, sadly
             current.add_span_processor(self.rollups)
             current.add_span_processor(self.buffer)
         else:

@@ -535,11 +535,14 @@ def test_soak_memory_stays_bounded(work: Workload, capsys: pytest.CaptureFixture
     process = psutil.Process()
     ended = itertools.count()
 
-    def count_span(_span: ReadableSpan) -> None:
-        next(ended)  # atomic in CPython: safe from every user thread
+    class CountSpans:
+        name = "test-count"
+
+        def on_end(self, _span: ReadableSpan) -> None:
+            next(ended)  # atomic in CPython: safe from every user thread
 
     counts = SpanCounts()
-    telemetry.hooks.on_end_callbacks.append(count_span)
+    telemetry.enrichers.register(CountSpans())
     users = Sustained(work, SOAK_USERS)
     try:
         time.sleep(WARM_UP_S)  # connections, thread arenas, Chroma's caches
@@ -555,7 +558,7 @@ def test_soak_memory_stays_bounded(work: Workload, capsys: pytest.CaptureFixture
         latencies = users.latencies[first:]
     finally:
         stuck = users.stop()
-        telemetry.hooks.on_end_callbacks.remove(count_span)
+        telemetry.enrichers.unregister("test-count")
     created = next(ended)
     delivered = counts.delta()
 

@@ -279,8 +279,7 @@ def instrument() -> None:
     with _lock:
         telemetry = get_telemetry()
         pricing.install(telemetry)
-        if _scrub_span not in telemetry.hooks.on_end_callbacks:
-            telemetry.hooks.on_end_callbacks.append(_scrub_span)
+        telemetry.enrichers.register(_SCRUB)
         instrumentor = _state["instrumentor"] = OpenAIInstrumentor()
         if instrumentor.is_instrumented_by_opentelemetry:
             return
@@ -304,14 +303,24 @@ def uninstrument() -> None:
             instrumentor.uninstrument()
         _state["instrumented_by_us"] = False
         telemetry = peek_telemetry()
-        if telemetry is not None and _scrub_span in telemetry.hooks.on_end_callbacks:
-            telemetry.hooks.on_end_callbacks.remove(_scrub_span)
+        if telemetry is not None:
+            telemetry.enrichers.unregister(_SCRUB.name)
 
 
 def is_instrumented() -> bool:
     from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
 
     return bool(OpenAIInstrumentor().is_instrumented_by_opentelemetry)
+
+
+class _ScrubEnricher:
+    name = "scrub"
+
+    def on_end(self, span: Any) -> None:
+        _scrub_span(span)
+
+
+_SCRUB = _ScrubEnricher()
 
 
 def _scrub_span(span: Any) -> dict[str, Any] | None:
