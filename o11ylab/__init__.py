@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "__version__",
+    "init",
     "load_ipython_extension",
     "recent_spans",
     "recent_trace",
@@ -57,6 +58,9 @@ def load_ipython_extension(ipython: Any) -> None:
     except ConfigError as exc:
         raise UsageError(f"o11ylab: {exc}") from None
     telemetry.attach()
+    from . import activation
+
+    activation.activate(telemetry)  # the user's own AI libraries, traced from their import
     tracer = CellTracer(ipython, telemetry)
     magics = O11yMagics(ipython, tracer)
     ipython.register_magics(magics)
@@ -87,7 +91,32 @@ def unload_ipython_extension(ipython: Any) -> None:
     from . import hardware
 
     hardware.detach()  # stops the sampler thread and releases NVML
+    from . import activation
+
+    activation.deactivate(tracer.telemetry)  # uninstruments what o11ylab instrumented
     tracer.telemetry.detach()
+
+
+def init(*, local_endpoint: bool = True, hardware: bool = True) -> None:
+    """Trace a plain Python process or script the way ``%load_ext o11ylab`` traces a kernel.
+
+    Starts telemetry from the environment (``OTEL_*`` / ``O11YLAB_*``), activates every
+    installed GenAI instrumentor (each when its library is first imported), puts cost and,
+    with ``hardware``, GPU/CPU attribution on GenAI spans, and, with ``local_endpoint`` and no
+    ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` set, points the openai SDK at the local endpoint.
+    Idempotent. Telemetry is flushed when the process exits.
+    """
+    from . import activation, hardware as hw
+    from .config import ConfigError
+    from .telemetry import get_telemetry
+
+    try:
+        telemetry = get_telemetry()
+    except ConfigError as exc:
+        raise ConfigError(f"o11ylab: {exc}") from None
+    activation.activate(telemetry, local_endpoint=local_endpoint)
+    if hardware:
+        hw.attach(telemetry)
 
 
 @contextlib.contextmanager

@@ -1,17 +1,27 @@
-"""What a GenAI call cost, from a bundled, versioned price table that works offline.
+"""What a GenAI call cost, from the maintained ``genai-prices`` data, offline and dated.
 
-The table (``pricing.json`` next to this module) states its version, date and source, and gives
-USD per 1M tokens: input, cached input and output for chat models, input for embedding
-models. Models that o11ylab serves itself cost 0 USD. ``O11YLAB_PRICING_FILE`` names a JSON
-file of the same shape whose ``models`` are merged over the bundled ones (a partial file is
-fine)::
+Prices come from the `genai-prices <https://github.com/pydantic/genai-prices>`_ package, which
+bundles dated prices for many providers and needs no network. A span is priced by its provider
+(``gen_ai.provider.name``, or the ``server.address`` it called) and its response model, else its
+request model, at the time the request started: a price that changed on a date is charged at
+the rate of that date. Cached-input tokens (``gen_ai.usage.cache_read.input_tokens``), cache
+writes and reasoning tokens are priced at their own rates where the model has them.
+
+``O11YLAB_PRICING_FILE`` names a JSON file of USD per 1M tokens whose entries win over
+genai-prices: for a model it lacks, or a negotiated price (a partial file is fine)::
 
     {"version": "team-2025-09", "models": {"gpt-4o-mini": {"input": 0.1, "output": 0.4}}}
 
-Cost reaches telemetry through ``install()``: a span hook puts the amount (and its parts) on
-every ``chat``/``embeddings`` span before exporters and cell roll-ups see it, and adds it to
-the ``o11ylab.gen_ai.client.cost`` counter by model. A model with no price is costed as
-unknown: no amount, ``o11ylab.cost.unknown=true`` instead. Never 0, which would read as free.
+Models that o11ylab runs itself (provider ``o11ylab.local``, or a server registered with
+``register_local_server``) cost 0 USD, with ``gen_ai.usage.cost.source=local``. A model no
+source knows is costed as unknown: no amount, ``o11ylab.cost.unknown=true``. Never 0, which
+would read as free.
+
+Cost reaches telemetry through ``install()``: an enricher puts the amount (and its parts) on
+every GenAI operation span (openai, anthropic, langchain, ...) before exporters and cell
+roll-ups see it, and adds it to the ``o11ylab.gen_ai.client.cost`` counter by model. A GenAI
+span whose descendant GenAI span already carries usage (langchain's ``chat`` over the openai
+SDK's) is the same call seen twice: it is marked ``o11ylab.usage.counted_below`` instead.
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ import re
 import sys
 import threading
 from dataclasses import dataclass
-from importlib import resources
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +49,12 @@ __all__ = [
     "PriceTable",
     "PricingError",
     "cost_of",
+    "data_version",
     "install",
     "load_table",
     "price_call",
     "register_local_server",
+    "uninstall",
 ]
 
 PRICING_FILE_ENV = "O11YLAB_PRICING_FILE"
@@ -57,7 +70,7 @@ class PricingError(ConfigError):
 
 @dataclass(frozen=True)
 class Price:
-    """USD per 1M tokens for one model."""
+    """USD per 1M tokens for one model of the override file."""
 
     input: float
     output: float | None = None
@@ -68,6 +81,12 @@ class Price:
 
 @dataclass(frozen=True)
 class PriceTable:
+    """The override file's prices (``models``; empty without a file) over genai-prices' data.
+
+    ``version`` and ``date`` describe the genai-prices data, then the file's version after a
+    ``+``; ``files`` names the override file.
+    """
+
     version: str
     date: str
     source: str
@@ -75,11 +94,12 @@ class PriceTable:
     models: dict[str, Price]
     files: tuple[str, ...] = ()
     overridden: frozenset[str] = frozenset()  # entries the user's file set: they always win
+    file_version: str | None = None
 
     def lookup(self, model: str | None) -> tuple[str, Price] | None:
-        """The entry for ``model``: exact, then case-insensitive, then without a date suffix
-        (``gpt-4o-mini-2024-07-18``) or a folder/organisation prefix (``org/SmolLM2-...``)."""
-        if not model:
+        """The override entry for ``model``: exact, then case-insensitive, then without a date
+        suffix (``gpt-4o-mini-2024-07-18``) or a folder/organisation prefix (``org/Model``)."""
+        if not model or not self.models:
             return None
         candidates = [model]
         base = model.rstrip("/").rsplit("/", 1)[-1]
@@ -101,30 +121,38 @@ class PriceTable:
 
 @dataclass(frozen=True)
 class Cost:
-    """A call's cost in USD, with its parts and the table entry it was priced with."""
+    """A call's cost in USD, with its parts, the price used and where that price came from."""
 
     amount: float
-    input_amount: float
+    input_amount: float  # input that was not a cache read (cache writes included)
     cached_input_amount: float
-    output_amount: float
-    priced_as: str
+    output_amount: float  # reasoning tokens included
+    priced_as: str  # "openai:gpt-4o" (genai-prices provider:model), an override entry, "local"
     version: str
     currency: str = "USD"
+    source: str = semconv.COST_SOURCE_GENAI_PRICES
+    cache_creation_amount: float = 0.0  # the part of input_amount that paid for cache writes
+    file: str | None = None
 
     def attributes(self) -> dict[str, Any]:
-        return {
+        attributes: dict[str, Any] = {
             semconv.GEN_AI_USAGE_COST: self.amount,
             semconv.GEN_AI_USAGE_COST_CURRENCY: self.currency,
-            semconv.GEN_AI_USAGE_COST_SOURCE: semconv.COST_SOURCE_COMPUTED,
+            semconv.GEN_AI_USAGE_COST_SOURCE: self.source,
             semconv.COST_INPUT: self.input_amount,
             semconv.COST_CACHED_INPUT: self.cached_input_amount,
             semconv.COST_OUTPUT: self.output_amount,
             semconv.COST_PRICED_AS: self.priced_as,
             semconv.PRICING_VERSION: self.version,
         }
+        if self.cache_creation_amount:
+            attributes[semconv.COST_CACHE_CREATION] = self.cache_creation_amount
+        if self.file is not None:
+            attributes[semconv.PRICING_FILE] = self.file
+        return attributes
 
 
-# --- the table ----------------------------------------------------------------------------------
+# --- the override file ---------------------------------------------------------------------------
 
 
 def _finite(value: Any) -> bool:
@@ -207,23 +235,10 @@ def _read(path: Path, origin: str) -> dict[str, Any]:
     return data
 
 
-def _bundled() -> PriceTable:
-    source = resources.files("o11ylab").joinpath("pricing.json")
-    data = _read(Path(str(source)), "o11ylab/pricing.json (bundled)")
-    models = {name: _price(name, entry, "bundled pricing.json")
-              for name, entry in data["models"].items()}
-    return PriceTable(
-        version=data["version"], date=data["date"], source=data["source"],
-        currency="USD", models=models,
-    )
-
-
-def _merge(base: PriceTable, path: Path) -> PriceTable:
+def _override(base: _Data, path: Path) -> PriceTable:
     origin = f"pricing file {path} ({PRICING_FILE_ENV})"
     data = _read(path, origin)
-    models = dict(base.models)
-    for name, entry in data["models"].items():
-        models[name] = _price(name, entry, origin)
+    models = {name: _price(name, entry, origin) for name, entry in data["models"].items()}
     user_version = data.get("version") or "user"
     return PriceTable(
         version=f"{base.version}+{user_version}",
@@ -232,43 +247,346 @@ def _merge(base: PriceTable, path: Path) -> PriceTable:
         currency="USD",
         models=models,
         files=(str(path),),
-        overridden=base.overridden | frozenset(data["models"]),
+        overridden=frozenset(models),
+        file_version=user_version,
     )
 
 
 _CACHE: dict[tuple[str, float], PriceTable] = {}
-_BUNDLED: list[PriceTable] = []
 _CACHE_LOCK = threading.Lock()
 
 
 def load_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
-    """The bundled table, merged with ``path`` (default: ``$O11YLAB_PRICING_FILE``).
+    """The override prices of ``path`` (default: ``$O11YLAB_PRICING_FILE``) over genai-prices.
 
+    Without a file the table has no ``models`` of its own and describes the genai-prices data.
     Re-read when the override file changes, so a notebook picks up edited prices.
     Raises ``PricingError`` naming the file and the problem when it cannot be used.
     """
-    with _CACHE_LOCK:
-        if not _BUNDLED:
-            _BUNDLED.append(_bundled())
-        bundled = _BUNDLED[0]
-        raw = os.environ.get(PRICING_FILE_ENV, "").strip() if path is None else os.fspath(path)
-        if not raw:
-            return bundled
-        override = Path(raw).expanduser()
-        try:
-            mtime = override.stat().st_mtime
-        except OSError:
-            mtime = -1.0  # let _read report the problem
-        key = (str(override), mtime)
-        table = _CACHE.get(key)
-        if table is None:
-            table = _merge(bundled, override)
+    base = _data()
+    raw = os.environ.get(PRICING_FILE_ENV, "").strip() if path is None else os.fspath(path)
+    if not raw:
+        return base.table
+    override = Path(raw).expanduser()
+    try:
+        mtime = override.stat().st_mtime
+    except OSError:
+        mtime = -1.0  # let _read report the problem
+    key = (str(override), mtime)
+    table = _CACHE.get(key)
+    if table is None:
+        with _CACHE_LOCK:
+            table = _override(base, override)
             _CACHE.clear()
             _CACHE[key] = table
-        return table
+    return table
+
+
+# --- genai-prices --------------------------------------------------------------------------------
+
+# OpenTelemetry's gen_ai.provider.name values where genai-prices calls the provider otherwise.
+# Others (deepseek, groq, cohere, perplexity, ...) are the same in both, or matched by genai-prices.
+PROVIDER_IDS = {
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+    "gcp.gen_ai": "google",
+    "aws.bedrock": "aws",
+    "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "mistral_ai": "mistral",
+    "x_ai": "x-ai",
+}
+
+
+@dataclass(frozen=True)
+class _Data:
+    """What o11ylab says about the genai-prices data in use."""
+
+    snapshot: Any
+    version: str  # "genai-prices 0.2.3, data 2026-12-01"
+    date: str
+    table: PriceTable
+
+
+_DATA: list[_Data] = []
+
+
+def _snapshot() -> Any:
+    try:
+        from genai_prices import data_snapshot  # lazy: the data is 1.6 MB of Python
+    except ImportError:
+        raise PricingError("genai-prices is not installed, so calls cannot be costed: "
+                           "pip install 'o11ylab[ai]' (or genai-prices).") from None
+    return data_snapshot.get_snapshot()
+
+
+def _data() -> _Data:
+    snapshot = _snapshot()
+    if _DATA and _DATA[0].snapshot is snapshot:
+        return _DATA[0]
+    from genai_prices import __version__
+    from genai_prices.types import ConditionalPrice, StartDateConstraint
+
+    if snapshot.from_auto_update:  # someone ran genai_prices.UpdatePrices in this process
+        date = snapshot.timestamp.date().isoformat()
+    else:  # the bundled data: dated by the latest price change it records
+        dates = [price.constraint.start_date
+                 for provider in snapshot.providers for model in provider.models
+                 if isinstance(model.prices, list)
+                 for price in model.prices
+                 if isinstance(price, ConditionalPrice)
+                 and isinstance(price.constraint, StartDateConstraint)]
+        date = max(dates).isoformat() if dates else "undated"
+    version = f"genai-prices {__version__}, data {date}"
+    table = PriceTable(version=f"genai-prices {__version__}", date=date,
+                       source="https://github.com/pydantic/genai-prices", currency="USD",
+                       models={})
+    data = _Data(snapshot, version, date, table)
+    _DATA[:] = [data]
+    _LOOKUPS.clear()
+    return data
+
+
+def data_version() -> str:
+    """The prices in use, for ``%o11y status`` and run summaries:
+    ``"genai-prices 0.2.3, data 2026-12-01"``, then the override file if one is set.
+
+    The data date is the latest price change the bundled data records (genai-prices states no
+    release date; announced changes can lie ahead of today). Raises ``PricingError`` when the
+    override file cannot be used.
+    """
+    table = load_table()
+    text = _data().version
+    if table.files:
+        text += f"; override {table.file_version} ({table.files[0]})"
+    return text
+
+
+@dataclass(frozen=True)
+class _Found:
+    provider: Any  # genai_prices.types.Provider
+    model: Any  # genai_prices.types.ModelInfo
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider.id}:{self.model.id}"
+
+
+# First-party providers whose catalogues are searched last, for a model named with no provider.
+_MAKERS = ("openai", "anthropic", "google", "mistral", "x-ai", "deepseek", "cohere")
+_LOOKUPS: dict[tuple[Any, ...], _Found | None] = {}
+_LOOKUPS_MAX = 4096
+
+
+def _model_refs(models: tuple[str | None, ...]) -> list[str]:
+    refs: list[str] = []
+    for model in models:
+        if not model or not isinstance(model, str):
+            continue
+        for ref in (model, model.rstrip("/").rsplit("/", 1)[-1]):
+            if ref and ref not in refs:
+                refs.append(ref)
+    return refs
+
+
+def _find(provider: str | None, address: str | None, models: tuple[str | None, ...]) -> _Found | None:
+    """The genai-prices entry for a call: cached by (provider, address, models), misses too.
+
+    Who served the call is tried first (``server.address`` against genai-prices' API URLs, so
+    an OpenAI SDK pointed at Groq is priced as Groq), then the provider's name, then the model
+    name alone (genai-prices matches ``gpt-``, ``claude``, ``gemini``... to their makers), then
+    the models of the big makers by name (``text-embedding-3-small`` matches no maker's pattern).
+    """
+    key = (provider, address, *models)
+    try:
+        return _LOOKUPS[key]
+    except KeyError:
+        pass
+    snapshot = _data().snapshot
+    ways: list[tuple[str | None, str | None]] = []
+    if address and isinstance(address, str):
+        ways.append((None, f"https://{address}"))
+    if provider and isinstance(provider, str):
+        ways.append((PROVIDER_IDS.get(provider.lower(), provider), None))
+    ways.append((None, None))
+    ways.extend((maker, None) for maker in _MAKERS)
+    found = None
+    for ref in _model_refs(models):
+        for provider_id, api_url in ways:
+            try:
+                matched = snapshot.find_provider_model(ref, None, provider_id, api_url)
+            except LookupError:
+                continue
+            found = _Found(*matched)
+            break
+        if found is not None:
+            break
+    if len(_LOOKUPS) >= _LOOKUPS_MAX:
+        _LOOKUPS.clear()
+    _LOOKUPS[key] = found
+    return found
+
+
+@dataclass(frozen=True)
+class _Linear:
+    """A price without tiers, as USD per token of each kind and per request: what
+    genai-prices charges, measured once through its own arithmetic, then a few multiplications
+    a call instead of its general (~65 µs) decomposition."""
+
+    request: Decimal
+    input: Decimal
+    cache_read: Decimal
+    cache_write: Decimal
+    output: Decimal
+    reasoning: Decimal
+
+
+_LINEAR: dict[tuple[int, tuple[int, ...]], tuple[Any, _Linear | None]] = {}
+_MILLION = 1_000_000
+
+
+def _tier_choice(model_price: Any, input_tokens: int) -> tuple[int, ...]:
+    """Which tier of each tiered price a prompt of ``input_tokens`` reaches (0: the base), by
+    genai-prices' rule: the highest tier whose start the whole prompt exceeds."""
+    from genai_prices.types import TieredPrices
+
+    choice = []
+    for value in vars(model_price).values():
+        if isinstance(value, TieredPrices):
+            reached = 0
+            for index in range(len(value.tiers), 0, -1):
+                if input_tokens > value.tiers[index - 1].start:
+                    reached = index
+                    break
+            choice.append(reached)
+    return tuple(choice)
+
+
+def _linear(model_price: Any, input_tokens: int = 0) -> _Linear | None:
+    """The price per token of each kind for a prompt of this size (tiers resolved), measured
+    once per price and tier through genai-prices' own arithmetic."""
+    choice = _tier_choice(model_price, input_tokens)
+    key = (id(model_price), choice)
+    entry = _LINEAR.get(key)
+    if entry is not None and entry[0] is model_price:
+        return entry[1]
+    from genai_prices import Usage
+    from genai_prices.types import ModelPrice, TieredPrices
+
+    flat: dict[str, Any] = {}
+    chosen = iter(choice)
+    for price_key, value in vars(model_price).items():
+        if isinstance(value, TieredPrices):
+            index = next(chosen)
+            value = value.base if index == 0 else value.tiers[index - 1].price
+        flat[price_key] = value
+    single = ModelPrice(**flat)
+
+    def total(**tokens: int) -> Decimal:
+        result: Decimal = single.calc_price(Usage(**tokens))["total_price"]
+        return result
+
+    try:
+        base = total(input_tokens=0, output_tokens=0)
+        linear: _Linear | None = _Linear(
+            request=base,
+            input=(total(input_tokens=_MILLION) - base) / _MILLION,
+            cache_read=(total(input_tokens=_MILLION, cache_read_tokens=_MILLION) - base)
+            / _MILLION,
+            cache_write=(total(input_tokens=_MILLION, cache_write_tokens=_MILLION) - base)
+            / _MILLION,
+            output=(total(output_tokens=_MILLION) - base) / _MILLION,
+            reasoning=(total(output_tokens=_MILLION, output_reasoning_tokens=_MILLION) - base)
+            / _MILLION,
+        )
+    except (ValueError, ArithmeticError):
+        linear = None  # genai-prices' own arithmetic will say what it can
+    _LINEAR[key] = (model_price, linear)
+    return linear
+
+
+@dataclass(frozen=True)
+class _Tokens:
+    input: int  # all input: cache reads and writes included
+    output: int  # all output: reasoning included
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+
+
+def _tokens(input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0,
+            reasoning: int = 0) -> _Tokens:
+    if min(input_tokens, output_tokens, cache_read, cache_write, reasoning) < 0:
+        raise ValueError("token counts cannot be negative")
+    if cache_read + cache_write > input_tokens:
+        # The semantic conventions count cached tokens in input_tokens; a count below them is
+        # the provider's own split (Anthropic reports input without cache reads and writes).
+        input_tokens += cache_read + cache_write
+    if reasoning > output_tokens:
+        output_tokens += reasoning  # reported beside the output, as Gemini's thoughts are
+    return _Tokens(input_tokens, output_tokens, cache_read, cache_write, reasoning)
+
+
+def _genai_cost(found: _Found, tokens: _Tokens, when: datetime | None, version: str) -> Cost:
+    when = when or datetime.now(tz=UTC)
+    model_price = found.model.get_prices(when)
+    linear = _linear(model_price, tokens.input)
+    if linear is None:  # a price o11ylab cannot split: genai-prices' total, split by direction
+        from genai_prices import Usage
+
+        calculation = found.model.calc_price(
+            Usage(input_tokens=tokens.input, output_tokens=tokens.output,
+                  cache_read_tokens=tokens.cache_read, cache_write_tokens=tokens.cache_write,
+                  output_reasoning_tokens=tokens.reasoning),
+            found.provider, genai_request_timestamp=when)
+        total, input_amount, output_amount = (calculation.total_price, calculation.input_price,
+                                              calculation.output_price)
+        cached = cache_write = Decimal(0)
+    else:
+        uncached = tokens.input - tokens.cache_read - tokens.cache_write
+        cache_write = tokens.cache_write * linear.cache_write
+        input_amount = uncached * linear.input + cache_write
+        cached = tokens.cache_read * linear.cache_read
+        output_amount = ((tokens.output - tokens.reasoning) * linear.output
+                         + tokens.reasoning * linear.reasoning)
+        total = linear.request + input_amount + cached + output_amount
+    return Cost(
+        amount=float(total),
+        input_amount=float(input_amount),
+        cached_input_amount=float(cached),
+        output_amount=float(output_amount),
+        priced_as=found.name,
+        version=version,
+        source=semconv.COST_SOURCE_GENAI_PRICES,
+        cache_creation_amount=float(cache_write),
+    )
 
 
 # --- arithmetic ----------------------------------------------------------------------------------
+
+
+def _priced(name: str, price: Price, version: str, tokens: _Tokens, *,
+            source: str = semconv.COST_SOURCE_OVERRIDE, file: str | None = None) -> Cost | None:
+    """A price of the override file (or the local 0): cache writes cost input, reasoning
+    output."""
+    if tokens.output and price.output is None:
+        return None  # an embedding price cannot cost generated tokens
+    cached = min(tokens.cache_read, tokens.input)
+    cached_rate = price.input if price.cached_input is None else price.cached_input
+    input_amount = (tokens.input - cached) * price.input / _PER
+    cached_amount = cached * cached_rate / _PER
+    output_amount = tokens.output * (price.output or 0.0) / _PER
+    return Cost(
+        amount=input_amount + cached_amount + output_amount,
+        input_amount=input_amount,
+        cached_input_amount=cached_amount,
+        output_amount=output_amount,
+        priced_as=name,
+        version=version,
+        source=source,
+        cache_creation_amount=min(tokens.cache_write, tokens.input) * price.input / _PER,
+        file=file,
+    )
 
 
 def cost_of(
@@ -279,38 +597,12 @@ def cost_of(
     *,
     table: PriceTable | None = None,
 ) -> Cost | None:
-    """The cost of one call, or None when the model has no price.
+    """The cost of one call to ``model`` (any provider), or None when no source prices it.
 
     ``input_tokens`` counts all prompt tokens, cached ones included (as OpenAI reports
     them); the cached part is charged at the cached-input price when the model has one.
     """
-    table = table or load_table()
-    found = table.lookup(model)
-    if found is None:
-        return None
-    name, price = found
-    return _priced(name, price, table.version, input_tokens, output_tokens, cached_input_tokens)
-
-
-def _priced(name: str, price: Price, version: str, input_tokens: int, output_tokens: int,
-            cached_input_tokens: int) -> Cost | None:
-    if min(input_tokens, output_tokens, cached_input_tokens) < 0:
-        raise ValueError("token counts cannot be negative")
-    if output_tokens and price.output is None:
-        return None  # an embedding price cannot cost generated tokens
-    cached = min(cached_input_tokens, input_tokens)
-    cached_rate = price.input if price.cached_input is None else price.cached_input
-    input_amount = (input_tokens - cached) * price.input / _PER
-    cached_amount = cached * cached_rate / _PER
-    output_amount = output_tokens * (price.output or 0.0) / _PER
-    return Cost(
-        amount=input_amount + cached_amount + output_amount,
-        input_amount=input_amount,
-        cached_input_amount=cached_amount,
-        output_amount=output_amount,
-        priced_as=name,
-        version=version,
-    )
+    return price_call(model, None, input_tokens, output_tokens, cached_input_tokens, table=table)
 
 
 # --- local servers: whatever o11ylab serves costs nothing ----------------------------------------
@@ -327,7 +619,7 @@ def register_local_server(host: str, port: int) -> None:
 
 
 def _is_local_server(host: Any, port: Any) -> bool:
-    if host is None or port is None:
+    if host is None or port is None or not _LOCAL_SERVERS:
         return False
     try:
         return (str(host), int(port)) in _LOCAL_SERVERS
@@ -345,36 +637,52 @@ def price_call(
     server: tuple[Any, Any] | None = None,
     provider: str | None = None,
     table: PriceTable | None = None,
+    cache_creation_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    when: datetime | None = None,
 ) -> Cost | None:
-    """The cost of one call as o11ylab reports it on spans.
+    """The cost of one call as o11ylab reports it on spans, or None when no source prices it.
 
-    The price of the response model (often a dated snapshot), else of the request model; but
-    models o11ylab runs itself (in the kernel, or behind its local endpoint) cost 0 whatever
-    they are called, unless the user's pricing file prices that model (to charge local GPU
-    time, say)."""
+    In order: the user's override file (response model, else request model); models o11ylab
+    runs itself (in the kernel, or behind a registered local server) at 0 whatever they are
+    called; genai-prices at ``when`` (default: now) for this provider, server and model.
+    ``input_tokens`` includes cached tokens and ``output_tokens`` reasoning tokens, as the
+    semantic conventions count them."""
     table = table or load_table()
-    tokens = (input_tokens, output_tokens, cached_input_tokens)
-    found = None
+    tokens = _tokens(input_tokens, output_tokens, cached_input_tokens, cache_creation_tokens,
+                     reasoning_tokens)
     for model in (response_model, request_model):
         found = table.lookup(model)
-        if found is not None:
-            break
-    if found is not None and found[0] in table.overridden:
-        return _priced(found[0], found[1], table.version, *tokens)  # the user priced it
+        if found is not None:  # the user priced it
+            return _priced(found[0], found[1], table.file_version or table.version, tokens,
+                           file=table.files[0] if table.files else None)
     if provider == semconv.PROVIDER_LOCAL or (server is not None and _is_local_server(*server)):
-        return _priced("local", _LOCAL_PRICE, table.version, *tokens)
-    if found is not None:
-        return _priced(found[0], found[1], table.version, *tokens)
-    return None
+        return _priced("local", _LOCAL_PRICE, semconv.COST_SOURCE_LOCAL, tokens,
+                       source=semconv.COST_SOURCE_LOCAL)
+    address = server[0] if server is not None else None
+    entry = _find(provider, address, (response_model, request_model))
+    if entry is None:
+        return None
+    return _genai_cost(entry, tokens, when, _data().version)
 
 
-# --- the span hook and the metric ----------------------------------------------------------------
+# --- the enricher and the metric -----------------------------------------------------------------
 
 
 def _int(value: Any) -> int:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return int(value)
     return 0
+
+
+def _started(span: Any) -> datetime | None:
+    start = getattr(span, "start_time", None)
+    if not isinstance(start, int):
+        return None
+    return datetime.fromtimestamp(start / 1e9, tz=UTC)
+
+
+_USAGE_BELOW_MAX = 10_000
 
 
 class _CostHook:
@@ -388,22 +696,39 @@ class _CostHook:
             description="Cost of GenAI client operations in USD, by model (o11ylab extension).",
         )
         self._warned = False
+        # Span ids of open spans with a descendant GenAI span that carried usage. Children end
+        # before their parents, so the mark is there when the parent ends, and leaves with it.
+        self._usage_below: dict[int, bool] = {}
+
+    def _usage_seen_below(self, span: Any, carries_usage: bool) -> bool:
+        context = span.context
+        below = bool(self._usage_below) and context is not None and \
+            self._usage_below.pop(context.span_id, False)
+        parent = span.parent
+        if (below or carries_usage) and parent is not None and span.kind is not SpanKind.SERVER:
+            if len(self._usage_below) >= _USAGE_BELOW_MAX:  # parents that never ended
+                self._usage_below.clear()
+            self._usage_below[parent.span_id] = True
+        return below
 
     def on_end(self, span: Any) -> dict[str, Any] | None:
         attributes = span.attributes or {}
         operation = attributes.get(semconv.GEN_AI_OPERATION_NAME)
-        if operation not in semconv.ROLLUP_OPERATIONS:
+        is_operation = operation in semconv.ROLLUP_OPERATIONS
+        input_tokens = attributes.get(semconv.GEN_AI_USAGE_INPUT_TOKENS) if is_operation else None
+        output_tokens = attributes.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS) if is_operation else None
+        carries_usage = input_tokens is not None or output_tokens is not None
+        below = self._usage_seen_below(span, carries_usage)
+        if not is_operation:
             return None
-        if semconv.GEN_AI_USAGE_COST in attributes or semconv.COST_UNKNOWN in attributes:
-            return None  # priced by whoever made the span
         if span.kind is SpanKind.SERVER:
             return None  # the server's view of a call the client span already pays for
-        input_tokens = attributes.get(semconv.GEN_AI_USAGE_INPUT_TOKENS)
-        output_tokens = attributes.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)
-        if input_tokens is None and output_tokens is None:
+        if below:  # the same call, costed on the span below (langchain's chat over openai's)
+            return {semconv.USAGE_COUNTED_BELOW: True} if carries_usage else None
+        if semconv.GEN_AI_USAGE_COST in attributes or semconv.COST_UNKNOWN in attributes:
+            return None  # priced by whoever made the span
+        if not carries_usage:
             return None  # nothing was used (a failed call): nothing to cost
-        tokens = (_int(input_tokens), _int(output_tokens),
-                  _int(attributes.get(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)))
         try:
             table = load_table()
         except PricingError as exc:
@@ -412,14 +737,24 @@ class _CostHook:
                 print(f"o11ylab: costs are unknown until the price table is fixed: {exc}",
                       file=sys.stderr)
             return {semconv.COST_UNKNOWN: True}
-        cost = price_call(
-            attributes.get(semconv.GEN_AI_REQUEST_MODEL),
-            attributes.get(semconv.GEN_AI_RESPONSE_MODEL),
-            *tokens,
-            server=(attributes.get(semconv.SERVER_ADDRESS), attributes.get(semconv.SERVER_PORT)),
-            provider=attributes.get(semconv.GEN_AI_PROVIDER_NAME),
-            table=table,
-        )
+        try:
+            cost = price_call(
+                attributes.get(semconv.GEN_AI_REQUEST_MODEL),
+                attributes.get(semconv.GEN_AI_RESPONSE_MODEL),
+                _int(input_tokens), _int(output_tokens),
+                _int(attributes.get(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)),
+                server=(attributes.get(semconv.SERVER_ADDRESS),
+                        attributes.get(semconv.SERVER_PORT)),
+                provider=attributes.get(semconv.GEN_AI_PROVIDER_NAME),
+                table=table,
+                cache_creation_tokens=_int(
+                    attributes.get(semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
+                    or attributes.get(semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)),
+                reasoning_tokens=_int(attributes.get(semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)),
+                when=_started(span),
+            )
+        except ValueError:  # usage genai-prices refuses as inconsistent
+            cost = None
         if cost is None:
             return {semconv.COST_UNKNOWN: True, semconv.PRICING_VERSION: table.version}
         metric_attributes = {semconv.GEN_AI_OPERATION_NAME: operation}
@@ -437,12 +772,24 @@ _INSTALL_LOCK = threading.Lock()
 
 
 def install(telemetry: Any = None) -> None:
-    """Put cost on every GenAI operation span of this process (idempotent)."""
+    """Put cost on every GenAI operation span of this process (idempotent).
+
+    ``telemetry`` is anything with a ``meter`` and an ``enrichers`` registry (default: o11ylab's).
+    """
     from .telemetry import get_telemetry
 
     telemetry = telemetry or get_telemetry()
     with _INSTALL_LOCK:
         hook = _INSTALLED.get(id(telemetry))
-        if hook is None:
+        if hook is None:  # kept across uninstall: its counter is created once
             hook = _INSTALLED[id(telemetry)] = _CostHook(telemetry.meter)
         telemetry.enrichers.register(hook)
+
+
+def uninstall(telemetry: Any = None) -> None:
+    """Stop costing spans (idempotent); ``install`` puts the same enricher back."""
+    from .telemetry import get_telemetry
+
+    telemetry = telemetry or get_telemetry()
+    with _INSTALL_LOCK:
+        telemetry.enrichers.unregister(_CostHook.name)

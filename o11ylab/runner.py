@@ -172,7 +172,13 @@ def _local_endpoint(echo: bool) -> Iterator[dict[str, str]]:
     with LocalEndpoint() as endpoint:
         if echo:
             print(f"o11ylab run: local OpenAI-compatible endpoint at {endpoint.base_url}")
-        yield {"OPENAI_BASE_URL": endpoint.base_url, "O11YLAB_LOCAL_ENDPOINT": endpoint.base_url}
+        from .local_openai import PLACEHOLDER_KEY
+
+        # Both variables, so a plain openai.OpenAI() in a kernel (and Chroma's or LangChain's
+        # clients, which insist on a key) reaches the shared endpoint without code changes.
+        yield {"OPENAI_BASE_URL": endpoint.base_url, "O11YLAB_LOCAL_ENDPOINT": endpoint.base_url,
+               "OPENAI_API_KEY": os.environ.get("O11YLAB_SERVE_API_KEY", "").strip()
+               or PLACEHOLDER_KEY}
 
 
 def _run_one(

@@ -228,3 +228,17 @@ CLIENT_ADDRESS = "client.address"
 METRIC_GEN_AI_SERVER_REQUEST_DURATION = "gen_ai.server.request.duration"  # histogram, s
 METRIC_GEN_AI_SERVER_TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token"  # histogram, s
 METRIC_GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"  # histogram, s
+
+# --- pricing (o11ylab/pricing.py: genai-prices, the O11YLAB_PRICING_FILE override, local) ------
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS = "gen_ai.usage.cache_write.input_tokens"  # util-genai 1.3
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS = "gen_ai.usage.reasoning.output_tokens"
+# Values of GEN_AI_USAGE_COST_SOURCE: which price source costed the span.
+COST_SOURCE_GENAI_PRICES = "genai-prices"  # the genai-prices package's bundled, dated data
+COST_SOURCE_OVERRIDE = "override"  # the user's O11YLAB_PRICING_FILE
+COST_SOURCE_LOCAL = "local"  # a model o11ylab runs itself: 0 USD
+COST_CACHE_CREATION = "o11ylab.cost.cache_creation_amount"  # set when cache writes were priced
+PRICING_FILE = "o11ylab.pricing.file"  # the override file that priced the span
+# True on a GenAI span (a langchain "chat", say) whose descendant GenAI span already carries the
+# usage of the same call: it is not costed, and roll-ups should skip its tokens too.
+USAGE_COUNTED_BELOW = "o11ylab.usage.counted_below"

@@ -31,6 +31,19 @@ class StatusView:
                 exporter["name"],
                 f"{exporter['exported']} exported, {exporter['failed']} failed → {exporter['target']}",
             ))
+        for row in s.get("instrumentation", ()):
+            state = row["state"]
+            detail = f"{row['library']} {row['library_version']}".strip()
+            text = f"{state}: {detail} by {row['instrumentor']}"
+            if row["reason"] and state not in ("instrumented", "waiting"):
+                text += f" ({row['reason']})"
+            elif state == "waiting":
+                text = f"waiting for `import {row['library']}` ({row['instrumentor']})"
+            rows.append((f"traced: {row['name']}", text))
+        if s.get("openai_default"):
+            rows.append(("openai SDK", s["openai_default"]))
+        if s.get("prices"):
+            rows.append(("prices", s["prices"]))
         rows.extend(("note", note) for note in s["notes"])
         return rows
 

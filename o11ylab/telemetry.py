@@ -856,8 +856,37 @@ class Telemetry:
             "queued": self.queued(),
             "buffered_spans": len(self.buffer.spans),
             "content_capture": self.settings.capture_content.value,
+            "instrumentation": _instrumentation_rows(),
+            "openai_default": _openai_default(),
+            "prices": _price_data(),
             "notes": list(self.notes),
         }
+
+
+def _instrumentation_rows() -> list[dict[str, str]]:
+    from . import instrumentation
+
+    return instrumentation.status()
+
+
+def _openai_default() -> str | None:
+    from . import local_openai
+
+    url = local_openai.active_url()
+    if url is None:
+        return None
+    return (f"OPENAI_BASE_URL={url} (o11ylab's local endpoint, started on the first call; "
+            "set OPENAI_API_KEY or OPENAI_BASE_URL before %load_ext to use another)")
+
+
+def _price_data() -> str | None:
+    from . import pricing
+
+    version = getattr(pricing, "data_version", None)
+    try:
+        return version() if version is not None else None
+    except Exception as exc:  # a broken override file: status still answers
+        return f"unavailable ({type(exc).__name__}: {exc})"
 
 
 def _views() -> Iterable[Any]:

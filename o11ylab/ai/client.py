@@ -15,14 +15,12 @@ neither                                   o11ylab's local endpoint (``o11ylab.se
 2) are passed to the SDK explicitly. ``O11YLAB_CHAT_MODEL`` / ``O11YLAB_EMBEDDING_MODEL`` name
 the default models.
 
-The SDK is instrumented once per process with the official ``OpenAIInstrumentor``
-(``opentelemetry-instrumentation-genai-openai``) on o11ylab's providers, so every
-``client.chat.completions.create`` and ``client.embeddings.create`` - ours and the user's own
-clients alike - makes a ``chat {model}`` / ``embeddings {model}`` span and the
-``gen_ai.client.*`` metrics. o11ylab adds what the instrumentation leaves out: the W3C
-``traceparent`` header on each HTTP request (so a server continues the trace), the HTTP
-status and the SDK's retries on the span, the cost (``o11ylab.pricing``), and a scrub of
-anything that looks like an API key from span status messages.
+Clients here are plain ``openai`` clients: their spans come from the instrumentors that
+``%load_ext o11ylab`` / ``o11ylab.init()`` activate for every client (``o11ylab.instrumentation``:
+the official ``OpenAIInstrumentor`` for ``chat {model}`` / ``embeddings {model}`` spans and the
+``gen_ai.client.*`` metrics, o11ylab's ``openai_http`` for ``traceparent``, HTTP status and
+retries) and from the enrichers (cost, and a scrub of anything that looks like an API key from
+span status messages). ``instrument()`` switches them on when nothing has yet.
 
 Errors reach the user as one ``AIError`` subclass with a hint; the key never appears in a
 message, a span, a log record or a ``repr``.
@@ -41,8 +39,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from opentelemetry import trace
-from opentelemetry.propagate import inject
 from opentelemetry.trace import Status, StatusCode
 
 from .. import semconv
@@ -233,13 +229,25 @@ def resolve_endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
     base = env.get("OPENAI_BASE_URL", "").strip()
     timeout = _float_env(env, "O11YLAB_OPENAI_TIMEOUT", DEFAULT_TIMEOUT_S)
     retries = _int_env(env, "O11YLAB_OPENAI_MAX_RETRIES", DEFAULT_MAX_RETRIES)
-    if key:
+    from ..local_openai import PLACEHOLDER_KEY, is_local_url
+
+    if key and key != PLACEHOLDER_KEY:
         _known_keys.add(key)
     if base:
         parsed = urlparse(base)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ConfigError("OPENAI_BASE_URL is not an http(s) URL with a host; set it like "
                               "http://127.0.0.1:8000/v1.")
+        if is_local_url(base):  # the relay %load_ext set up, or `o11ylab run`'s shared server
+            from .. import pricing
+
+            pricing.register_local_server(parsed.hostname, parsed.port or 80)
+            local_key = env.get("O11YLAB_SERVE_API_KEY", "").strip()
+            if local_key:
+                _known_keys.add(local_key)
+            key = "" if key == PLACEHOLDER_KEY else key
+            return Endpoint("local", base.rstrip("/"), timeout, retries,
+                            local_key or key or _NO_KEY)
         return Endpoint("custom", base.rstrip("/"), timeout, retries, key or _NO_KEY)
     if key:
         return Endpoint("openai", OPENAI_URL, timeout, retries, key)
@@ -259,52 +267,27 @@ def resolve_endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
 # --- instrumentation ---------------------------------------------------------------------------
 
 _lock = threading.RLock()
-_state: dict[str, Any] = {"instrumented_by_us": False}
 
 
 def instrument() -> None:
-    """Instrument the openai SDK on o11ylab's providers and install cost and scrubbing hooks.
+    """Make sure the openai SDK is traced: o11ylab's instrumentors and enrichers are active
+    (``o11ylab.activation``), on the process's providers. Idempotent and cheap after the first
+    call. An SDK the user instrumented already is left as it is."""
+    from ..activation import activate, is_active
 
-    Idempotent. When something else already instrumented the SDK, it is left as it is.
-    """
-    instrumentor = _state.get("instrumentor")
-    if _state["instrumented_by_us"] and instrumentor.is_instrumented_by_opentelemetry:
-        return  # the fast path of every call after the first
-    from opentelemetry import _logs, metrics
-    from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
-
-    from .. import pricing
+    if is_active():
+        return
     from ..telemetry import get_telemetry
 
-    with _lock:
-        telemetry = get_telemetry()
-        pricing.install(telemetry)
-        telemetry.enrichers.register(_SCRUB)
-        instrumentor = _state["instrumentor"] = OpenAIInstrumentor()
-        if instrumentor.is_instrumented_by_opentelemetry:
-            return
-        instrumentor.instrument(
-            tracer_provider=trace.get_tracer_provider(),
-            meter_provider=metrics.get_meter_provider(),
-            logger_provider=_logs.get_logger_provider(),
-        )
-        _state["instrumented_by_us"] = True
+    activate(get_telemetry(), local_endpoint=False)
 
 
 def uninstrument() -> None:
     """Undo ``instrument()`` (idempotent); clients built earlier stop making spans."""
-    from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
-
+    from ..activation import deactivate
     from ..telemetry import peek_telemetry
 
-    with _lock:
-        instrumentor = OpenAIInstrumentor()
-        if _state["instrumented_by_us"] and instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.uninstrument()
-        _state["instrumented_by_us"] = False
-        telemetry = peek_telemetry()
-        if telemetry is not None:
-            telemetry.enrichers.unregister(_SCRUB.name)
+    deactivate(peek_telemetry())
 
 
 def is_instrumented() -> bool:
@@ -313,14 +296,13 @@ def is_instrumented() -> bool:
     return bool(OpenAIInstrumentor().is_instrumented_by_opentelemetry)
 
 
-class _ScrubEnricher:
+class ScrubEnricher:
+    """Masks keys in error status messages (servers echo rejected keys in their 401 bodies)."""
+
     name = "scrub"
 
     def on_end(self, span: Any) -> None:
         _scrub_span(span)
-
-
-_SCRUB = _ScrubEnricher()
 
 
 def _scrub_span(span: Any) -> dict[str, Any] | None:
@@ -333,52 +315,6 @@ def _scrub_span(span: Any) -> dict[str, Any] | None:
         # The SDK has no public way to edit an ended span's status; see set_ended_attributes.
         span._status = Status(StatusCode.ERROR, cleaned)
     return None
-
-
-# --- HTTP hooks: traceparent, status code, retries ----------------------------------------------
-
-
-def _genai_span() -> Any:
-    span = trace.get_current_span()
-    if not span.is_recording():
-        return None
-    attributes = getattr(span, "attributes", None) or {}
-    # Only the instrumentation's own call spans: a workflow span that is current while a
-    # helper request (say, /v1/models) goes out is not that request's span.
-    operation = attributes.get(semconv.GEN_AI_OPERATION_NAME)
-    return span if operation in semconv.ROLLUP_OPERATIONS else None
-
-
-def _on_request(request: Any) -> None:
-    # The instrumentation makes the chat span current while the SDK sends; carrying it in
-    # traceparent lets the server's spans join the same trace.
-    inject(request.headers)
-    # The openai SDK numbers its attempts in this header: 0 first, then 1, 2... per retry.
-    retry = request.headers.get("x-stainless-retry-count")
-    if retry and retry != "0":
-        span = _genai_span()
-        if span is not None:
-            count = int(retry)
-            previous = (span.attributes or {}).get(semconv.HTTP_RESPONSE_STATUS_CODE)
-            event: dict[str, Any] = {semconv.HTTP_REQUEST_RESEND_COUNT: count}
-            if previous is not None:
-                event[semconv.HTTP_RESPONSE_STATUS_CODE] = previous
-            span.add_event(semconv.RETRY_EVENT, event)
-            span.set_attribute(semconv.HTTP_REQUEST_RESEND_COUNT, count)
-
-
-def _on_response(response: Any) -> None:
-    span = _genai_span()
-    if span is not None:
-        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, response.status_code)
-
-
-async def _on_request_async(request: Any) -> None:
-    _on_request(request)
-
-
-async def _on_response_async(response: Any) -> None:
-    _on_response(response)
 
 
 # --- clients -------------------------------------------------------------------------------------
@@ -404,13 +340,9 @@ def get_client(endpoint: Endpoint | None = None) -> openai.OpenAI:
     with _lock:
         client = _clients.get(key)
         if client is None:
-            http_client = openai.DefaultHttpxClient(
-                event_hooks={"request": [_on_request], "response": [_on_response]}
-            )
             client = openai.OpenAI(
                 api_key=endpoint.api_key, base_url=endpoint.base_url,
                 timeout=endpoint.timeout_s, max_retries=endpoint.max_retries,
-                http_client=http_client,
             )
             client._o11ylab_endpoint = endpoint  # type: ignore[attr-defined]
             _clients[key] = client
@@ -434,13 +366,9 @@ def get_async_client(endpoint: Endpoint | None = None) -> openai.AsyncOpenAI:
         # the loops themselves, through a weak reference that does not keep the old one alive.
         if entry is not None and entry[0]() is loop:
             return entry[1]
-        http_client = openai.DefaultAsyncHttpxClient(
-            event_hooks={"request": [_on_request_async], "response": [_on_response_async]}
-        )
         client = openai.AsyncOpenAI(
             api_key=endpoint.api_key, base_url=endpoint.base_url,
             timeout=endpoint.timeout_s, max_retries=endpoint.max_retries,
-            http_client=http_client,
         )
         client._o11ylab_endpoint = endpoint  # type: ignore[attr-defined]
         _async_clients[key] = ((weakref.ref(loop) if loop is not None else (lambda: None)), client)

@@ -1,0 +1,261 @@
+"""Trace the user's own AI code: every installed GenAI instrumentor, activated lazily.
+
+``%load_ext o11ylab`` (and ``o11ylab.init()`` in a plain process) finds every instrumentor
+declared under the standard ``opentelemetry_instrumentor`` entry-point group that belongs to
+the GenAI family: the official ``opentelemetry-instrumentation-genai-*`` packages (openai,
+anthropic, langchain, llama-index, openai-agents, ...), ``opentelemetry-instrumentation-google-
+genai``, and o11ylab's own (chromadb, transformers, sentence_transformers, openai_http). Other instrumentors
+in that group (requests, sqlite3, ...) are left to ``opentelemetry-instrument``: a notebook
+does not want a span per HTTP request of every library.
+
+Nothing is imported up front. Each instrumentor waits behind a post-import hook on its
+library's module and is instrumented the moment that module is first imported, or at once if
+it already was. ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (entry-point names, comma-separated,
+``*`` for all) turns any of them off, as it does for ``opentelemetry-instrument``.
+
+``deactivate()`` uninstruments what this module instrumented and nothing else: an
+instrumentor the user had already switched on is recorded as theirs and left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+__all__ = ["Instrumentation", "InstrumentorEntry", "activate", "deactivate", "get", "status"]
+
+GROUP = "opentelemetry_instrumentor"
+DISABLED_ENV = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+
+# The module whose import wakes each instrumentor, where it is not the entry point's name.
+# An entry point not listed here waits for the module of its own name.
+_TRIGGER_MODULES = {
+    "langchain": "langchain_core",
+    "llama-index": "llama_index.core",
+    "llama_index": "llama_index.core",
+    "llamaindex": "llama_index.core",
+    "openai-agents": "agents",
+    "openai_agents": "agents",
+    "google_genai": "google.genai",
+    "google-genai": "google.genai",
+    "bedrock": "botocore",
+    "botocore": "botocore",
+    "vertexai": "vertexai",
+    "sentence-transformers": "sentence_transformers",
+    "openai_http": "openai",
+}
+_OWN_DISTRIBUTION = "o11ylab"
+
+
+def is_genai_distribution(name: str) -> bool:
+    """The GenAI family: the official ``opentelemetry-instrumentation-genai-*`` packages (and
+    google-genai's, named before the family was), plus o11ylab's own instrumentors."""
+    canonical = name.lower().replace("_", "-")
+    return (canonical.startswith("opentelemetry-instrumentation-genai-")
+            or canonical == "opentelemetry-instrumentation-google-genai"
+            or canonical == _OWN_DISTRIBUTION)
+
+
+def disabled_names(env: dict[str, str] | None = None) -> set[str]:
+    raw = (os.environ if env is None else env).get(DISABLED_ENV, "")
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+@dataclass
+class InstrumentorEntry:
+    """One instrumentor and what happened to it. ``state`` is one of: ``waiting`` (for its
+    library's import), ``instrumented``, ``yours`` (instrumented before o11ylab loaded; left
+    alone), ``disabled``, ``skipped`` (its library's version does not fit; see ``reason``),
+    ``failed`` (see ``reason``)."""
+
+    name: str
+    module: str
+    target: str
+    distribution: str
+    distribution_version: str
+    state: str = "waiting"
+    reason: str = ""
+    library: str = ""
+    library_version: str = ""
+    _entry_point: Any = field(default=None, repr=False)
+    _instrumentor: Any = field(default=None, repr=False)
+
+    def row(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "library": self.library or self.module,
+            "library_version": self.library_version,
+            "instrumentor": f"{self.distribution} {self.distribution_version}".strip(),
+            "state": self.state,
+            "reason": self.reason,
+        }
+
+
+class Instrumentation:
+    """The process's set of GenAI instrumentors. ``activate`` once; ``deactivate`` undoes."""
+
+    def __init__(self) -> None:
+        self.entries: list[InstrumentorEntry] = []
+        self.active = False
+        self._providers: dict[str, Any] = {}
+        self._lock = threading.RLock()
+        self._generation = 0  # hooks registered by an earlier activation do nothing
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    @staticmethod
+    def discover() -> list[InstrumentorEntry]:
+        entries: dict[str, InstrumentorEntry] = {}
+        for point in metadata.entry_points(group=GROUP):
+            dist = getattr(point, "dist", None)
+            dist_name = dist.name if dist is not None else ""
+            if not is_genai_distribution(dist_name):
+                continue
+            if point.name in entries:  # an editable install can list a distribution twice
+                continue
+            entries[point.name] = InstrumentorEntry(
+                name=point.name,
+                module=_TRIGGER_MODULES.get(point.name, point.name.replace("-", "_")),
+                target=point.value,
+                distribution=dist_name,
+                distribution_version=dist.version if dist is not None else "",
+                _entry_point=point,
+            )
+        return sorted(entries.values(), key=lambda e: e.name)
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def activate(self, *, tracer_provider: Any = None, meter_provider: Any = None,
+                 logger_provider: Any = None) -> None:
+        """Instrument what is imported, and hook the rest to its first import. Idempotent."""
+        with self._lock:
+            if self.active:
+                return
+            self.active = True
+            self._generation += 1
+            self._providers = {k: v for k, v in (
+                ("tracer_provider", tracer_provider), ("meter_provider", meter_provider),
+                ("logger_provider", logger_provider)) if v is not None}
+            disabled = disabled_names()
+            self.entries = self.discover()
+            waiting = []
+            for entry in self.entries:
+                if "*" in disabled or entry.name in disabled:
+                    entry.state, entry.reason = "disabled", f"{DISABLED_ENV} names it"
+                else:
+                    waiting.append(entry)
+        import wrapt
+
+        generation = self._generation
+        for entry in waiting:
+            if entry.module in sys.modules:
+                self._instrument(entry, generation)
+            else:
+                # wrapt calls the hook once the module has finished importing (at once if it
+                # already has: a race with another thread's import is harmless).
+                wrapt.register_post_import_hook(
+                    lambda _module, e=entry: self._instrument(e, generation), entry.module)
+
+    def _instrument(self, entry: InstrumentorEntry, generation: int) -> None:
+        with self._lock:
+            if not self.active or generation != self._generation or entry.state != "waiting":
+                return
+            try:
+                instrumentor_class = entry._entry_point.load()
+                instrumentor = instrumentor_class()
+                entry._instrumentor = instrumentor
+                entry.library, entry.library_version = _library_of(instrumentor, entry.module)
+                if instrumentor.is_instrumented_by_opentelemetry:
+                    entry.state = "yours"
+                    entry.reason = "instrumented before o11ylab loaded; left as it is"
+                    return
+                conflict = _conflict(instrumentor)
+                if conflict:
+                    entry.state, entry.reason = "skipped", conflict
+                    return
+                instrumentor.instrument(skip_dep_check=True, **self._providers)
+                entry.state = "instrumented"
+            except Exception as exc:  # an instrumentor must never break the user's import
+                entry.state = "failed"
+                entry.reason = f"{type(exc).__name__}: {exc}"[:300]
+                print(f"o11ylab: could not instrument {entry.module} with {entry.target} "
+                      f"({entry.reason}); the library works untraced.", file=sys.stderr)
+
+    def deactivate(self) -> None:
+        """Uninstrument everything ``activate`` instrumented; leave the user's own alone."""
+        with self._lock:
+            if not self.active:
+                return
+            self.active = False
+            self._generation += 1
+            for entry in self.entries:
+                if entry.state == "instrumented" and entry._instrumentor is not None:
+                    try:
+                        entry._instrumentor.uninstrument()
+                    except Exception as exc:
+                        print(f"o11ylab: uninstrumenting {entry.module} failed "
+                              f"({type(exc).__name__}: {exc})", file=sys.stderr)
+                        continue
+                    entry.state = "waiting"
+
+    def status(self) -> list[dict[str, str]]:
+        with self._lock:
+            return [entry.row() for entry in self.entries]
+
+    def instrumented(self) -> list[str]:
+        with self._lock:
+            return [e.name for e in self.entries if e.state in ("instrumented", "yours")]
+
+
+def _library_of(instrumentor: Any, module: str) -> tuple[str, str]:
+    """The distribution the instrumentor instruments and its installed version."""
+    try:
+        requirements = list(instrumentor.instrumentation_dependencies())
+    except Exception:
+        requirements = []
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for raw in requirements:
+        try:
+            name = Requirement(raw).name
+        except InvalidRequirement:
+            continue
+        try:
+            return name, metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return module, getattr(sys.modules.get(module), "__version__", "")
+
+
+def _conflict(instrumentor: Any) -> str:
+    from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+
+    try:
+        conflict = get_dependency_conflicts(list(instrumentor.instrumentation_dependencies()))
+    except Exception:
+        return ""
+    return str(conflict) if conflict else ""
+
+
+_INSTRUMENTATION = Instrumentation()
+
+
+def get() -> Instrumentation:
+    return _INSTRUMENTATION
+
+
+def activate(**providers: Any) -> Instrumentation:
+    _INSTRUMENTATION.activate(**providers)
+    return _INSTRUMENTATION
+
+
+def deactivate() -> None:
+    _INSTRUMENTATION.deactivate()
+
+
+def status() -> list[dict[str, str]]:
+    return _INSTRUMENTATION.status()
