@@ -24,8 +24,10 @@ def is_active() -> bool:
 
 def activate(telemetry: Any, *, local_endpoint: bool = True) -> None:
     """Idempotent. ``local_endpoint``: point a plain openai client at the local endpoint when
-    neither ``OPENAI_API_KEY`` nor ``OPENAI_BASE_URL`` is set."""
+    neither ``OPENAI_API_KEY`` nor ``OPENAI_BASE_URL`` is set (``O11YLAB_LOCAL_OPENAI=0`` says
+    never)."""
     with _lock:
+        local_endpoint = local_endpoint and getattr(telemetry.settings, "local_openai", True)
         if local_endpoint and not _active.get("local_endpoint"):
             from . import local_openai
 

@@ -70,6 +70,8 @@ class Settings:
     log_level: str
     traceparent: str | None
     notebook_path: str | None
+    # With no OPENAI_API_KEY / OPENAI_BASE_URL, point the openai SDK at the local endpoint.
+    local_openai: bool = True
 
     @property
     def otlp_enabled(self) -> bool:
@@ -284,6 +286,7 @@ def load_settings(
         "autotrace": _flag(env, "O11YLAB_AUTOTRACE", False),
         "summary": _flag(env, "O11YLAB_SUMMARY", True),
         "capture_content": _capture(env),
+        "local_openai": _flag(env, "O11YLAB_LOCAL_OPENAI", True),
         "log_level": _level(env),
         "traceparent": env.get("TRACEPARENT", "").strip() or None,
         "notebook_path": (

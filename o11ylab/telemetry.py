@@ -124,7 +124,10 @@ class Rollup:
         if span.status.status_code is trace.StatusCode.ERROR:
             self.errors += 1
         attributes = span.attributes or {}
-        if attributes.get(semconv.GEN_AI_OPERATION_NAME) in semconv.ROLLUP_OPERATIONS:
+        # A span whose usage a GenAI span below it already carries (LangChain's over the
+        # openai SDK's, when two instrumentations both record it) is counted once, below.
+        if attributes.get(semconv.GEN_AI_OPERATION_NAME) in semconv.ROLLUP_OPERATIONS and \
+                not attributes.get(semconv.USAGE_COUNTED_BELOW):
             for source, _target in semconv.ROLLUP_SUMS:
                 value = attributes.get(source)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):

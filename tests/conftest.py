@@ -27,6 +27,9 @@ for key, value in {
     "IPYTHONDIR": str(_SESSION_DIR / "ipython"),
     "MPLBACKEND": "Agg",
     "TOKENIZERS_PARALLELISM": "false",
+    # The in-process shell must not point this process's openai SDK at a relay of its own:
+    # tests choose their endpoint. tests/test_instrumentation.py runs the default in a kernel.
+    "O11YLAB_LOCAL_OPENAI": "0",
 }.items():
     os.environ[key] = value
 for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "TRACEPARENT", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
