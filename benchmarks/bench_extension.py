@@ -28,10 +28,12 @@ t0 = time.perf_counter()
 get_ipython().run_line_magic("load_ext", "o11ylab")
 seconds = time.perf_counter() - t0
 import sys
-heavy = sorted(m for m in ("torch", "transformers", "chromadb", "openai", "pynvml", "ipywidgets")
-               if m in sys.modules)
+heavy = sorted(m for m in ("torch", "transformers", "chromadb", "openai", "pynvml", "ipywidgets",
+                            "langchain_core", "sentence_transformers") if m in sys.modules)
+from o11ylab import instrumentation
+registered = [row["name"] for row in instrumentation.status()]
 print(json.dumps({"seconds": seconds, "rss_mb": (process.memory_info().rss - rss0) / 2**20,
-                  "heavy_imported": heavy}))
+                  "heavy_imported": heavy, "registered": registered}))
 """
 
 
@@ -109,7 +111,8 @@ def bench_load() -> None:
     rss = statistics.median(f["rss_mb"] for f in figures)
     print(f"%load_ext o11ylab in a fresh kernel: {seconds * 1000:.0f} ms (goal ≤ 1000 ms), "
           f"+{rss:.1f} MB RSS (goal ≤ 40 MB); heavy modules imported: "
-          f"{figures[0]['heavy_imported'] or 'none'}")
+          f"{figures[0]['heavy_imported'] or 'none'}; instrumentors waiting for their import: "
+          f"{', '.join(figures[0]['registered']) or 'none'}")
 
 
 def bench_buffer(shell, cells: int) -> None:
