@@ -247,7 +247,7 @@ def resolve_endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
                 _known_keys.add(local_key)
             key = "" if key == PLACEHOLDER_KEY else key
             return Endpoint("local", base.rstrip("/"), timeout, retries,
-                            local_key or key or _NO_KEY)
+                            key or local_key or _NO_KEY)  # a key the user set wins
         return Endpoint("custom", base.rstrip("/"), timeout, retries, key or _NO_KEY)
     if key:
         return Endpoint("openai", OPENAI_URL, timeout, retries, key)
