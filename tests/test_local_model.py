@@ -34,6 +34,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> LocalModel:
 
 @pytest.fixture
 def content_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # The instrumentors read the environment variable (they also run without o11ylab's
+    # telemetry, under opentelemetry-instrument); o11ylab's settings come from the same one.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
     telemetry = get_telemetry()
     on = dataclasses.replace(telemetry.settings, capture_content=ContentCapture.SPAN_ONLY)
     monkeypatch.setattr(telemetry, "settings", on)

@@ -11,15 +11,17 @@
 Each call is one span ``chat {model}`` (messages, through the model's chat template) or
 ``text_completion {model}`` (plain prompts, one span per batch) of kind INTERNAL, with
 ``gen_ai.provider.name = o11ylab.local`` (``semconv.PROVIDER_LOCAL``), token usage, time to
-first token, output tokens per second, device, dtype and a cost of 0 USD; and the metrics
-``gen_ai.client.operation.duration`` and ``gen_ai.client.token.usage``, plus, for streamed
-generations (as the conventions ask), ``gen_ai.client.operation.time_to_first_chunk`` and
-``...time_per_output_chunk`` (one point per token after the first). Prompt and
-completion text go on the span only when content capture includes spans.
+first token, output tokens per second, device, dtype and (from o11ylab's cost enricher) a cost
+of 0 USD; and the GenAI client metrics. Prompt and completion text go on the span only when
+content capture includes spans.
 
-The spans are written here rather than through ``opentelemetry-util-genai``: its inference
-spans are always of kind CLIENT, it reads content capture from its own parsing of the
-environment, and it has no place for per-token timing, device or dtype.
+The spans and metrics are not written here: they come from o11ylab's transformers and
+sentence-transformers instrumentors (``o11ylab.instrumentation``), the same that trace a
+user's own ``model.generate`` and ``SentenceTransformer.encode``, switched on here if the
+loader has not done it. What only the engine knows (the time it waited for the model's lock,
+``o11ylab.gen_ai.queue_time``; chat or completion; the conversation; the seed; a stream's
+``cancelled`` finish reason) reaches the same span through ``span_notes``. A span covers the
+model's run, after the wait for the lock.
 
 The device comes from ``USE_GPU`` (unset: CUDA when torch sees one; 0: CPU; 1: CUDA, or CPU
 with a note when there is none) and ``GPU_DEVICE_ID`` (default 0). One lock per model: calls
@@ -30,7 +32,6 @@ the time each waited is on its span (``o11ylab.gen_ai.queue_time``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import queue
 import sys
@@ -42,11 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import models, semconv
-from ..telemetry import get_telemetry
+from ..instrumentation._local import Outcome, span_notes
 
 __all__ = [
     "ContextWindowExceededError",
@@ -163,46 +162,41 @@ def _default_dtype(device: str) -> Any:
     return torch.float32  # bf16 matmuls are slow on most CPUs
 
 
-# --- telemetry instruments (one set per process) --------------------------------------------------
+# --- telemetry: the instrumentors make the spans -------------------------------------------------
+
+_INSTRUMENTED_LOCK = threading.Lock()
+_INSTRUMENTORS: dict[str, Any] = {}
+_PRICED = False
 
 
-class _Instruments:
-    def __init__(self) -> None:
-        meter = get_telemetry().meter
-        self.duration = meter.create_histogram(
-            semconv.METRIC_GEN_AI_CLIENT_OPERATION_DURATION, unit="s",
-            description="Duration of GenAI operations.")
-        self.tokens = meter.create_histogram(
-            semconv.METRIC_GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}",
-            description="Input and output tokens used by GenAI operations.")
-        self.first_chunk = meter.create_histogram(
-            semconv.METRIC_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK, unit="s",
-            description="Time from the request to the first output token.")
-        self.per_chunk = meter.create_histogram(
-            semconv.METRIC_GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK, unit="s",
-            description="Time between consecutive output tokens.")
+def _ensure_instrumented(embeddings: bool = False) -> None:
+    """Switch on o11ylab's instrumentor (global providers) unless it is on, or the user turned
+    it off with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``; and put cost on GenAI spans. Cheap
+    once it is on: the engine calls it before every generation."""
+    global _PRICED
+    name = "sentence_transformers" if embeddings else "transformers"
+    known = _INSTRUMENTORS.get(name)
+    if known is not None and known.is_instrumented_by_opentelemetry and _PRICED:
+        return
+    from .. import instrumentation, pricing
 
-
-_INSTRUMENTS: _Instruments | None = None
-_INSTRUMENTS_LOCK = threading.Lock()
-
-
-def _instruments() -> _Instruments:
-    global _INSTRUMENTS
-    if _INSTRUMENTS is None:
-        with _INSTRUMENTS_LOCK:
-            if _INSTRUMENTS is None:
-                _INSTRUMENTS = _Instruments()
-    return _INSTRUMENTS
-
-
-def _local_cost() -> dict[str, Any]:
-    return {
-        semconv.GEN_AI_USAGE_COST: 0.0,
-        semconv.GEN_AI_USAGE_COST_CURRENCY: "USD",
-        semconv.GEN_AI_USAGE_COST_SOURCE: semconv.COST_SOURCE_COMPUTED,
-        semconv.COST_PRICED_AS: "local",
-    }
+    with _INSTRUMENTED_LOCK:
+        if embeddings:
+            from ..instrumentation.sentence_transformers import (
+                SentenceTransformersInstrumentor as Instrumentor,
+            )
+        else:
+            from ..instrumentation.transformers import (  # type: ignore[assignment]
+                TransformersInstrumentor as Instrumentor,
+            )
+        instrumentor = _INSTRUMENTORS[name] = Instrumentor()
+        disabled = instrumentation.disabled_names()
+        if not instrumentor.is_instrumented_by_opentelemetry and not (
+                "*" in disabled or name in disabled):
+            instrumentor.instrument(skip_dep_check=True)
+        if not _PRICED:
+            pricing.install()
+            _PRICED = True
 
 
 # --- the token clock ----------------------------------------------------------------------------
@@ -306,6 +300,7 @@ class LocalModel:
         self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.lock = threading.Lock()
         self._torch = torch
+        _ensure_instrumented()
         if verbose:
             print(f"o11ylab: local model {self.name} on {self.device} ({self.dtype}; {why}), "
                   f"loaded in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
@@ -439,17 +434,13 @@ class LocalModel:
 
     # -- running it --------------------------------------------------------------------------------
 
-    def _span_start(self, request: _Request, parent: Any = None) -> Any:
-        tracer = get_telemetry().tracer
+    def _notes(self, request: _Request, queue_time: float) -> Any:
+        """What only the engine knows, for the instrumentor's span of this generation."""
         attributes: dict[str, Any] = {
-            semconv.GEN_AI_OPERATION_NAME: request.operation,
-            semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_LOCAL,
-            semconv.GEN_AI_REQUEST_MODEL: self.name,
             semconv.GEN_AI_REQUEST_MAX_TOKENS: request.max_new_tokens,
-            semconv.GEN_AI_OUTPUT_TYPE: "text",
-            semconv.LOCAL_MODEL_DEVICE: self.device,
-            semconv.LOCAL_MODEL_DTYPE: self.dtype,
             semconv.LOCAL_MODEL_CONTEXT_WINDOW: self.context_window,
+            semconv.LOCAL_QUEUE_TIME: queue_time,
+            semconv.GEN_AI_RESPONSE_ID: f"local-{uuid.uuid4().hex[:24]}",
         }
         if request.temperature is not None:
             attributes[semconv.GEN_AI_REQUEST_TEMPERATURE] = request.temperature
@@ -459,22 +450,24 @@ class LocalModel:
             attributes[semconv.GEN_AI_REQUEST_SEED] = request.seed
         if request.stop:
             attributes[semconv.GEN_AI_REQUEST_STOP_SEQUENCES] = request.stop
-        if len(request.prompts) > 1:
-            attributes[semconv.LOCAL_BATCH_SIZE] = len(request.prompts)
-        return tracer.start_span(f"{request.operation} {self.name}", context=parent,
-                                 kind=SpanKind.INTERNAL, attributes=attributes)
+        messages = request.messages if request.messages is not None else [
+            {"role": "user", "content": p} for p in request.prompts]
+        return span_notes(attributes, model=self.name, operation=request.operation,
+                          messages=messages, tokenizer=self.tokenizer, time_first_token=True)
 
     def _generate_locked(
-        self, request: _Request, clock: _TokenClock, cancel: _Cancel | None
+        self, request: _Request, clock: _TokenClock | None, cancel: _Cancel | None
     ) -> Any:
+        _ensure_instrumented()
         torch = self._torch
         kwargs: dict[str, Any] = {
             "input_ids": request.input_ids.to(self.device),
             "attention_mask": request.attention_mask.to(self.device),
             "max_new_tokens": request.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
-            "streamer": clock,
         }
+        if clock is not None:  # streams only: a streamer costs a little on every token
+            kwargs["streamer"] = clock
         if request.temperature is not None and request.temperature >= _GREEDY_BELOW:
             kwargs.update(do_sample=True, temperature=request.temperature)
             if request.top_p is not None:
@@ -515,94 +508,28 @@ class LocalModel:
 
     def _run(self, request: _Request) -> list[Generation]:
         started = time.perf_counter()
-        span = self._span_start(request)
-        clock = _TokenClock()
-        error: BaseException | None = None
-        results: list[Generation] = []
-        queue_time = 0.0
-        try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False,
-                                set_status_on_exception=False):
-                with self.lock:
-                    queue_time = time.perf_counter() - started
-                    output = self._generate_locked(request, clock, None)
-            prompt_width = request.input_ids.shape[1]
-            duration = time.perf_counter() - started
-            ttft = clock.times[0] - started if clock.times else None
-            rows = output[:, prompt_width:].tolist()
-            for row, input_tokens in zip(rows, request.input_tokens, strict=True):
-                text, count, finish = self._decode(request, row)
-                results.append(Generation(text, self.name, input_tokens, count, finish, ttft,
-                                          duration))
-            return results
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            self._record(span, request, started, clock, results, error, queue_time)
+        with self.lock:
+            queue_time = time.perf_counter() - started
+            with self._notes(request, queue_time) as notes:
+                output = self._generate_locked(request, None, None)
+        prompt_width = request.input_ids.shape[1]
+        duration = time.perf_counter() - started
+        ttft = _first_token(notes.outcome, queue_time)
+        results = []
+        for row, input_tokens in zip(output[:, prompt_width:].tolist(), request.input_tokens,
+                                     strict=True):
+            text, count, finish = self._decode(request, row)
+            results.append(Generation(text, self.name, input_tokens, count, finish, ttft,
+                                      duration))
+        return results
 
-    def _record(
-        self,
-        span: Any,
-        request: _Request,
-        started: float,
-        clock: _TokenClock,
-        results: Sequence[Generation],
-        error: BaseException | None,
-        queue_time: float,
-        streamed: bool = False,
-    ) -> None:
-        ended = time.perf_counter()
-        duration = ended - started
-        input_tokens = sum(request.input_tokens)
-        output_tokens = sum(g.output_tokens for g in results)
-        metric_attributes: dict[str, Any] = {
-            semconv.GEN_AI_OPERATION_NAME: request.operation,
-            semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_LOCAL,
-            semconv.GEN_AI_REQUEST_MODEL: self.name,
-            semconv.GEN_AI_RESPONSE_MODEL: self.name,
-        }
-        if error is not None:
-            metric_attributes[semconv.ERROR_TYPE] = type(error).__qualname__
-        instruments = _instruments()
-        instruments.duration.record(duration, metric_attributes)
-        if error is None:
-            instruments.tokens.record(input_tokens, {**metric_attributes,
-                                                     semconv.GEN_AI_TOKEN_TYPE: "input"})
-            instruments.tokens.record(output_tokens, {**metric_attributes,
-                                                      semconv.GEN_AI_TOKEN_TYPE: "output"})
-        if streamed and clock.times:  # the conventions ask for these on streams only
-            instruments.first_chunk.record(clock.times[0] - started, metric_attributes)
-            previous = clock.times[0]
-            for moment in clock.times[1:]:
-                instruments.per_chunk.record(moment - previous, metric_attributes)
-                previous = moment
-        if span.is_recording():
-            attributes: dict[str, Any] = {
-                semconv.GEN_AI_RESPONSE_MODEL: self.name,
-                semconv.LOCAL_QUEUE_TIME: queue_time,
-                **_local_cost(),
-            }
-            if error is None:
-                attributes.update({
-                    semconv.GEN_AI_RESPONSE_ID: f"local-{uuid.uuid4().hex[:24]}",
-                    semconv.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
-                    semconv.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
-                    semconv.GEN_AI_RESPONSE_FINISH_REASONS: [g.finish_reason for g in results],
-                })
-                generating = ended - started - queue_time
-                if generating > 0:
-                    attributes[semconv.LOCAL_OUTPUT_TOKENS_PER_SECOND] = output_tokens / generating
-            if clock.times:
-                attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = clock.times[0] - started
-            if get_telemetry().settings.capture_content.on_spans:
-                attributes.update(_content(request, results))
-            span.set_attributes(attributes)
-            if error is not None:
-                span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
-                span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
-                span.record_exception(error)
-        span.end()
+
+def _first_token(outcome: Outcome | None, queue_time: float) -> float | None:
+    """Seconds from the call to the first token (the instrumentor times it from the model's
+    start; None when it is switched off)."""
+    if outcome is None or outcome.time_to_first_token is None:
+        return None
+    return queue_time + outcome.time_to_first_token
 
 
 def _sampling(options: dict[str, Any]) -> dict[str, Any]:
@@ -632,22 +559,6 @@ def message_text(content: Any) -> str:
                                       "local text model; send text parts only.")
         return "".join(texts)
     raise LocalModelError("message content must be a string or a list of text parts.")
-
-
-def _content(request: _Request, results: Sequence[Generation]) -> dict[str, str]:
-    """Prompt and completion in the GenAI conventions' JSON message format."""
-    if request.messages is not None:
-        inputs = [{"role": m["role"], "parts": [{"type": "text", "content": m["content"]}]}
-                  for m in request.messages]
-    else:
-        inputs = [{"role": "user", "parts": [{"type": "text", "content": p}]}
-                  for p in request.prompts]
-    outputs = [{"role": "assistant", "parts": [{"type": "text", "content": g.text}],
-                "finish_reason": g.finish_reason} for g in results]
-    return {
-        semconv.GEN_AI_INPUT_MESSAGES: json.dumps(inputs, ensure_ascii=False),
-        semconv.GEN_AI_OUTPUT_MESSAGES: json.dumps(outputs, ensure_ascii=False),
-    }
 
 
 _DONE = object()
@@ -727,8 +638,7 @@ class TokenStream:
     def _work(self) -> None:
         engine, request = self._engine, self._request
         started = time.perf_counter()
-        span = engine._span_start(request, self._parent)  # noqa: SLF001 - same module
-        token_context = otel_context.attach(trace.set_span_in_context(span, self._parent))
+        token_context = otel_context.attach(self._parent)  # the caller's span is the parent
         tokens: list[int] = []
         state = {"emitted": "", "finish": "length"}
         eos = engine._eos_ids  # noqa: SLF001
@@ -754,30 +664,29 @@ class TokenStream:
                 state["emitted"] = text
                 self._pieces.put(piece)
 
+        def cancelled() -> bool:
+            return (self._cancel.event.is_set() and state["finish"] != "stop"
+                    and len(tokens) < request.max_new_tokens)
+
         clock = _TokenClock(on_token)
         error: BaseException | None = None
-        queue_time = 0.0
-        results: list[Generation] = []
         try:
             with engine.lock:
                 queue_time = time.perf_counter() - started
-                engine._generate_locked(request, clock, self._cancel)  # noqa: SLF001
-            cancelled = self._cancel.event.is_set() and state["finish"] != "stop" and len(
-                tokens) < request.max_new_tokens
-            finish = "cancelled" if cancelled else state["finish"]
+                with engine._notes(request, queue_time) as notes:  # noqa: SLF001 - same module
+                    notes.on_end = lambda _outcome: (
+                        {semconv.GEN_AI_RESPONSE_FINISH_REASONS: ["cancelled"]}
+                        if cancelled() else None)
+                    engine._generate_locked(request, clock, self._cancel)  # noqa: SLF001
+            finish = "cancelled" if cancelled() else state["finish"]
             ttft = clock.times[0] - started if clock.times else None
-            results = [Generation(state["emitted"], engine.name, request.input_tokens[0],
-                                  len(tokens), finish, ttft, time.perf_counter() - started)]
-            self.result = results[0]
+            self.result = Generation(state["emitted"], engine.name, request.input_tokens[0],
+                                     len(tokens), finish, ttft, time.perf_counter() - started)
         except BaseException as exc:  # handed to the consumer, raised there
             error = exc
         finally:
             otel_context.detach(token_context)
-            try:
-                engine._record(span, request, started, clock, results, error,  # noqa: SLF001
-                               queue_time, streamed=True)
-            finally:
-                self._pieces.put(error if error is not None else _DONE)
+            self._pieces.put(error if error is not None else _DONE)
 
 
 # --- embeddings -----------------------------------------------------------------------------------
@@ -808,6 +717,7 @@ class LocalEmbedder:
         self.dimensions = int(dimension() or 0)
         self.max_tokens = int(self.model.max_seq_length or 512)
         self.lock = threading.Lock()
+        _ensure_instrumented(embeddings=True)
         if verbose:
             print(f"o11ylab: embedding model {self.name} on {self.device} ({self.dimensions} "
                   f"dimensions), loaded in {time.perf_counter() - started:.1f}s",
@@ -822,46 +732,13 @@ class LocalEmbedder:
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items or any(not isinstance(t, str) or not t.strip() for t in items):
             raise EmptyPromptError("nothing to embed: pass one or more non-empty strings.")
-        started = time.perf_counter()
-        tracer = get_telemetry().tracer
-        base = {
-            semconv.GEN_AI_OPERATION_NAME: semconv.EMBEDDINGS_OPERATION,
-            semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_LOCAL,
-            semconv.GEN_AI_REQUEST_MODEL: self.name,
-        }
-        error: BaseException | None = None
-        tokens = 0
-        with tracer.start_as_current_span(
-            f"{semconv.EMBEDDINGS_OPERATION} {self.name}", kind=SpanKind.INTERNAL,
-            attributes={**base, semconv.LOCAL_MODEL_DEVICE: self.device},
-            record_exception=True, set_status_on_exception=True,
-        ) as span:
-            try:
-                tokens = self.count_tokens(items)
-                with self.lock:
-                    array = self.model.encode(items, normalize_embeddings=True,
-                                              convert_to_numpy=True, show_progress_bar=False)
-                vectors = array.astype("float32").tolist()
-                return EmbeddingResult(vectors, self.name, tokens)
-            except BaseException as exc:
-                error = exc
-                span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
-                raise
-            finally:
-                attributes = {**base, semconv.GEN_AI_RESPONSE_MODEL: self.name}
-                if error is not None:
-                    attributes[semconv.ERROR_TYPE] = type(error).__qualname__
-                instruments = _instruments()
-                instruments.duration.record(time.perf_counter() - started, attributes)
-                if error is None:
-                    instruments.tokens.record(tokens, {**attributes,
-                                                       semconv.GEN_AI_TOKEN_TYPE: "input"})
-                    span.set_attributes({
-                        semconv.GEN_AI_RESPONSE_MODEL: self.name,
-                        semconv.GEN_AI_USAGE_INPUT_TOKENS: tokens,
-                        semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT: self.dimensions,
-                        **_local_cost(),
-                    })
+        _ensure_instrumented(embeddings=True)
+        with self.lock, span_notes(model=self.name) as notes:
+            array = self.model.encode(items, normalize_embeddings=True, convert_to_numpy=True,
+                                      show_progress_bar=False)
+        vectors = array.astype("float32").tolist()
+        counted = notes.outcome.input_tokens if notes.outcome is not None else 0
+        return EmbeddingResult(vectors, self.name, counted or self.count_tokens(items))
 
 
 # --- one engine per model per process -------------------------------------------------------------
