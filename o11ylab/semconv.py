@@ -186,6 +186,10 @@ VECTORSTORE_BATCH_COUNT = "o11ylab.vectorstore.batch_count"  # Chroma calls one 
 # db.collection.name, error.type on failure); hits per retrieval call use the database histogram.
 METRIC_DB_RETURNED_ROWS = "db.client.response.returned_rows"  # histogram, {row}, attrs as above
 
+# --- chromadb instrumentor ---
+# o11ylab/instrumentation/chromadb.py makes the spans and metrics above for any Chroma collection.
+CHROMA_QUERY_OPERATION = "query"  # db.operation.name on METRIC_DB_RETURNED_ROWS
+
 # --- local models and the local endpoint (o11ylab/ai/local_model.py, o11ylab/serve.py) -------
 # In-process generation and embeddings follow the GenAI inference / embeddings span conventions
 # with span kind INTERNAL (the conventions allow it for a model running in the same process).
@@ -196,6 +200,8 @@ GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
 GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
 GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
 GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
+GEN_AI_REQUEST_TOP_K = "gen_ai.request.top_k"  # a sampling parameter (retrieval uses .retrieval.top_k)
+GEN_AI_REQUEST_CHOICE_COUNT = "gen_ai.request.choice.count"  # num_return_sequences, when > 1
 GEN_AI_REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
 GEN_AI_RESPONSE_ID = "gen_ai.response.id"
 GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
