@@ -1,4 +1,4 @@
-"""A vector store on Chroma, with GenAI ``retrieval`` spans and metrics.
+"""A vector store on Chroma; its spans and metrics come from ``ChromaInstrumentor``.
 
     from o11ylab.ai.vectorstore import VectorStore
 
@@ -18,8 +18,7 @@ Public API::
                 host: str | None = None, port: int | None = None, ssl: bool | None = None,
                 embedder: str | EmbeddingFunction | None = "default",
                 space: "cosine" | "l2" | "ip" | None = None,  # None: the collection's, else cosine
-                batch_size: int = 256, client: chromadb ClientAPI | None = None,
-                tracer: opentelemetry Tracer | None = None)
+                batch_size: int = 256, client: chromadb ClientAPI | None = None)
       .name: str                    the collection name (also gen_ai.data_source.id)
       .location: str                the folder, or http(s)://host:port of a Chroma server
       .embedding_model: str | None  the model texts are embedded with (None: vectors only)
@@ -63,51 +62,41 @@ ONNX model at the first add, and fails offline). ``embedder="default"`` is the p
 (384 dimensions, normalized), or the sentence-transformers folder / cached hub id in
 ``EMBEDDING_MODEL``; any other string names such a model. ``None`` means the caller passes
 vectors (``embeddings=`` / ``embedding=``). A Chroma ``EmbeddingFunction`` object is used as
-given. The store embeds texts itself, one batch at a time, so each embedding shows as an
-``embeddings {model}`` span under the ``add``/``retrieval`` span; Chroma still saves the
-model with the collection, so a store (or a plain chromadb client) opened later with no
-embedder searches by text with the same model, and a store opened with a different model or
+given. Texts go to Chroma as texts (``documents=``, ``query_texts=``) and Chroma embeds them
+with the collection's embedding function — for a local model, one that calls the shared
+``LocalEmbedder`` — one batch at a time, so each embedding shows as an ``embeddings {model}``
+span under the ``add``/``retrieval`` span. Chroma saves the model with the collection, so a
+store (or a plain chromadb client) opened later with no embedder searches by text with the same model, and a store opened with a different model or
 distance is refused (``ModelMismatchError``) instead of returning meaningless neighbours.
 
-Telemetry: ``search``/``query`` make one ``retrieval {collection}`` span (CLIENT; the GenAI
-retrieval operation: ``gen_ai.operation.name=retrieval``, ``gen_ai.data_source.id``,
-``gen_ai.retrieval.top_k``, ``db.response.returned_rows``, ``db.collection.name``,
-``db.system.name=chromadb``, ``gen_ai.request.model`` for text queries) and record the
-``gen_ai.client.operation.duration`` and ``db.client.response.returned_rows`` histograms. The
-query text (``gen_ai.retrieval.query.text``) and the hits (``gen_ai.retrieval.documents``: id,
-score, content) go on the span only when content capture is on
-(``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY`` or ``SPAN_AND_EVENT``).
-``add``/``upsert``/``delete``/``get`` make database-style spans (``add {collection}``, with
-``db.operation.name``) carrying counts, never text. Failures set ``error.type`` and the span
-status. All names live in ``o11ylab.semconv``. No attribute is computed for a span that is not
-recorded (sampled out).
+Telemetry: none of its own. The store switches on o11ylab's ``ChromaInstrumentor``
+(``o11ylab.instrumentation.chromadb``, with the global providers, unless it is already on or
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``chromadb``), and every Chroma call it makes is
+traced there: ``search``/``query`` are ``retrieval {collection}`` spans (the GenAI retrieval
+operation, with the ``gen_ai.client.operation.duration`` and
+``db.client.response.returned_rows`` histograms), each Chroma ``add``/``upsert`` batch and each
+``get``/``delete`` a database-style span; query text and hits only with content capture on.
+Input the store refuses before it asks Chroma anything (an empty query, a bad ``top_k``, a
+blank document) raises without a span: nothing was asked of the database. A Chroma failure
+is on its span as Chroma raised it; the store then raises its own, clearer error.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import numbers
 import os
 import re
 import tempfile
-import time
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
-
-from .. import semconv
-
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
-    from opentelemetry.metrics import Histogram
-    from opentelemetry.trace import Span, Tracer
 
 __all__ = [
     "ChromaConnectionError",
@@ -282,24 +271,22 @@ def _env_port() -> int:
 class _Embedder:
     """Texts to vectors for one store, and the embedding function Chroma saves with it."""
 
-    def __init__(
-        self, name: str, embed: Any, chroma_function: Any, folder: Path | None = None
-    ) -> None:
-        self.name = name  # reported as gen_ai.request.model
-        self.embed = embed  # list[str] -> vectors
-        self.chroma_function = chroma_function
+    def __init__(self, name: str, chroma_function: Any, folder: Path | None = None) -> None:
+        self.name = name  # the model's readable name
+        self.chroma_function = chroma_function  # Chroma embeds texts with it
         self.folder = folder  # a local sentence-transformers model's folder
 
 
 def _local_embedder(model: str | None) -> _Embedder:
     """The process's shared ``LocalEmbedder`` for ``model`` (None: EMBEDDING_MODEL or MiniLM).
 
-    The store embeds texts itself, through ``LocalEmbedder.embed``, so each embedding shows as
-    an ``embeddings {model}`` span (with its tokens) under the retrieval or add span, and every
-    part of o11ylab shares one loaded model. The collection still gets Chroma's own
-    ``SentenceTransformerEmbeddingFunction`` for the same folder, built on that same loaded
-    model (Chroma keeps loaded models in a class-level dict by folder; it is seeded here), so
-    Chroma saves a configuration any plain chromadb client can reopen the collection with.
+    Chroma embeds the texts, inside its own ``add``/``query`` (so inside their spans), through
+    an embedding function that calls ``LocalEmbedder.embed``: each embedding is an
+    ``embeddings {model}`` span (with its tokens), and every part of o11ylab shares one loaded
+    model. The function is Chroma's own ``SentenceTransformerEmbeddingFunction`` for the same
+    folder, built on that same loaded model (Chroma keeps loaded models in a class-level dict by
+    folder; it is seeded here), so Chroma saves a configuration any plain chromadb client can
+    reopen the collection with.
     """
     from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
 
@@ -308,12 +295,32 @@ def _local_embedder(model: str | None) -> _Embedder:
     local = get_local_embedder(model)
     folder = str(local.ref.path)
     SentenceTransformerEmbeddingFunction.models.setdefault(folder, local.model)
-    chroma_function = SentenceTransformerEmbeddingFunction(
-        model_name=folder, device="cpu", normalize_embeddings=True
-    )
-    return _Embedder(
-        local.name, lambda texts: local.embed(texts).vectors, chroma_function, Path(folder)
-    )
+    return _Embedder(local.name, _local_function_class()(local, folder), Path(folder))
+
+
+_LOCAL_FUNCTION: type | None = None
+
+
+def _local_function_class() -> type:
+    """Chroma's sentence-transformers embedding function, embedding through a LocalEmbedder
+    (defined on first use: importing chromadb's embedding functions is not free)."""
+    global _LOCAL_FUNCTION
+    if _LOCAL_FUNCTION is None:
+        from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
+
+        class LocalEmbeddingFunction(SentenceTransformerEmbeddingFunction):  # type: ignore[misc]
+            """Saved as ``sentence_transformer`` with the model's folder, like the original."""
+
+            def __init__(self, local: Any, folder: str) -> None:
+                super().__init__(model_name=folder, device="cpu", normalize_embeddings=True)
+                self._local = local
+                self.otel_model_name = local.name  # what ChromaInstrumentor reports
+
+            def __call__(self, input: Any) -> Any:  # Chroma's argument name
+                return self._local.embed(list(input)).vectors
+
+        _LOCAL_FUNCTION = LocalEmbeddingFunction
+    return _LOCAL_FUNCTION
 
 
 def _resolve_embedder(embedder: object) -> _Embedder | None:
@@ -322,7 +329,7 @@ def _resolve_embedder(embedder: object) -> _Embedder | None:
     if isinstance(embedder, str):
         return _local_embedder(None if embedder == "default" else embedder)
     if callable(embedder):  # a Chroma EmbeddingFunction: it embeds, and Chroma saves its config
-        return _Embedder(_model_name(embedder), embedder, embedder)
+        return _Embedder(_model_name(embedder), embedder)
     raise TypeError(
         "embedder must be 'default', a model folder or cached hub id, a Chroma "
         f"EmbeddingFunction, or None for precomputed vectors; got {type(embedder).__name__}."
@@ -376,40 +383,29 @@ def _saved_configuration(collection: Collection) -> _Saved:
     return _Saved(space if isinstance(space, str) else None, model)
 
 
-# --- instruments --------------------------------------------------------------------------------
+# --- instrumentation ---------------------------------------------------------------------------
+
+_INSTRUMENT_LOCK = threading.Lock()
 
 
-class _Instruments:
-    """The two histograms, created once per process on o11ylab's meter."""
+def _ensure_instrumented() -> None:
+    """Switch on ``ChromaInstrumentor`` (global providers: o11ylab's telemetry) unless it is on,
+    or the user turned it off with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``. Idempotent."""
+    from ..instrumentation.chromadb import ChromaInstrumentor
 
-    _shared: _Instruments | None = None
+    instrumentor = ChromaInstrumentor()  # one instance per process (BaseInstrumentor)
+    if instrumentor.is_instrumented_by_opentelemetry:
+        return
+    from .. import instrumentation
+    from ..telemetry import get_telemetry
 
-    def __init__(self) -> None:
-        from ..telemetry import get_telemetry
-
-        meter = get_telemetry().meter
-        self.duration: Histogram = meter.create_histogram(
-            semconv.METRIC_GEN_AI_CLIENT_OPERATION_DURATION,
-            unit="s",
-            # The same name, unit and description as local_model.py's, so o11ylab's meter
-            # hands both modules one instrument (a different description makes a second one).
-            description="Duration of GenAI operations.",
-        )
-        self.returned_rows: Histogram = meter.create_histogram(
-            semconv.METRIC_DB_RETURNED_ROWS,
-            unit="{row}",
-            description="The actual number of records returned by the database operation.",
-        )
-
-    @classmethod
-    def get(cls) -> _Instruments:
-        if cls._shared is None:
-            cls._shared = cls()
-        return cls._shared
-
-
-def _error_type(exc: BaseException) -> str:
-    return type(exc).__qualname__
+    disabled = instrumentation.disabled_names()
+    if "*" in disabled or "chromadb" in disabled:
+        return
+    get_telemetry()  # the global providers the instrumentor then uses
+    with _INSTRUMENT_LOCK:
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(skip_dep_check=True)
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -430,7 +426,6 @@ class VectorStore:
         space: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         client: ClientAPI | None = None,
-        tracer: Tracer | None = None,
     ) -> None:
         self.name = check_collection_name(collection)
         if space is not None and space not in SPACES:
@@ -439,8 +434,8 @@ class VectorStore:
         self.space = space or "cosine"
         # Chroma reads this when a client is built; it is a no-op in 1.5 but documents intent.
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+        _ensure_instrumented()
 
-        self._server: tuple[str, int] | None = None
         if client is not None:
             self._client = client
             self.location = f"(your chromadb {type(client).__name__})"
@@ -451,7 +446,6 @@ class VectorStore:
                 if ssl is None:
                     ssl = os.environ.get("CHROMA_SSL", "").strip().lower() in _TRUE
                 self._client = self._http_client(host, port, ssl)
-                self._server = (host, port)
                 self.location = f"{'https' if ssl else 'http'}://{host}:{port}"
             else:
                 folder = _ensure_writable(Path(path).expanduser() if path else default_path())
@@ -470,38 +464,6 @@ class VectorStore:
             self._embedder.name if self._embedder
             else _readable(self._saved_model) if self._saved_model else None
         )
-
-        from ..telemetry import get_telemetry
-
-        telemetry = get_telemetry()
-        self._telemetry = telemetry
-        self._tracer: Tracer = tracer or telemetry.tracer
-        self._instruments = _Instruments.get()
-        # Built once: every span and metric point of this store starts from these.
-        common: dict[str, Any] = {
-            semconv.DB_SYSTEM_NAME: semconv.DB_SYSTEM_CHROMA,
-            semconv.DB_COLLECTION_NAME: self.name,
-        }
-        if self._server:
-            common[semconv.SERVER_ADDRESS] = self._server[0]
-            common[semconv.SERVER_PORT] = self._server[1]
-        self._common = common
-        self._retrieval_span_name = f"{semconv.RETRIEVAL_OPERATION} {self.name}"
-        self._retrieval_start = {
-            semconv.GEN_AI_OPERATION_NAME: semconv.RETRIEVAL_OPERATION,
-            semconv.GEN_AI_DATA_SOURCE_ID: self.name,
-            **common,
-        }
-        self._duration_ok = {
-            semconv.GEN_AI_OPERATION_NAME: semconv.RETRIEVAL_OPERATION,
-            semconv.DB_SYSTEM_NAME: semconv.DB_SYSTEM_CHROMA,
-            semconv.DB_COLLECTION_NAME: self.name,
-        }
-        self._rows_attributes = {
-            semconv.DB_SYSTEM_NAME: semconv.DB_SYSTEM_CHROMA,
-            semconv.DB_COLLECTION_NAME: self.name,
-            semconv.DB_OPERATION_NAME: "query",
-        }
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -587,22 +549,6 @@ class VectorStore:
         model = self.embedding_model or "vectors only"
         return f"VectorStore({self.name!r}, {self.location}, {model})"
 
-    # -- spans -----------------------------------------------------------------------------------
-
-    def _start(self, operation: str) -> tuple[Span, object]:
-        span = self._tracer.start_span(
-            f"{operation} {self.name}",
-            kind=SpanKind.CLIENT,
-            attributes={semconv.DB_OPERATION_NAME: operation, **self._common},
-        )
-        return span, otel_context.attach(trace.set_span_in_context(span))
-
-    @staticmethod
-    def _fail(span: Span, exc: BaseException) -> None:
-        if span.is_recording():
-            span.set_attribute(semconv.ERROR_TYPE, _error_type(exc))
-            span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
-
     # -- writing -------------------------------------------------------------------------------
 
     def add(
@@ -646,47 +592,29 @@ class VectorStore:
         embeddings: Any,
         batch_size: int | None,
     ) -> list[str]:
-        span, token = self._start(operation)
         try:
             size = self._check_batch_size(batch_size) if batch_size is not None else self.batch_size
             size = min(size, self._client.get_max_batch_size())
             id_list, docs, metas, vectors = self._prepare(documents, ids, metadatas, embeddings)
-            embedder = self._text_embedder("add documents") if vectors is None else None
+            if vectors is None:  # Chroma embeds the texts, with the collection's function
+                self._text_embedder("add documents")
             if operation == "add":
                 self._refuse_existing(id_list)
-            count = len(id_list)
-            if span.is_recording():
-                span.set_attribute(semconv.VECTORSTORE_RECORD_COUNT, count)
-                if embedder is not None:
-                    span.set_attribute(semconv.GEN_AI_REQUEST_MODEL, embedder.name)
             write = self.collection.add if operation == "add" else self.collection.upsert
-            batches = 0
-            for start in range(0, count, size):
+            for start in range(0, len(id_list), size):
                 end = start + size
-                texts = docs[start:end] if docs is not None else None
-                write(
+                write(  # one span per batch, and under it the batch's embeddings span
                     ids=id_list[start:end],
-                    documents=texts,
+                    documents=docs[start:end] if docs is not None else None,
                     metadatas=metas[start:end] if metas is not None else None,
-                    # One embeddings span per batch, under this span.
-                    embeddings=vectors[start:end] if embedder is None else embedder.embed(texts),
+                    embeddings=vectors[start:end] if vectors is not None else None,
                 )
-                batches += 1
-            if span.is_recording():
-                span.set_attribute(semconv.VECTORSTORE_BATCH_COUNT, batches)
             return id_list
         except Exception as exc:
             translated = self._translate(exc, texts=documents is not None and embeddings is None)
-            self._fail(span, translated or exc)
             if translated is not None:
                 raise translated from exc
             raise
-        except BaseException as exc:  # Ctrl-C mid-write: the span says how it ended
-            self._fail(span, exc)
-            raise
-        finally:
-            otel_context.detach(token)  # type: ignore[arg-type]
-            span.end()
 
     def _prepare(
         self,
@@ -751,13 +679,18 @@ class VectorStore:
         return id_list, docs, metas, vectors
 
     def _text_embedder(self, action: str) -> _Embedder:
-        """The store's model, or the one saved with the collection (loaded on first use)."""
+        """The store's model, or the one saved with the collection (loaded on first use, and
+        handed to Chroma by opening the collection again with it)."""
         if self._embedder is None:
             if self._saved_model is None:
                 raise self._no_embedder(action)
             default = _default_folder()
             same_as_default = default is not None and Path(self._saved_model).resolve() == default
-            self._embedder = _local_embedder(None if same_as_default else self._saved_model)
+            embedder = _local_embedder(None if same_as_default else self._saved_model)
+            self.collection = self._client.get_collection(
+                self.name, embedding_function=embedder.chroma_function
+            )
+            self._embedder = embedder
         return self._embedder
 
     @staticmethod
@@ -797,29 +730,18 @@ class VectorStore:
         where_document: Mapping[str, Any] | None = None,
     ) -> int:
         """Delete the records with these ids and/or matching the filters; return how many went."""
-        span, token = self._start("delete")
-        try:
-            if isinstance(ids, str):
-                ids = [ids]
-            if not ids and not where and not where_document:
-                raise ValueError(
-                    "delete() needs ids or a where/where_document filter; nothing was deleted."
-                )
-            result = self.collection.delete(
-                ids=list(ids) if ids else None,
-                where=dict(where) if where else None,
-                where_document=dict(where_document) if where_document else None,
+        if isinstance(ids, str):
+            ids = [ids]
+        if not ids and not where and not where_document:
+            raise ValueError(
+                "delete() needs ids or a where/where_document filter; nothing was deleted."
             )
-            deleted = int((result or {}).get("deleted", 0))
-            if span.is_recording():
-                span.set_attribute(semconv.VECTORSTORE_RECORD_COUNT, deleted)
-            return deleted
-        except BaseException as exc:  # Ctrl-C included: the span says how it ended
-            self._fail(span, exc)
-            raise
-        finally:
-            otel_context.detach(token)  # type: ignore[arg-type]
-            span.end()
+        result = self.collection.delete(
+            ids=list(ids) if ids else None,
+            where=dict(where) if where else None,
+            where_document=dict(where_document) if where_document else None,
+        )
+        return int((result or {}).get("deleted", 0))
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -837,32 +759,19 @@ class VectorStore:
         offset: int | None = None,
     ) -> list[Record]:
         """Records by id and/or filter (all of them when nothing is given), in Chroma's order."""
-        span, token = self._start("get")
-        try:
-            if isinstance(ids, str):
-                ids = [ids]
-            raw = self.collection.get(
-                ids=list(ids) if ids is not None else None,
-                where=dict(where) if where else None,
-                where_document=dict(where_document) if where_document else None,
-                limit=limit,
-                offset=offset,
-                include=["documents", "metadatas"],
-            )
-            docs = raw.get("documents") or [None] * len(raw["ids"])
-            metas = raw.get("metadatas") or [None] * len(raw["ids"])
-            records = [
-                Record(i, d, dict(m) if m else {}) for i, d, m in zip(raw["ids"], docs, metas)
-            ]
-            if span.is_recording():
-                span.set_attribute(semconv.DB_RESPONSE_RETURNED_ROWS, len(records))
-            return records
-        except BaseException as exc:  # Ctrl-C included: the span says how it ended
-            self._fail(span, exc)
-            raise
-        finally:
-            otel_context.detach(token)  # type: ignore[arg-type]
-            span.end()
+        if isinstance(ids, str):
+            ids = [ids]
+        raw = self.collection.get(
+            ids=list(ids) if ids is not None else None,
+            where=dict(where) if where else None,
+            where_document=dict(where_document) if where_document else None,
+            limit=limit,
+            offset=offset,
+            include=["documents", "metadatas"],
+        )
+        docs = raw.get("documents") or [None] * len(raw["ids"])
+        metas = raw.get("metadatas") or [None] * len(raw["ids"])
+        return [Record(i, d, dict(m) if m else {}) for i, d, m in zip(raw["ids"], docs, metas)]
 
     def search(
         self,
@@ -908,83 +817,24 @@ class VectorStore:
         where: Mapping[str, Any] | None,
         where_document: Mapping[str, Any] | None,
     ) -> list[list[Hit]]:
-        # The hot path: the instruments and attribute sets are prepared in __init__, and no
-        # attribute is computed unless the span records.
-        started = time.perf_counter()
-        start_attributes = self._retrieval_start
-        if type(top_k) is int:  # a top_k of another type only shows as error.type=TopKError
-            start_attributes = {**start_attributes, semconv.GEN_AI_RETRIEVAL_TOP_K: top_k}
-        span = self._tracer.start_span(
-            self._retrieval_span_name, kind=SpanKind.CLIENT, attributes=start_attributes
-        )
-        token = otel_context.attach(trace.set_span_in_context(span))
+        self._check_query(texts, vectors, top_k)
+        if texts is not None:  # Chroma embeds them inside its query, so inside its span
+            self._text_embedder("search by text")
         try:
-            try:
-                self._check_query(texts, vectors, top_k)
-                if texts is not None:  # an embeddings span, under this one
-                    vectors = self._text_embedder("search by text").embed(list(texts))
-                raw = self.collection.query(
-                    query_embeddings=vectors,
-                    n_results=top_k,
-                    where=dict(where) if where else None,
-                    where_document=dict(where_document) if where_document else None,
-                    include=["documents", "metadatas", "distances"],
-                )
-                results = self._hits(raw)
-            except Exception as exc:
-                failure = self._translate(exc, texts=texts is not None) or exc
-                self._retrieval_failed(span, started, failure)
-                if failure is not exc:
-                    raise failure from exc
-                raise
-            except BaseException as exc:  # Ctrl-C mid-search
-                self._retrieval_failed(span, started, exc)
-                raise
-            returned = sum(map(len, results))
-            # Recorded while the retrieval span is current, so exemplars point at it.
-            instruments = self._instruments
-            instruments.duration.record(time.perf_counter() - started, self._duration_ok)
-            instruments.returned_rows.record(returned, self._rows_attributes)
-            if span.is_recording():
-                attributes: dict[str, Any] = {semconv.DB_RESPONSE_RETURNED_ROWS: returned}
-                if len(results) > 1:
-                    attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(results)
-                if texts is not None and self.embedding_model:
-                    attributes[semconv.GEN_AI_REQUEST_MODEL] = self.embedding_model
-                if self._telemetry.settings.capture_content.on_spans:
-                    self._content_attributes(attributes, texts, results)
-                span.set_attributes(attributes)
-            return results
-        finally:
-            otel_context.detach(token)  # type: ignore[arg-type]
-            span.end()
-
-    def _retrieval_failed(self, span: Span, started: float, failure: BaseException) -> None:
-        error_type = _error_type(failure)
-        self._instruments.duration.record(
-            time.perf_counter() - started, {**self._duration_ok, semconv.ERROR_TYPE: error_type}
-        )
-        if span.is_recording():
-            span.set_attribute(semconv.ERROR_TYPE, error_type)
-            span.set_status(Status(StatusCode.ERROR, str(failure)[:500]))
-
-    @staticmethod
-    def _content_attributes(
-        attributes: dict[str, Any], texts: Sequence[str] | None, results: list[list[Hit]]
-    ) -> None:
-        """The opt-in text: the query (one string, or a list for several) and the hits."""
-        if texts is not None:
-            attributes[semconv.GEN_AI_RETRIEVAL_QUERY_TEXT] = (
-                texts[0] if len(texts) == 1 else list(texts)
+            raw = self.collection.query(
+                query_texts=list(texts) if texts is not None else None,
+                query_embeddings=vectors if texts is None else None,
+                n_results=top_k,
+                where=dict(where) if where else None,
+                where_document=dict(where_document) if where_document else None,
+                include=["documents", "metadatas", "distances"],
             )
-        attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS] = json.dumps(
-            [
-                {"id": h.id, "score": h.score, "content": h.document}
-                for hits in results
-                for h in hits
-            ],
-            ensure_ascii=False,
-        )
+        except Exception as exc:
+            failure = self._translate(exc, texts=texts is not None)
+            if failure is not None:
+                raise failure from exc
+            raise
+        return self._hits(raw)
 
     def _check_query(self, texts: Sequence[str] | None, vectors: Any, top_k: object) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
