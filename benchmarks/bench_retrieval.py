@@ -10,9 +10,9 @@ order rotates with every query and round, so drift favours no side):
     raw            the collection's original ``query`` (the function the instrumentor wrapped)
     instrumented   the patched ``query`` with its span recorded: an SDK TracerProvider with a
                    SimpleSpanProcessor into an InMemorySpanExporter (cleared every round), the
-                   two histograms on an SDK MeterProvider with an InMemoryMetricReader
+                   duration histogram on an SDK MeterProvider with an InMemoryMetricReader
     sampled out    the patched ``query`` with the TracerProvider's sampler at ALWAYS_OFF
-                   (the histograms are still recorded: metrics do not follow trace sampling)
+                   (the histogram is still recorded: metrics do not follow trace sampling)
 
 The two patched variants share one instrumentor and one TracerProvider, whose sampler is a
 switch in front of the SDK's ALWAYS_ON / ALWAYS_OFF samplers, so each call can take either

@@ -34,6 +34,7 @@ def activate(telemetry: Any, *, local_endpoint: bool = True) -> None:
             _active["local_endpoint"] = local_openai.activate() is not None
         if "telemetry" in _active:
             return
+        _register_shared_endpoint()
         from opentelemetry import _logs, metrics, trace
 
         from . import instrumentation, pricing
@@ -63,3 +64,18 @@ def deactivate(telemetry: Any = None) -> None:
             for name in ("cost", "scrub"):
                 owner.enrichers.unregister(name)
         _active.clear()
+
+
+def _register_shared_endpoint() -> None:
+    """Calls to the shared local endpoint (``o11ylab run`` names it for its kernels) cost 0."""
+    import os
+    from urllib.parse import urlparse
+
+    shared = os.environ.get("O11YLAB_LOCAL_ENDPOINT", "").strip()
+    if not shared:
+        return
+    parsed = urlparse(shared)
+    if parsed.hostname:
+        from . import pricing
+
+        pricing.register_local_server(parsed.hostname, parsed.port or 80)

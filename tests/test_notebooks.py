@@ -211,14 +211,24 @@ def test_no_checker_is_left_without_its_notebook() -> None:
     assert not stale, f"checkers for notebooks that no longer exist: {sorted(stale)}"
 
 
+CLIENT, SERVER, INTERNAL = 3, 2, 1  # OTLP span kinds as the trace files spell them
+OPENAI_SCOPE = "opentelemetry.instrumentation.genai.openai"
+LANGCHAIN_SCOPE = "opentelemetry.instrumentation.genai.langchain"
+
+
 def assert_tokens_and_cost(span: Span, *, output: bool = True) -> None:
     a = span["attributes"]
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] > 0, span["name"]
     if output:
         assert a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] > 0, span["name"]
     # Models o11ylab serves itself cost 0 USD: a known price, not an unknown one.
+    assert semconv.COST_UNKNOWN not in a, f"{span['name']}: cost unknown for a local model"
     assert a[semconv.GEN_AI_USAGE_COST] == 0.0 and a[semconv.GEN_AI_USAGE_COST_CURRENCY] == "USD"
-    assert semconv.COST_UNKNOWN not in a
+    assert a[semconv.GEN_AI_USAGE_COST_SOURCE] == semconv.COST_SOURCE_LOCAL, span["name"]
+
+
+def names(spans: list[Span]) -> list[str]:
+    return [s["name"] for s in spans]
 
 
 @checks("00_quickstart")
@@ -232,13 +242,16 @@ def check_quickstart(run: Run) -> None:
 
 @checks("01_chat")
 def check_chat(run: Run) -> None:
-    max_tokens = parameters_of(NOTEBOOKS / "01_chat.ipynb")["max_tokens"]
+    params = parameters_of(NOTEBOOKS / "01_chat.ipynb")
+    model, max_tokens = params["model"], params["max_tokens"]
+    # The plain SDK's calls: one CLIENT span each, from the official OpenAI instrumentation.
     expected = {"first-chat": 1, "streaming": 1, "three-questions": 3, "content-capture-on": 1}
     for cell_name, count in expected.items():
         chats = run.under(run.cell("01_chat", cell_name), "chat")
         assert len(chats) == count, f"{cell_name}: {len(chats)} chat spans"
         for span in chats:
-            assert span["name"].startswith("chat ") and span["kind"] == 3  # CLIENT
+            assert span["name"] == f"chat {model}" and span["kind"] == CLIENT
+            assert span["scope"] == OPENAI_SCOPE, span["scope"]
             assert_tokens_and_cost(span)
             assert span["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS] <= max_tokens
     (streamed,) = run.under(run.cell("01_chat", "streaming"), "chat")
@@ -251,6 +264,17 @@ def check_chat(run: Run) -> None:
     assert cell[semconv.CELL_OUTPUT_TOKENS] == sum(
         s["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS] for s in chats)
     assert cell[semconv.CELL_COST] == 0.0
+    # LangChain: one chat span from the LangChain instrumentation under the cell; util-genai
+    # suppresses the SDK's span for the same request, so no OpenAI-scope span sits below it.
+    langchain = run.cell("01_chat", "langchain")
+    (lc,) = run.under(langchain)
+    assert lc["name"] == f"chat {model}" and lc["scope"] == LANGCHAIN_SCOPE, (lc["name"], lc["scope"])
+    assert lc["attributes"][semconv.GEN_AI_OPERATION_NAME] == "chat"
+    assert_tokens_and_cost(lc)
+    assert lc["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS] <= max_tokens
+    assert not [s for s in run.descendants(langchain) if s["scope"] == OPENAI_SCOPE]
+    assert langchain["attributes"][semconv.CELL_OUTPUT_TOKENS] == \
+        lc["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
     # Content capture: only the call made with SPAN_ONLY, in its own process, carries the prompt.
     capture_cell = run.cell("01_chat", "content-capture-on")
     (captured,) = run.under(capture_cell, "chat")
@@ -264,39 +288,58 @@ def check_chat(run: Run) -> None:
 
 @checks("02_embeddings")
 def check_embeddings(run: Run) -> None:
-    batch_size = parameters_of(NOTEBOOKS / "02_embeddings.ipynb")["batch_size"]
+    params = parameters_of(NOTEBOOKS / "02_embeddings.ipynb")
+    model, batch_size = params["model"], params["batch_size"]
     (one,) = run.under(run.cell("02_embeddings", "embed-sentences"), "embeddings")
-    assert one["name"].startswith("embeddings ")
+    assert one["name"] == f"embeddings {model}" and one["kind"] == CLIENT
+    assert one["scope"] == OPENAI_SCOPE
     assert one["attributes"][semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] == 384
     assert_tokens_and_cost(one, output=False)
     batches = run.under(run.cell("02_embeddings", "embed-in-batches"), "embeddings")
     assert len(batches) == math.ceil(8 / batch_size)  # the notebook embeds eight sentences
     for span in batches:
+        assert span["name"] == f"embeddings {model}"
         assert_tokens_and_cost(span, output=False)
     assert sum(s["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS] for s in batches) == \
         one["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS]
+    # sentence-transformers in the kernel: an INTERNAL span from o11ylab's instrumentation.
+    (local,) = run.under(run.cell("02_embeddings", "encode-in-kernel"))
+    a = local["attributes"]
+    assert local["name"].startswith("embeddings ") and local["kind"] == INTERNAL
+    assert a[semconv.GEN_AI_OPERATION_NAME] == "embeddings"
+    assert a[semconv.GEN_AI_PROVIDER_NAME] == semconv.PROVIDER_LOCAL
+    assert a[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] == 384
+    assert_tokens_and_cost(local, output=False)
 
 
 @checks("03_vector_search")
 def check_vector_search(run: Run) -> None:
     params = parameters_of(NOTEBOOKS / "03_vector_search.ipynb")
-    collection, top_k = params["collection"], params["top_k"]
-    (upsert,) = run.under(run.cell("03_vector_search", "index"))
-    assert upsert["name"] == f"upsert {collection}"
-    assert [s["name"].split()[0] for s in run.under(upsert)] == ["embeddings"]
+    collection, top_k, model = params["collection"], params["top_k"], params["embedding_model"]
+    (add,) = run.under(run.cell("03_vector_search", "index"))
+    assert add["name"] == f"add {collection}" and add["kind"] == CLIENT
+    assert add["attributes"][semconv.VECTORSTORE_RECORD_COUNT] == 32  # the bundled notes
+    (embedding,) = run.under(add)
+    assert embedding["name"] == f"embeddings {model}" and embedding["scope"] == OPENAI_SCOPE
+    assert_tokens_and_cost(embedding, output=False)
     for cell_name in ("search", "search-filtered"):
-        (retrieval,) = run.under(run.cell("03_vector_search", cell_name), "retrieval")
+        (retrieval,) = run.under(run.cell("03_vector_search", cell_name))
         a = retrieval["attributes"]
         assert retrieval["name"] == f"retrieval {collection}"
+        assert a[semconv.GEN_AI_OPERATION_NAME] == "retrieval"
         assert a[semconv.GEN_AI_DATA_SOURCE_ID] == collection
         assert a[semconv.GEN_AI_RETRIEVAL_TOP_K] == top_k
         assert a[semconv.DB_RESPONSE_RETURNED_ROWS] == top_k
+        assert a[semconv.GEN_AI_REQUEST_MODEL] == model
         assert semconv.GEN_AI_RETRIEVAL_QUERY_TEXT not in a, "content capture is off"
-        assert [s["name"].split()[0] for s in run.under(retrieval)] == ["embeddings"]
+        (embedding,) = run.under(retrieval)
+        assert embedding["name"] == f"embeddings {model}"
+        assert_tokens_and_cost(embedding, output=False)
     kinds = run.under(run.cell("03_vector_search", "latency"))
     by_kind: dict[str, int] = defaultdict(int)
     for kind in kinds:
         (retrieval,) = run.under(kind, "retrieval")
+        assert retrieval["attributes"][semconv.DB_RESPONSE_RETURNED_ROWS] == top_k
         embeds = run.under(retrieval, "embeddings")
         assert len(embeds) == (0 if kind["name"] == "by vector" else 1), kind["name"]
         by_kind[kind["name"]] += 1
@@ -307,20 +350,28 @@ def check_vector_search(run: Run) -> None:
 @checks("04_gpu_inference")
 def check_gpu_inference(run: Run) -> None:
     params = parameters_of(NOTEBOOKS / "04_gpu_inference.ipynb")
-    generations = run.under(run.cell("04_gpu_inference", "generate"), "chat")
-    assert len(generations) == params["generations"]
-    for span in generations:
+    pipeline_calls = run.under(run.cell("04_gpu_inference", "generate"))
+    assert len(pipeline_calls) == params["generations"], names(pipeline_calls)
+    (direct,) = run.under(run.cell("04_gpu_inference", "generate-direct"))
+    assert direct["name"] == "text_completion SmolLM2-135M-Instruct"
+    for span in [*pipeline_calls, direct]:
         a = span["attributes"]
+        if span is not direct:  # the pipeline was given chat messages
+            assert span["name"] == "chat SmolLM2-135M-Instruct", span["name"]
+        assert span["kind"] == INTERNAL and not run.under(span), "generate adds no span of its own"
         assert a[semconv.GEN_AI_PROVIDER_NAME] == semconv.PROVIDER_LOCAL
         assert 0 < a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] <= params["max_new_tokens"]
         assert a[semconv.LOCAL_OUTPUT_TOKENS_PER_SECOND] > 0
+        assert a[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] > 0
         assert semconv.PROCESS_CPU_SECONDS_SPAN in a
+        assert_tokens_and_cost(span)
 
 
 RAG_STAGES = ["embeddings", "retrieval", "rag prompt", "chat"]
 
 
 def check_rag_workflow(run: Run, workflow: Span, top_k: int) -> None:
+    """o11ylab.ai.ask's workflow span (07 load test)."""
     a = workflow["attributes"]
     assert workflow["name"] == "invoke_workflow rag"
     assert a[semconv.GEN_AI_WORKFLOW_NAME] == semconv.RAG_WORKFLOW_NAME
@@ -338,18 +389,60 @@ def check_rag_workflow(run: Run, workflow: Span, top_k: int) -> None:
     assert 1 <= a[semconv.RAG_SOURCE_COUNT] <= top_k
 
 
+def served(run: Run, client_span: Span, route: str, operation: str) -> Span:
+    """The local endpoint's SERVER span for a client call, and its GenAI span inside it."""
+    (server,) = run.under(client_span)
+    assert server["name"] == f"POST {route}" and server["kind"] == SERVER, server["name"]
+    assert server["resource"]["service.name"] == semconv.SERVE_SERVICE_NAME
+    assert server["resource"]["process.pid"] != client_span["resource"]["process.pid"]
+    (inside,) = run.under(server, operation)
+    assert inside["attributes"][semconv.GEN_AI_PROVIDER_NAME] == semconv.PROVIDER_LOCAL
+    return inside
+
+
+def check_plain_rag(run: Run, pipeline: Span, params: dict[str, Any]) -> None:
+    """One `rag answer` span of 05: retrieval (with its embedding) then chat, down to the
+    endpoint's generation, in the run's one trace."""
+    assert pipeline["name"] == "rag answer"
+    retrieval, chat = run.under(pipeline)
+    assert retrieval["name"] == f"retrieval {params['collection']}"
+    assert retrieval["attributes"][semconv.GEN_AI_RETRIEVAL_TOP_K] == params["top_k"]
+    assert retrieval["attributes"][semconv.DB_RESPONSE_RETURNED_ROWS] == params["top_k"]
+    assert len(pipeline["attributes"]["rag.source_ids"]) == params["top_k"]
+    (embedding,) = run.under(retrieval)
+    assert embedding["name"] == f"embeddings {params['embedding_model']}"
+    assert embedding["scope"] == OPENAI_SCOPE
+    assert_tokens_and_cost(embedding, output=False)
+    assert chat["name"] == f"chat {params['chat_model']}" and chat["scope"] == OPENAI_SCOPE
+    assert_tokens_and_cost(chat)
+    assert chat["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS] <= params["max_tokens"]
+    served(run, embedding, "/v1/embeddings", "embeddings")
+    generation = served(run, chat, "/v1/chat/completions", "chat")
+    assert generation["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == \
+        chat["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+    assert_tokens_and_cost(generation)
+    whole = [pipeline, *run.descendants(pipeline)]
+    assert {s["trace_id"] for s in whole} == {run.trace_id}, "one trace, across processes"
+
+
 @checks("05_rag_pipeline")
 def check_rag_pipeline(run: Run) -> None:
     params = parameters_of(NOTEBOOKS / "05_rag_pipeline.ipynb")
-    (index,) = run.under(run.cell("05_rag_pipeline", "index-documents"))
-    assert index["name"] == "rag index"
-    assert [s["name"].split()[0] for s in run.under(index)] == ["embeddings", "upsert"]
+    (add,) = run.under(run.cell("05_rag_pipeline", "index-documents"))
+    assert add["name"] == f"add {params['collection']}"
+    assert [s["name"] for s in run.under(add)] == [f"embeddings {params['embedding_model']}"]
     (one,) = run.under(run.cell("05_rag_pipeline", "ask-one"))
-    check_rag_workflow(run, one, params["top_k"])
+    check_plain_rag(run, one, params)
     every = run.under(run.cell("05_rag_pipeline", "ask-all"))
     assert len(every) == len(params["questions"])
-    for workflow in every:
-        check_rag_workflow(run, workflow, params["top_k"])
+    for pipeline in every:
+        check_plain_rag(run, pipeline, params)
+    # The notebook printed the cross-process tree, with the endpoint's spans in it.
+    text = "".join(str(o.get("data", {}).get("text/plain", "")) + o.get("text", "")
+                   for c in run.executed("05_rag_pipeline").cells if c.cell_type == "code"
+                   for o in c.outputs)
+    assert "POST /v1/chat/completions" in text and "o11ylab-serve" in text
+    assert "o11ylab.ai" not in (NOTEBOOKS / "05_rag_pipeline.ipynb").read_text(encoding="utf-8")
 
 
 @checks("06_failure_modes")

