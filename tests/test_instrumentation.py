@@ -334,3 +334,24 @@ def _json_objects(text: str) -> list[str]:
             if depth == 0:
                 objects.append(text[start:i + 1])
     return [o for o in objects if '"name"' in o and '"context"' in o]
+
+
+def test_a_helper_that_imports_the_library_patches_it_once(env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    # VectorStore switches the Chroma instrumentor on, which imports chromadb, which fires the
+    # loader's own hook for chromadb: one patch, one span per query, and unload removes it.
+    result = run_python(f"""
+        ip.run_line_magic("load_ext", "o11ylab")
+        from o11ylab.ai.vectorstore import VectorStore
+        store = VectorStore("once-docs", path=r"{tmp_path / 'chroma'}", embedder=None)
+        store.add(["a"], ids=["1"], embeddings=[[1.0, 0.0]])
+        from o11ylab.testing import capture_spans
+        with capture_spans() as spans:
+            store.search(embedding=[1.0, 0.0], top_k=1)
+        from chromadb.api.models.Collection import Collection
+        ip.run_line_magic("unload_ext", "o11ylab")
+        out(names=[s.name for s in spans],
+            unpatched=not hasattr(Collection.query, "__wrapped__"))
+    """, env)
+    assert result["names"] == ["retrieval once-docs"]
+    assert result["unpatched"] is True

@@ -190,10 +190,8 @@ def _ensure_instrumented(embeddings: bool = False) -> None:
                 TransformersInstrumentor as Instrumentor,
             )
         instrumentor = _INSTRUMENTORS[name] = Instrumentor()
-        disabled = instrumentation.disabled_names()
-        if not instrumentor.is_instrumented_by_opentelemetry and not (
-                "*" in disabled or name in disabled):
-            instrumentor.instrument(skip_dep_check=True)
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentation.ensure(name)  # through the loader when %load_ext activated it
         if not _PRICED:
             pricing.install()
             _PRICED = True

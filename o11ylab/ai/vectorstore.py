@@ -88,7 +88,6 @@ import numbers
 import os
 import re
 import tempfile
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,7 +384,6 @@ def _saved_configuration(collection: Collection) -> _Saved:
 
 # --- instrumentation ---------------------------------------------------------------------------
 
-_INSTRUMENT_LOCK = threading.Lock()
 
 
 def _ensure_instrumented() -> None:
@@ -393,19 +391,13 @@ def _ensure_instrumented() -> None:
     or the user turned it off with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``. Idempotent."""
     from ..instrumentation.chromadb import ChromaInstrumentor
 
-    instrumentor = ChromaInstrumentor()  # one instance per process (BaseInstrumentor)
-    if instrumentor.is_instrumented_by_opentelemetry:
+    if ChromaInstrumentor().is_instrumented_by_opentelemetry:  # one instance per process
         return
     from .. import instrumentation
     from ..telemetry import get_telemetry
 
-    disabled = instrumentation.disabled_names()
-    if "*" in disabled or "chromadb" in disabled:
-        return
     get_telemetry()  # the global providers the instrumentor then uses
-    with _INSTRUMENT_LOCK:
-        if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument(skip_dep_check=True)
+    instrumentation.ensure("chromadb")
 
 
 # --- the store ----------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-__all__ = ["Instrumentation", "InstrumentorEntry", "activate", "deactivate", "get", "status"]
+__all__ = ["Instrumentation", "InstrumentorEntry", "activate", "deactivate", "ensure", "get",
+           "status"]
 
 GROUP = "opentelemetry_instrumentor"
 DISABLED_ENV = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
@@ -177,6 +178,10 @@ class Instrumentation:
                 if conflict:
                     entry.state, entry.reason = "skipped", conflict
                     return
+                # Instrumenting can import the library (chromadb's instrumentor imports
+                # chromadb), which fires this entry's own post-import hook in this thread:
+                # the state makes that nested call a no-op instead of a second patch.
+                entry.state = "instrumenting"
                 instrumentor.instrument(skip_dep_check=True, **self._providers)
                 entry.state = "instrumented"
             except Exception as exc:  # an instrumentor must never break the user's import
@@ -201,6 +206,29 @@ class Instrumentation:
                               f"({type(exc).__name__}: {exc})", file=sys.stderr)
                         continue
                     entry.state = "waiting"
+
+    def ensure(self, name: str) -> None:
+        """Switch on instrumentor ``name`` now, for o11ylab's own helpers (``VectorStore``, the
+        local engine) that must make spans whether or not ``%load_ext`` ran. Through the loader
+        when it is active (so unload undoes it), else directly on the global providers; never
+        against ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``. Idempotent."""
+        with self._lock:
+            if self.active:
+                for entry in self.entries:
+                    if entry.name == name:
+                        if entry.state == "waiting":
+                            self._instrument(entry, self._generation)
+                        return
+            disabled = disabled_names()
+            if "*" in disabled or name in disabled:
+                return
+            point = next((p for p in metadata.entry_points(group=GROUP, name=name)
+                          if is_genai_distribution(getattr(p.dist, "name", ""))), None)
+            if point is None:
+                return
+            instrumentor = point.load()()
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.instrument(skip_dep_check=True)
 
     def status(self) -> list[dict[str, str]]:
         with self._lock:
@@ -259,3 +287,7 @@ def deactivate() -> None:
 
 def status() -> list[dict[str, str]]:
     return _INSTRUMENTATION.status()
+
+
+def ensure(name: str) -> None:
+    _INSTRUMENTATION.ensure(name)
