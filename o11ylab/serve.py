@@ -124,6 +124,7 @@ def _error_type_of(status: int) -> str:
 # --- server-side telemetry (a pure ASGI middleware) -----------------------------------------------
 
 _ROUTES = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/metrics")
+_PROBES = frozenset({"/health", "/metrics"})
 _GENAI_ROUTES = {"/v1/chat/completions": semconv.CHAT_OPERATION,
                  "/v1/embeddings": semconv.EMBEDDINGS_OPERATION}
 
@@ -174,6 +175,11 @@ class _Telemetry:
         started = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path = scope.get("path", "")
+        if path in _PROBES and "traceparent" not in headers:
+            # A launcher's liveness probe or a scrape belongs to no trace: it would make a
+            # one-span trace of its own per probe (a run must stay one trace).
+            await self.app(scope, receive, send)
+            return
         method = scope.get("method", "GET")
         route = path if path in _ROUTES or path.startswith("/v1/models/") else None
         if route and route.startswith("/v1/models/"):

@@ -185,13 +185,21 @@ def test_the_server_continues_the_callers_trace(endpoint: LocalEndpoint,
 
     from o11ylab.telemetry import get_telemetry
 
+    from o11ylab.testing import capture_spans
+
     headers: dict[str, str] = {}
-    with get_telemetry().tracer.start_as_current_span("caller") as caller:
+    with capture_spans() as made, \
+            get_telemetry().tracer.start_as_current_span("caller") as caller:
         inject(headers)
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "t"}],
                                        max_tokens=3, extra_headers=headers)
     trace_id = format(caller.get_span_context().trace_id, "032x")
-    caller_id = format(caller.get_span_context().span_id, "016x")
+    # The parent is the caller's span, or the SDK's chat span under it when the openai SDK is
+    # instrumented in this process (o11ylab's openai_http sends that span's traceparent).
+    chat_spans = [s for s in made if s.name == "chat tiny" and s.parent is not None
+                  and s.parent.span_id == caller.get_span_context().span_id]
+    caller_id = format((chat_spans[0].context if chat_spans else caller.get_span_context())
+                       .span_id, "016x")
     spans = server_spans(endpoint.run_dir, trace_id, wanted=2)  # type: ignore[attr-defined]
     by_name = {s["name"]: s for s in spans}
     server = by_name["POST /v1/chat/completions"]

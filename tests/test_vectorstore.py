@@ -299,7 +299,7 @@ def test_retrieval_span_follows_the_genai_retrieval_convention(vectors: VectorSt
     retrieval = {"gen_ai.operation.name": "retrieval", "db.collection.name": "axes"}
     assert metrics.count("gen_ai.client.operation.duration", **retrieval) == 1
     assert 0 < metrics.sum("gen_ai.client.operation.duration", **retrieval) < 5
-    assert metrics.sum("db.client.response.returned_rows", **{"db.collection.name": "axes"}) == 3
+    assert metrics.count("db.client.response.returned_rows") == 0, "the count is on the span"
 
 
 def test_text_search_shows_its_embedding_step(texts: VectorStore) -> None:

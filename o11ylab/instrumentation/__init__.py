@@ -216,6 +216,10 @@ class Instrumentation:
             if self.active:
                 for entry in self.entries:
                     if entry.name == name:
+                        instrumentor = entry._instrumentor
+                        if entry.state in ("instrumented", "yours") and instrumentor is not \
+                                None and not instrumentor.is_instrumented_by_opentelemetry:
+                            entry.state = "waiting"  # someone uninstrumented it since
                         if entry.state == "waiting":
                             self._instrument(entry, self._generation)
                         return
