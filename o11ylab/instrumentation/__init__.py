@@ -66,6 +66,12 @@ def disabled_names(env: dict[str, str] | None = None) -> set[str]:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
+def is_disabled(name: str, disabled: set[str] | None = None) -> bool:
+    """Whether ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``name`` (or says ``*``)."""
+    disabled = disabled_names() if disabled is None else disabled
+    return "*" in disabled or name in disabled
+
+
 @dataclass
 class InstrumentorEntry:
     """One instrumentor and what happened to it. ``state`` is one of: ``waiting`` (for its
@@ -145,7 +151,7 @@ class Instrumentation:
             self.entries = self.discover()
             waiting = []
             for entry in self.entries:
-                if "*" in disabled or entry.name in disabled:
+                if is_disabled(entry.name, disabled):
                     entry.state, entry.reason = "disabled", f"{DISABLED_ENV} names it"
                 else:
                     waiting.append(entry)
@@ -223,8 +229,7 @@ class Instrumentation:
                         if entry.state == "waiting":
                             self._instrument(entry, self._generation)
                         return
-            disabled = disabled_names()
-            if "*" in disabled or name in disabled:
+            if is_disabled(name):
                 return
             point = next((p for p in metadata.entry_points(group=GROUP, name=name)
                           if is_genai_distribution(getattr(p.dist, "name", ""))), None)
