@@ -287,6 +287,57 @@ def test_nothing_recorded_and_no_attribute_work_when_sampled_out(
         assert duration.count == 1
 
 
+def test_in_a_sampled_out_trace_nothing_below_is_recorded_and_the_duration_still_counts(
+    otel: Otel,
+) -> None:
+    # A cell span whose trace the default ParentBased sampler dropped: the query under it
+    # starts no span of its own, and the embedding function below stays sampled out too.
+    client = chromadb.EphemeralClient()
+    collection = client.get_or_create_collection(
+        _name(), embedding_function=Letters(otel.tracer_provider))
+    collection.add(ids=["a", "o"], documents=["aaaa", "oooo"])
+    otel.exporter.clear()
+    dropped = trace.NonRecordingSpan(trace.SpanContext(
+        trace_id=0xA1, span_id=0xB2, is_remote=False, trace_flags=trace.TraceFlags(0)))
+    with trace.use_span(dropped):
+        result = collection.query(query_texts=["ooo!"], n_results=1)
+        assert trace.get_current_span() is dropped
+
+    assert result["ids"] == [["o"]]
+    assert otel.spans() == []
+    (duration,) = otel.points("gen_ai.client.operation.duration")
+    assert duration.count == 1
+
+
+def test_the_queued_duration_keeps_its_exemplar_pointing_at_the_span(otel: Otel) -> None:
+    collection = _axes(chromadb.EphemeralClient())
+    with otel.tracer_provider.get_tracer("test").start_as_current_span("cell"):
+        collection.query(query_embeddings=[AXES["x"]], n_results=1)
+        # Read while another span is current: the exemplar is still the query's.
+        (duration,) = otel.points("gen_ai.client.operation.duration")
+
+    retrieval = otel.only(f"retrieval {collection.name}")
+    (exemplar,) = duration.exemplars
+    assert (exemplar.trace_id, exemplar.span_id) == (
+        retrieval.context.trace_id, retrieval.context.span_id)
+    # Drained at that collection: the next one adds nothing new.
+    (again,) = otel.points("gen_ai.client.operation.duration")
+    assert again.count == 1
+
+
+def test_the_queue_of_unread_durations_is_bounded() -> None:
+    from opentelemetry.metrics import NoOpMeter
+
+    from o11ylab.instrumentation._deferred import DeferredHistogram
+
+    histogram = DeferredHistogram(NoOpMeter("test"), "d", unit="s", description="", limit=3)
+    for value in range(10):
+        histogram.record(float(value), {})
+    assert [v for v, _attributes, _context in histogram._pending] == [7.0, 8.0, 9.0]
+    histogram.drain()
+    assert not histogram._pending
+
+
 def test_instrument_and_uninstrument_are_idempotent_and_leave_no_patch() -> None:
     from chromadb.api.models.AsyncCollection import AsyncCollection
     from chromadb.api.models.Collection import Collection
