@@ -209,6 +209,7 @@ def _run_one(
         inject(carrier)
         env = {"TRACEPARENT": carrier["traceparent"], "O11YLAB_NOTEBOOK": str(notebook),
                "O11YLAB_RUN_DIR": str(out), **endpoint_env}
+        extra_arguments = _autoload(notebook, kernel, env)
         if echo:
             print(f"  ▶ {notebook.name} …", flush=True)
         failure: Exception | None = None
@@ -218,6 +219,7 @@ def _run_one(
                     str(notebook), str(output), parameters=parameters,
                     kernel_name=kernel, cwd=str(notebook.parent.resolve()),
                     progress_bar=False, log_output=False, execution_timeout=cell_timeout,
+                    extra_arguments=extra_arguments,
                 )
         except Exception as exc:  # papermill's execution errors and kernel deaths alike
             failure = None if _only_expected_errors(exc, output) else exc
@@ -230,6 +232,36 @@ def _run_one(
     result.duration_s = time.perf_counter() - started
     _stamp(output, trace_id, result.status)
     return result
+
+
+# Run by the kernel before the first cell, outside the history and the user's namespace.
+_AUTOLOAD = "__import__('o11ylab').load_ipython_extension(get_ipython())"
+
+
+def _autoload(notebook: Path, kernel: str | None, env: dict[str, str]) -> list[str]:
+    """Kernel arguments that trace a Python notebook which does not load o11ylab itself.
+
+    Such a notebook (plain openai, Chroma or transformers code) gets the extension loaded
+    before its first cell, so its libraries are instrumented, and autotrace, so each cell is a
+    span under the notebook's and the libraries' spans nest in the run's trace. A notebook
+    with its own ``%load_ext o11ylab`` runs as written (its ``%%traced`` cells, its options).
+    ``O11YLAB_AUTOTRACE`` set by the user wins.
+    """
+    try:
+        nb = json.loads(notebook.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # papermill reports an unreadable notebook itself
+    language = ((nb.get("metadata") or {}).get("kernelspec") or {}).get("language")
+    if not (language == "python" or (kernel or "").startswith("python")
+            or (language is None and kernel is None)):
+        return []
+    for cell in nb.get("cells") or ():
+        source = cell.get("source") or ""
+        if "o11ylab" in ("".join(source) if isinstance(source, list) else source):
+            return []
+    if "O11YLAB_AUTOTRACE" not in os.environ:
+        env["O11YLAB_AUTOTRACE"] = "1"
+    return [f"--InteractiveShellApp.exec_lines={_AUTOLOAD}"]
 
 
 def _only_expected_errors(exc: BaseException, output: Path) -> bool:

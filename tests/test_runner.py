@@ -66,6 +66,40 @@ def test_a_run_is_one_trace_root_then_notebook_then_cells(tmp_path: Path, run_en
     assert summary["notebooks"][0]["status"] == "ok" and summary["notebooks"][0]["spans"] >= 5
 
 
+def test_a_notebook_of_plain_library_code_is_traced_without_loading_o11ylab(
+    tmp_path: Path, run_env: dict[str, str],
+) -> None:
+    # No %load_ext, no o11ylab import: the runner's kernel loads the extension with autotrace.
+    notebook = tmp_path / "plain.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in (
+        "import chromadb\n"
+        "collection = chromadb.EphemeralClient().get_or_create_collection('notes', "
+        "embedding_function=None)\n"
+        "collection.add(ids=['a', 'b'], embeddings=[[1.0, 0.0], [0.0, 1.0]])",
+        "hits = collection.query(query_embeddings=[[0.9, 0.1]], n_results=1)\nhits['ids']",
+    )]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, notebook)
+    out = tmp_path / "out"
+    done = o11ylab_run(run_env, str(notebook), "--out", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    executed = nbformat.read(out / "plain.ipynb", as_version=4)
+    assert executed.cells[1].outputs[0]["data"]["text/plain"] == "[['a']]"
+    assert [c.execution_count for c in executed.cells] == [1, 2], "nothing ran as a cell"
+    assert executed.cells[0].outputs == [], "loading o11ylab printed nothing into the notebook"
+    spans = read_spans(out)
+    assert len({s["trace_id"] for s in spans}) == 1
+    by_name = {s["name"]: s for s in spans}
+    cells = [s for s in spans if semconv.CELL_SOURCE_SHA256 in s["attributes"]]
+    assert len(cells) == 2
+    assert {c["parent_span_id"] for c in cells} == {by_name["notebook plain"]["span_id"]}
+    assert by_name["add notes"]["parent_span_id"] == cells[0]["span_id"]
+    assert by_name["retrieval notes"]["parent_span_id"] == cells[1]["span_id"]
+
+
 def test_a_failing_traced_cell_stops_the_run_there(tmp_path: Path, run_env: dict[str, str]) -> None:
     notebook = write_notebook(
         tmp_path / "broken.ipynb",
