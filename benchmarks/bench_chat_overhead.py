@@ -49,8 +49,12 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="o11ylab-bench-chat-"))
-    for key, value in {"O11YLAB_RUNS_DIR": str(work / "runs"), "O11YLAB_PROMETHEUS_PORT": "0",
-                       "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
+    for key, value in {
+        "O11YLAB_RUNS_DIR": str(work / "runs"),
+        "O11YLAB_PROMETHEUS_PORT": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
         os.environ.setdefault(key, value)
     for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         os.environ.pop(key, None)
@@ -71,10 +75,13 @@ def main() -> int:
         os.environ[LOCAL_ENDPOINT_ENV] = endpoint.base_url
         ours = ai_client.get_client()  # instruments the SDK
         model = ai_client.default_model("chat", ours)
-        raw = openai.OpenAI(base_url=endpoint.base_url, api_key="unused", max_retries=2,
-                            timeout=60)
-        request = {"model": model, "max_tokens": args.max_tokens, "temperature": 0.0,
-                   "messages": [{"role": "user", "content": PROMPT}]}
+        raw = openai.OpenAI(base_url=endpoint.base_url, api_key="unused", max_retries=2, timeout=60)
+        request = {
+            "model": model,
+            "max_tokens": args.max_tokens,
+            "temperature": 0.0,
+            "messages": [{"role": "user", "content": PROMPT}],
+        }
 
         def raw_call() -> None:
             raw.chat.completions.create(**request)
@@ -86,7 +93,9 @@ def main() -> int:
             chat(PROMPT, model, max_tokens=args.max_tokens, temperature=0.0)
 
         sides: dict[str, tuple[Callable[[], None], bool]] = {
-            "raw": (raw_call, False), "sdk": (sdk_call, True), "chat": (chat_call, True),
+            "raw": (raw_call, False),
+            "sdk": (sdk_call, True),
+            "chat": (chat_call, True),
         }
         times: dict[str, list[float]] = {name: [] for name in sides}
         cpu: dict[str, float] = {name: 0.0 for name in sides}
@@ -95,7 +104,7 @@ def main() -> int:
             _run(*sides[name], ai_client)
         clock, cpu_clock = time.perf_counter, time.process_time
         for round_ in range(args.rounds):
-            order = names[round_ % 3:] + names[:round_ % 3]
+            order = names[round_ % 3 :] + names[: round_ % 3]
             for name in order:
                 call, instrumented = sides[name]
                 _switch(instrumented, ai_client)
@@ -109,22 +118,30 @@ def main() -> int:
 
     raw_median = statistics.median(times["raw"])
     raw_cpu = cpu["raw"] / args.rounds
-    print(f"chat against the local endpoint ({model}, max_tokens={args.max_tokens}, "
-          f"{args.rounds} interleaved rounds; reply {tokens} chars)")
-    print(f"  {'raw SDK, uninstrumented':<24}: median {raw_median * 1e3:8.3f} ms   "
-          f"client CPU {raw_cpu * 1e6:7.0f} µs/call")
+    print(
+        f"chat against the local endpoint ({model}, max_tokens={args.max_tokens}, "
+        f"{args.rounds} interleaved rounds; reply {tokens} chars)"
+    )
+    print(
+        f"  {'raw SDK, uninstrumented':<24}: median {raw_median * 1e3:8.3f} ms   "
+        f"client CPU {raw_cpu * 1e6:7.0f} µs/call"
+    )
     worst = 0.0
     for name, label in (("sdk", "SDK instrumented"), ("chat", "o11ylab chat()")):
         median = statistics.median(times[name])
         added_cpu = cpu[name] / args.rounds - raw_cpu
         cpu_ratio = (raw_median + added_cpu) / raw_median
         worst = max(worst, cpu_ratio)
-        print(f"  {label:<24}: median {median * 1e3:8.3f} ms   wall ratio {median / raw_median:.4f}"
-              f"   added CPU {added_cpu * 1e6:+7.0f} µs/call   CPU ratio {cpu_ratio:.4f}")
+        print(
+            f"  {label:<24}: median {median * 1e3:8.3f} ms   wall ratio {median / raw_median:.4f}"
+            f"   added CPU {added_cpu * 1e6:+7.0f} µs/call   CPU ratio {cpu_ratio:.4f}"
+        )
     spread = statistics.quantiles(times["raw"], n=4)
     noise = (spread[2] - spread[0]) / raw_median / 2
-    print(f"  raw interquartile range : {spread[0] * 1e3:.3f} .. {spread[2] * 1e3:.3f} ms "
-          f"(noise: wall ratios within ±{noise:.1%} say little)")
+    print(
+        f"  raw interquartile range : {spread[0] * 1e3:.3f} .. {spread[2] * 1e3:.3f} ms "
+        f"(noise: wall ratios within ±{noise:.1%} say little)"
+    )
     verdict = "meets" if worst <= GOAL else "misses"
     print(f"worst CPU ratio {worst:.4f}: {verdict} the goal of ≤ {GOAL:.2f}")
     return 0

@@ -84,10 +84,14 @@ def bench_cells(shell) -> None:
     print(f"  one bare OTel span {bare * 1e6:6.1f} µs")
     nested = results["%%capture cell"] - base
     ours = results["%%traced cell"] - results["%%capture cell"]
-    print(f"%%traced adds {added * 1e6:.1f} µs per cell = {added / bare:.2f}× a bare span "
-          f"(goal ≤ 2×); %%time adds {(results['%%time cell'] - base) * 1e6:.1f} µs")
-    print(f"  of which IPython's nested run_cell (as %%capture): {nested * 1e6:.1f} µs; "
-          f"o11ylab's telemetry work: {ours * 1e6:.1f} µs = {ours / bare:.2f}× a bare span")
+    print(
+        f"%%traced adds {added * 1e6:.1f} µs per cell = {added / bare:.2f}× a bare span "
+        f"(goal ≤ 2×); %%time adds {(results['%%time cell'] - base) * 1e6:.1f} µs"
+    )
+    print(
+        f"  of which IPython's nested run_cell (as %%capture): {nested * 1e6:.1f} µs; "
+        f"o11ylab's telemetry work: {ours * 1e6:.1f} µs = {ours / bare:.2f}× a bare span"
+    )
 
 
 def bench_load() -> None:
@@ -99,9 +103,13 @@ def bench_load() -> None:
         try:
             lines: list[str] = []
             client.execute_interactive(
-                LOAD_PROBE, timeout=60,
-                output_hook=lambda msg: lines.append(msg["content"].get("text", ""))
-                if msg["msg_type"] == "stream" else None,
+                LOAD_PROBE,
+                timeout=60,
+                output_hook=lambda msg: (
+                    lines.append(msg["content"].get("text", ""))
+                    if msg["msg_type"] == "stream"
+                    else None
+                ),
             )
             figures.append(json.loads("".join(lines).strip().splitlines()[-1]))
         finally:
@@ -109,10 +117,12 @@ def bench_load() -> None:
             manager.shutdown_kernel(now=True)
     seconds = statistics.median(f["seconds"] for f in figures)
     rss = statistics.median(f["rss_mb"] for f in figures)
-    print(f"%load_ext o11ylab in a fresh kernel: {seconds * 1000:.0f} ms (goal ≤ 1000 ms), "
-          f"+{rss:.1f} MB RSS (goal ≤ 40 MB); heavy modules imported: "
-          f"{figures[0]['heavy_imported'] or 'none'}; instrumentors waiting for their import: "
-          f"{', '.join(figures[0]['registered']) or 'none'}")
+    print(
+        f"%load_ext o11ylab in a fresh kernel: {seconds * 1000:.0f} ms (goal ≤ 1000 ms), "
+        f"+{rss:.1f} MB RSS (goal ≤ 40 MB); heavy modules imported: "
+        f"{figures[0]['heavy_imported'] or 'none'}; instrumentors waiting for their import: "
+        f"{', '.join(figures[0]['registered']) or 'none'}"
+    )
 
 
 def bench_buffer(shell, cells: int) -> None:
@@ -125,17 +135,23 @@ def bench_buffer(shell, cells: int) -> None:
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink):
         for _ in range(1000):
-            shell.run_cell("%%traced --quiet\nimport o11ylab\nwith o11ylab.span('child'):\n    pass")
+            shell.run_cell(
+                "%%traced --quiet\nimport o11ylab\nwith o11ylab.span('child'):\n    pass"
+            )
         rss_start = process.memory_info().rss
         for _ in range(cells):
-            shell.run_cell("%%traced --quiet\nimport o11ylab\nwith o11ylab.span('child'):\n    pass")
+            shell.run_cell(
+                "%%traced --quiet\nimport o11ylab\nwith o11ylab.span('child'):\n    pass"
+            )
     telemetry.flush()
     rss_end = process.memory_info().rss
     limit = telemetry.settings.buffer_spans
-    print(f"after {cells} more traced cells ({2 * cells} spans): buffer holds "
-          f"{len(telemetry.buffer.spans)} spans (bound {limit}); RSS "
-          f"{(rss_end - rss_start) / 2**20:+.1f} MB; {telemetry.lost()} lost, "
-          f"{telemetry.queued()} queued")
+    print(
+        f"after {cells} more traced cells ({2 * cells} spans): buffer holds "
+        f"{len(telemetry.buffer.spans)} spans (bound {limit}); RSS "
+        f"{(rss_end - rss_start) / 2**20:+.1f} MB; {telemetry.lost()} lost, "
+        f"{telemetry.queued()} queued"
+    )
 
 
 def main() -> None:

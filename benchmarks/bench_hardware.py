@@ -47,7 +47,9 @@ SETTINGS = HardwareSettings()
 
 
 def gpus(count: int) -> FakeNvml:
-    return FakeNvml([FakeGpu(uuid=f"GPU-{i:08x}-0000-0000-0000-000000000000") for i in range(count)])
+    return FakeNvml(
+        [FakeGpu(uuid=f"GPU-{i:08x}-0000-0000-0000-000000000000") for i in range(count)]
+    )
 
 
 # --- 1. sampler CPU ------------------------------------------------------------------------------
@@ -76,17 +78,23 @@ def threaded_cpu(sampler: Sampler, seconds: float) -> tuple[float, int]:
 def bench_sampler(quick: bool) -> None:
     print("1. Sampler CPU (thread CPU time per sample; at 1 Hz that is the fraction of one core)")
     samples = 100 if quick else 300
-    cases = [("no GPU (real pynvml, psutil only)", lambda: Sampler(interval_s=1.0, settings=SETTINGS)),
-             ("1 fake GPU", lambda: Sampler(gpus(1), interval_s=1.0, settings=SETTINGS)),
-             ("8 fake GPUs", lambda: Sampler(gpus(8), interval_s=1.0, settings=SETTINGS))]
+    cases = [
+        ("no GPU (real pynvml, psutil only)", lambda: Sampler(interval_s=1.0, settings=SETTINGS)),
+        ("1 fake GPU", lambda: Sampler(gpus(1), interval_s=1.0, settings=SETTINGS)),
+        ("8 fake GPUs", lambda: Sampler(gpus(8), interval_s=1.0, settings=SETTINGS)),
+    ]
     for label, make in cases:
         cost = per_sample_cpu(make(), samples)
-        print(f"   {label:<34} {cost * 1e6:8.0f} us/sample   -> {cost * 100:.3f} % of a core at 1 Hz"
-              f"   (goal <= 0.5 %: {'ok' if cost <= 0.005 else 'MISSED'})")
+        print(
+            f"   {label:<34} {cost * 1e6:8.0f} us/sample   -> {cost * 100:.3f} % of a core at 1 Hz"
+            f"   (goal <= 0.5 %: {'ok' if cost <= 0.005 else 'MISSED'})"
+        )
     seconds = 3.0 if quick else 6.0
     cpu, taken = threaded_cpu(Sampler(interval_s=1.0, settings=SETTINGS), seconds)
-    print(f"   running at 1 Hz for {seconds:.0f} s (no GPU): {taken} samples, {cpu * 1e3:.2f} ms CPU "
-          f"-> {cpu / seconds * 100:.3f} % of a core")
+    print(
+        f"   running at 1 Hz for {seconds:.0f} s (no GPU): {taken} samples, {cpu * 1e3:.2f} ms CPU "
+        f"-> {cpu / seconds * 100:.3f} % of a core"
+    )
 
 
 # --- 2. per-span attribution -----------------------------------------------------------------------
@@ -112,7 +120,12 @@ def span_rounds(quick: bool) -> None:
         tp.add_span_processor(hooks)
         return tp
 
-    for label, nvml in (("baseline", None), ("no GPU", "none"), ("1 fake GPU", 1), ("4 fake GPUs", 4)):
+    for label, nvml in (
+        ("baseline", None),
+        ("no GPU", "none"),
+        ("1 fake GPU", 1),
+        ("4 fake GPUs", 4),
+    ):
         sampler = None
         if nvml == "none":
             sampler = Sampler(interval_s=1.0, settings=SETTINGS)
@@ -137,7 +150,7 @@ def span_rounds(quick: bool) -> None:
     calls_before = {label: (s.nvml.calls if s else 0) for label, (_, s) in setups.items()}
     for round_number in range(rounds):
         order = list(setups)
-        order = order[round_number % len(order):] + order[:round_number % len(order)]
+        order = order[round_number % len(order) :] + order[: round_number % len(order)]
         for label in order:
             sampler = setups[label][1]
             if sampler is not None:
@@ -158,8 +171,10 @@ def span_rounds(quick: bool) -> None:
             verdict = f"goal <= 50 us: {'ok' if added <= 50 else 'MISSED'}"
         else:  # each attributed GPU adds its own reads: informational
             verdict = "scales with the GPUs a span is charged for"
-        print(f"   {label:<14} {median * 1e6:7.1f} us/span: +{added:5.1f} us "
-              f"(x{median / base:.2f} of baseline), {calls:.1f} NVML calls/span   ({verdict})")
+        print(
+            f"   {label:<14} {median * 1e6:7.1f} us/span: +{added:5.1f} us "
+            f"(x{median / base:.2f} of baseline), {calls:.1f} NVML calls/span   ({verdict})"
+        )
 
 
 # --- 3. load_ext ----------------------------------------------------------------------------------
@@ -206,20 +221,36 @@ def bench_load_ext(quick: bool) -> None:
         for _ in range(rounds):
             for label in ("off", "on"):
                 run_env = {**env, "O11YLAB_HARDWARE": "0" if label == "off" else "1"}
-                out = subprocess.run([sys.executable, "-c", _LOAD], env=run_env, capture_output=True,
-                                     text=True, check=True, timeout=120).stdout
+                out = subprocess.run(
+                    [sys.executable, "-c", _LOAD],
+                    env=run_env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=120,
+                ).stdout
                 times[label].append(float(out.split()[-1]))
-            out = subprocess.run([sys.executable, "-c", _PARTS], env=env, capture_output=True,
-                                 text=True, check=True, timeout=120).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", _PARTS],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=120,
+            ).stdout
             imported, attached = (float(x) for x in out.split()[-2:])
             parts.append((imported, attached))
     off, on = statistics.median(times["off"]), statistics.median(times["on"])
-    print(f"   hardware off {off * 1e3:7.0f} ms   on {on * 1e3:7.0f} ms   "
-          f"difference {(on - off) * 1e3:+.0f} ms (process-to-process noise is larger than this)")
+    print(
+        f"   hardware off {off * 1e3:7.0f} ms   on {on * 1e3:7.0f} ms   "
+        f"difference {(on - off) * 1e3:+.0f} ms (process-to-process noise is larger than this)"
+    )
     imported = statistics.median(p[0] for p in parts)
     attached = statistics.median(p[1] for p in parts)
-    print(f"   import o11ylab.hardware {imported * 1e3:.1f} ms (loaded even when off), "
-          f"attach() {attached * 1e3:.2f} ms: NVML and psutil start in the sampler thread")
+    print(
+        f"   import o11ylab.hardware {imported * 1e3:.1f} ms (loaded even when off), "
+        f"attach() {attached * 1e3:.2f} ms: NVML and psutil start in the sampler thread"
+    )
     print(f"   goal: %load_ext well under 1 s ({'ok' if on < 1.0 else 'MISSED'})")
 
 
@@ -227,8 +258,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="hardware sampler and attribution costs")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} (a shared machine: read ratios, not absolutes)")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} (a shared machine: read ratios, not absolutes)"
+    )
     bench_sampler(args.quick)
     span_rounds(args.quick)
     bench_load_ext(args.quick)

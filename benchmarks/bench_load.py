@@ -53,8 +53,14 @@ class Workload:
         self.max_tokens = max_tokens
 
     def _ask_kwargs(self) -> dict[str, Any]:
-        return {"store": self.store, "model": self.chat_model, "embedding_model": EMBEDDING_MODEL,
-                "max_tokens": self.max_tokens, "top_k": 2, "max_context_chars": 1200}
+        return {
+            "store": self.store,
+            "model": self.chat_model,
+            "embedding_model": EMBEDDING_MODEL,
+            "max_tokens": self.max_tokens,
+            "top_k": 2,
+            "max_context_chars": 1200,
+        }
 
     def run(self, operation: str, question: str) -> None:
         from o11ylab.ai import chat, embed
@@ -169,16 +175,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--mode", choices=["threads", "asyncio", "both"], default="both")
-    parser.add_argument("--requests", type=int, default=120,
-                        help="requests per level, at least one per user (default 120)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=120,
+        help="requests per level, at least one per user (default 120)",
+    )
     parser.add_argument("--max-tokens", type=int, default=4, help="max_tokens per chat")
     parser.add_argument("--model", default=None, help="chat model folder (default: tiny model)")
     args = parser.parse_args(argv)
 
     folder = Path(tempfile.mkdtemp(prefix="o11ylab-bench-load-"))
-    for key, value in {"O11YLAB_RUNS_DIR": str(folder / "runs"), "O11YLAB_PROMETHEUS_PORT": "0",
-                       "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                       "ANONYMIZED_TELEMETRY": "False"}.items():
+    for key, value in {
+        "O11YLAB_RUNS_DIR": str(folder / "runs"),
+        "O11YLAB_PROMETHEUS_PORT": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "ANONYMIZED_TELEMETRY": "False",
+    }.items():
         os.environ.setdefault(key, value)
     for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "O11YLAB_LOCAL_ENDPOINT"):
         os.environ.pop(key, None)
@@ -207,19 +221,27 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((mode, users, per_user, tally, wall))
 
     base_rps = len(baseline.latencies) / baseline_wall
-    print(f"chat model {Path(model_path).name}, max_tokens={args.max_tokens}; each user sends "
-          f"chat, retrieval and pipeline requests in turn; o11ylab telemetry on")
-    print(f"baseline: 1 user, {len(baseline.latencies)} requests, {base_rps:.1f} req/s, "
-          f"p50 {percentile(baseline.latencies, 0.5) * 1000:.0f} ms")
-    print(f"{'mode':>8} {'users':>6} {'reqs':>6} {'errors':>7} {'req/s':>7} {'vs 1':>6} "
-          f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    print(
+        f"chat model {Path(model_path).name}, max_tokens={args.max_tokens}; each user sends "
+        f"chat, retrieval and pipeline requests in turn; o11ylab telemetry on"
+    )
+    print(
+        f"baseline: 1 user, {len(baseline.latencies)} requests, {base_rps:.1f} req/s, "
+        f"p50 {percentile(baseline.latencies, 0.5) * 1000:.0f} ms"
+    )
+    print(
+        f"{'mode':>8} {'users':>6} {'reqs':>6} {'errors':>7} {'req/s':>7} {'vs 1':>6} "
+        f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+    )
     failed = 0
     for mode, users, per_user, tally, wall in rows:
         rps = len(tally.latencies) / wall
-        print(f"{mode:>8} {users:>6} {users * per_user:>6} {len(tally.errors):>7} {rps:>7.1f} "
-              f"{rps / base_rps:>6.2f} {percentile(tally.latencies, 0.5) * 1000:>8.0f} "
-              f"{percentile(tally.latencies, 0.95) * 1000:>8.0f} "
-              f"{percentile(tally.latencies, 0.99) * 1000:>8.0f}")
+        print(
+            f"{mode:>8} {users:>6} {users * per_user:>6} {len(tally.errors):>7} {rps:>7.1f} "
+            f"{rps / base_rps:>6.2f} {percentile(tally.latencies, 0.5) * 1000:>8.0f} "
+            f"{percentile(tally.latencies, 0.95) * 1000:>8.0f} "
+            f"{percentile(tally.latencies, 0.99) * 1000:>8.0f}"
+        )
         if tally.errors:
             failed += len(tally.errors)
             print(f"         first error: {tally.errors[0]}", file=sys.stderr)

@@ -72,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         started, cpu = time.perf_counter(), time.process_time()
         encoded = tokenizer(prompt, return_tensors="pt")
         with torch.inference_mode():
-            output = generate(**encoded, max_new_tokens=args.tokens, do_sample=False,  # type: ignore[operator]
-                              pad_token_id=tokenizer.pad_token_id)
-        new = output[0, encoded["input_ids"].shape[1]:]
+            output = generate(
+                **encoded,
+                max_new_tokens=args.tokens,
+                do_sample=False,  # type: ignore[operator]
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = output[0, encoded["input_ids"].shape[1] :]
         tokenizer.decode(new, skip_special_tokens=True)
         return time.perf_counter() - started, time.process_time() - cpu, int(new.shape[0])
 
@@ -89,19 +93,23 @@ def main(argv: list[str] | None = None) -> int:
         result = engine.generate(prompt, max_new_tokens=args.tokens)
         return time.perf_counter() - started, time.process_time() - cpu, result.output_tokens
 
-    sides = {"bare generate": bare, "instrumented generate": instrumented,
-             "o11ylab LocalModel": local_engine}
+    sides = {
+        "bare generate": bare,
+        "instrumented generate": instrumented,
+        "o11ylab LocalModel": local_engine,
+    }
     for _ in range(5):  # warm every path (allocator, first span, instruments)
         for fn in sides.values():
             fn()
     wall: dict[str, list[float]] = {name: [] for name in sides}
     cpu: dict[str, list[float]] = {name: [] for name in sides}
     ratios: dict[str, dict[str, list[float]]] = {
-        name: {"wall": [], "cpu": []} for name in sides if name != "bare generate"}
+        name: {"wall": [], "cpu": []} for name in sides if name != "bare generate"
+    }
     names = list(sides)
     tokens = 0
     for round_ in range(args.rounds):
-        order = names[round_ % 3:] + names[:round_ % 3]
+        order = names[round_ % 3 :] + names[: round_ % 3]
         timings = {name: sides[name]() for name in order}
         counts = {n for _, _, n in timings.values()}
         if len(counts) != 1:
@@ -116,19 +124,27 @@ def main(argv: list[str] | None = None) -> int:
             ratios[name]["wall"].append(bare_s / timings[name][0])
             ratios[name]["cpu"].append(bare_cpu / timings[name][1])
 
-    print(f"model: {engine.name} on {engine.device} ({engine.dtype}, {args.threads} torch "
-          f"thread(s)), {tokens} new tokens per call, {args.rounds} interleaved rounds")
+    print(
+        f"model: {engine.name} on {engine.device} ({engine.dtype}, {args.threads} torch "
+        f"thread(s)), {tokens} new tokens per call, {args.rounds} interleaved rounds"
+    )
     print(f"{'':24}{'wall tokens/s':>15}{'CPU tokens/s':>15}{'best CPU':>12}")
     for name in sides:
-        print(f"{name:24}{statistics.median(wall[name]):15.1f}"
-              f"{statistics.median(cpu[name]):15.1f}{max(cpu[name]):12.1f}")
+        print(
+            f"{name:24}{statistics.median(wall[name]):15.1f}"
+            f"{statistics.median(cpu[name]):15.1f}{max(cpu[name]):12.1f}"
+        )
     for name, found in ratios.items():
         best = max(cpu[name]) / max(cpu["bare generate"])
-        print(f"ratio {name} / bare: best CPU {best:.3f}; median of rounds: CPU "
-              f"{statistics.median(found['cpu']):.3f}, wall {statistics.median(found['wall']):.3f}")
+        print(
+            f"ratio {name} / bare: best CPU {best:.3f}; median of rounds: CPU "
+            f"{statistics.median(found['cpu']):.3f}, wall {statistics.median(found['wall']):.3f}"
+        )
     best = max(cpu["instrumented generate"]) / max(cpu["bare generate"])
-    print(f"judged (instrumented generate, best CPU): {best:.3f}   goal >= {GOAL}   "
-          f"{'OK' if best >= GOAL else 'BELOW GOAL'}")
+    print(
+        f"judged (instrumented generate, best CPU): {best:.3f}   goal >= {GOAL}   "
+        f"{'OK' if best >= GOAL else 'BELOW GOAL'}"
+    )
     return 0 if best >= GOAL else 1
 
 

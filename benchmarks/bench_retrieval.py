@@ -46,8 +46,12 @@ def _setup_env() -> None:
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 
-def measure(sides: dict[str, Callable[[Any], object]], queries: list[Any], rounds: int,
-            between_rounds: Callable[[], None]) -> dict[str, tuple[float, float]]:
+def measure(
+    sides: dict[str, Callable[[Any], object]],
+    queries: list[Any],
+    rounds: int,
+    between_rounds: Callable[[], None],
+) -> dict[str, tuple[float, float]]:
     """Median (cpu, wall) seconds per call of each side, calls interleaved one by one."""
     names = list(sides)
     for q in queries[: max(3, len(queries) // 10)]:  # warm every path (caches, first span)
@@ -114,10 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="o11ylab-bench-retrieval-") as folder:
         from chromadb.config import Settings
 
-        client = chromadb.PersistentClient(path=folder,
-                                           settings=Settings(anonymized_telemetry=False))
+        client = chromadb.PersistentClient(
+            path=folder, settings=Settings(anonymized_telemetry=False)
+        )
         collection = client.get_or_create_collection(
-            "bench", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+            "bench", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+        )
         started = time.perf_counter()
         vectors = unit(args.docs)
         step = client.get_max_batch_size()
@@ -126,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             collection.add(
                 ids=[f"doc-{i}" for i in range(start, end)],
                 embeddings=vectors[start:end],
-                documents=[f"document {i} about topic {i % 7}: " + "lorem ipsum " * 8
-                           for i in range(start, end)],
+                documents=[
+                    f"document {i} about topic {i % 7}: " + "lorem ipsum " * 8
+                    for i in range(start, end)
+                ],
                 metadatas=[{"topic": i % 7} for i in range(start, end)],
             )
         indexed = time.perf_counter() - started
@@ -154,9 +162,16 @@ def main(argv: list[str] | None = None) -> int:
                 switch.inner = ALWAYS_OFF
                 return collection.query(query_embeddings=[q], n_results=k, include=INCLUDE)
 
-            dropped_parent = trace.set_span_in_context(trace.NonRecordingSpan(trace.SpanContext(
-                trace_id=0x5A3, span_id=0x5B1, is_remote=False,
-                trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT))))
+            dropped_parent = trace.set_span_in_context(
+                trace.NonRecordingSpan(
+                    trace.SpanContext(
+                        trace_id=0x5A3,
+                        span_id=0x5B1,
+                        is_remote=False,
+                        trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+                    )
+                )
+            )
 
             def in_sampled_out_trace(q: Any) -> object:
                 token = otel_context.attach(dropped_parent)
@@ -173,20 +188,31 @@ def main(argv: list[str] | None = None) -> int:
                     otel_context.detach(token)
 
             queries = [v.tolist() for v in unit(args.queries)]
-            print(f"indexed {args.docs} docs ({args.dim} dims) in {indexed:.2f} s; "
-                  f"{args.queries} queries x {args.rounds} rounds x 6 sides, top_k={k}; "
-                  f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-                  f"load average {os.getloadavg()[0]:.1f}")
+            print(
+                f"indexed {args.docs} docs ({args.dim} dims) in {indexed:.2f} s; "
+                f"{args.queries} queries x {args.rounds} rounds x 6 sides, top_k={k}; "
+                f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+                f"load average {os.getloadavg()[0]:.1f}"
+            )
             counted: list[int] = []
 
             def next_round() -> None:
                 counted.append(len(exporter.get_finished_spans()))
                 exporter.clear()
 
-            medians = measure({"raw": raw, "instrumented": recorded, "sampled out": sampled_out,
-                               "raw in trace": raw_in_trace,
-                               "in a sampled-out trace": in_sampled_out_trace,
-                               "raw again": raw}, queries, args.rounds, next_round)
+            medians = measure(
+                {
+                    "raw": raw,
+                    "instrumented": recorded,
+                    "sampled out": sampled_out,
+                    "raw in trace": raw_in_trace,
+                    "in a sampled-out trace": in_sampled_out_trace,
+                    "raw again": raw,
+                },
+                queries,
+                args.rounds,
+                next_round,
+            )
             recorded_spans = counted[-1]
         finally:
             instrumentor.uninstrument()
@@ -194,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             meter_provider.shutdown()
 
     raw_cpu, raw_wall = medians["raw"]
-    print(f"{'raw collection.query':<22} cpu {raw_cpu * 1e3:8.3f} ms   wall {raw_wall * 1e3:8.3f} ms")
+    print(
+        f"{'raw collection.query':<22} cpu {raw_cpu * 1e3:8.3f} ms   wall {raw_wall * 1e3:8.3f} ms"
+    )
     met = True
     for side, goal in GOALS.items():
         cpu_s, wall_s = medians[side]
@@ -202,10 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         base_cpu, base_wall = medians["raw in trace" if "trace" in side else "raw"]
         ratio = cpu_s / base_cpu
         met = met and ratio <= goal
-        print(f"{side:<22} cpu {cpu_s * 1e3:8.3f} ms   wall {wall_s * 1e3:8.3f} ms   "
-              f"added {1e6 * (cpu_s - base_cpu):7.1f} µs   ratio {ratio:.3f} (cpu), "
-              f"{wall_s / base_wall:.3f} (wall)   goal ≤ {goal}: "
-              f"{'met' if ratio <= goal else 'NOT met'}")
+        print(
+            f"{side:<22} cpu {cpu_s * 1e3:8.3f} ms   wall {wall_s * 1e3:8.3f} ms   "
+            f"added {1e6 * (cpu_s - base_cpu):7.1f} µs   ratio {ratio:.3f} (cpu), "
+            f"{wall_s / base_wall:.3f} (wall)   goal ≤ {goal}: "
+            f"{'met' if ratio <= goal else 'NOT met'}"
+        )
     control = medians["raw again"][0] / raw_cpu
     print(f"{'raw again (A/A)':<22} ratio {control:.3f} (cpu): the noise floor of this run")
     print(f"(last round recorded {recorded_spans} spans; goals {'met' if met else 'NOT met'})")

@@ -28,8 +28,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
-def run(base_url: str, model: str, clients: int, requests: int, tokens: int,
-        stream: bool) -> dict[str, float]:
+def run(
+    base_url: str, model: str, clients: int, requests: int, tokens: int, stream: bool
+) -> dict[str, float]:
     import openai
 
     latencies: list[float] = []
@@ -48,12 +49,14 @@ def run(base_url: str, model: str, clients: int, requests: int, tokens: int,
             try:
                 messages = [{"role": "user", "content": f"request {index}: tell me about spans"}]
                 if stream:
-                    for _ in client.chat.completions.create(model=model, messages=messages,
-                                                            max_tokens=tokens, stream=True):
+                    for _ in client.chat.completions.create(
+                        model=model, messages=messages, max_tokens=tokens, stream=True
+                    ):
                         pass
                 else:
-                    client.chat.completions.create(model=model, messages=messages,
-                                                   max_tokens=tokens)
+                    client.chat.completions.create(
+                        model=model, messages=messages, max_tokens=tokens
+                    )
             except BaseException as exc:  # counted and reported
                 with lock:
                     errors.append(exc)
@@ -70,9 +73,14 @@ def run(base_url: str, model: str, clients: int, requests: int, tokens: int,
     wall = time.perf_counter() - started
     if errors:
         print(f"{len(errors)} requests failed, first: {errors[0]!r}", file=sys.stderr)
-    return {"rps": len(latencies) / wall, "p50": percentile(latencies, 0.5),
-            "p95": percentile(latencies, 0.95), "ok": len(latencies), "failed": len(errors),
-            "mean": statistics.fmean(latencies) if latencies else 0.0}
+    return {
+        "rps": len(latencies) / wall,
+        "p50": percentile(latencies, 0.5),
+        "p95": percentile(latencies, 0.95),
+        "ok": len(latencies),
+        "failed": len(errors),
+        "mean": statistics.fmean(latencies) if latencies else 0.0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,16 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     name = Path(model_path).name
     with LocalEndpoint(model=model_path, echo=False) as endpoint:
         run(endpoint.base_url, name, 2, 10, args.tokens, args.stream)  # warm up
-        results = {clients: run(endpoint.base_url, name, clients, args.requests, args.tokens,
-                                args.stream)
-                   for clients in (1, 10)}
+        results = {
+            clients: run(endpoint.base_url, name, clients, args.requests, args.tokens, args.stream)
+            for clients in (1, 10)
+        }
     kind = "streamed" if args.stream else "non-streamed"
-    print(f"model: {name}, {kind} chat, max_tokens={args.tokens}, {args.requests} requests "
-          "per run")
+    print(f"model: {name}, {kind} chat, max_tokens={args.tokens}, {args.requests} requests per run")
     print(f"{'clients':>8} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'failed':>7}")
     for clients, r in results.items():
-        print(f"{clients:>8} {r['rps']:>8.1f} {r['p50'] * 1000:>8.1f} {r['p95'] * 1000:>8.1f} "
-              f"{int(r['failed']):>7}")
+        print(
+            f"{clients:>8} {r['rps']:>8.1f} {r['p50'] * 1000:>8.1f} {r['p95'] * 1000:>8.1f} "
+            f"{int(r['failed']):>7}"
+        )
     print(f"throughput ratio 10 clients / 1 client: {results[10]['rps'] / results[1]['rps']:.2f}")
     return 1 if any(r["failed"] for r in results.values()) else 0
 

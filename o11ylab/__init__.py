@@ -76,8 +76,10 @@ def unload_ipython_extension(ipython: Any) -> None:
     if entry is None:
         return
     tracer, magics = entry
-    for event, callback in (("pre_run_cell", tracer.pre_run_cell),
-                            ("post_run_cell", tracer.post_run_cell)):
+    for event, callback in (
+        ("pre_run_cell", tracer.pre_run_cell),
+        ("post_run_cell", tracer.post_run_cell),
+    ):
         try:
             ipython.events.unregister(event, callback)
         except ValueError:

@@ -132,7 +132,8 @@ class CellRun:
             # A traceback quotes the cell's source lines: content, like the source itself.
             with_source = self.telemetry.settings.capture_content.on_spans
             span.record_exception(
-                error, attributes={"exception.stacktrace": stacktrace(error, with_source)})
+                error, attributes={"exception.stacktrace": stacktrace(error, with_source)}
+            )
             span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
             span.set_status(Status(StatusCode.ERROR, f"{error_name}: {error}"[:500]))
         span.end()

@@ -42,8 +42,14 @@ class ContentCapture(enum.Enum):
 
 
 PROTOCOLS = ("http/protobuf", "grpc")
-SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on",
-            "parentbased_always_off", "parentbased_traceidratio")  # those the SDK builds itself
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)  # those the SDK builds itself
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token
 # Printable ASCII but for " , ; and \ : what the OTLP exporters' header parser takes as a value.
 _HEADER_VALUE = re.compile(r'[^\x00-\x1f\x7f-\U0010ffff",;\\]*')
@@ -192,8 +198,12 @@ def _check_headers(env: Mapping[str, str], signal: str) -> None:
         value = value.strip(" \t")
         # Values are URL-encoded (%20 for a space); a value with a bare space is sent as is.
         sent = value if " " in value else unquote(value)
-        if (not equals or not _HEADER_NAME.fullmatch(key.strip(" \t"))
-                or not _HEADER_VALUE.fullmatch(value) or not sent.isprintable()):
+        if (
+            not equals
+            or not _HEADER_NAME.fullmatch(key.strip(" \t"))
+            or not _HEADER_VALUE.fullmatch(value)
+            or not sent.isprintable()
+        ):
             raise ConfigError(
                 f"{name}: header {position} is not name=value with a URL-encoded value (it is "
                 "not shown: it may hold a secret). Write it like "
@@ -272,8 +282,9 @@ def load_settings(
     host = env.get("O11YLAB_PROMETHEUS_HOST", "127.0.0.1").strip() or "127.0.0.1"
     run_dir = env.get("O11YLAB_RUN_DIR", "").strip()
     values: dict[str, object] = {
-        "runs_dir": _folder("O11YLAB_RUNS_DIR",
-                            env.get("O11YLAB_RUNS_DIR", "").strip() or "~/.o11ylab/runs"),
+        "runs_dir": _folder(
+            "O11YLAB_RUNS_DIR", env.get("O11YLAB_RUNS_DIR", "").strip() or "~/.o11ylab/runs"
+        ),
         "run_dir": _folder("O11YLAB_RUN_DIR", run_dir) if run_dir else None,
         "trace_file": _flag(env, "O11YLAB_TRACE_FILE", True),
         "otlp_signals": signals,
@@ -290,7 +301,9 @@ def load_settings(
         "log_level": _level(env),
         "traceparent": env.get("TRACEPARENT", "").strip() or None,
         "notebook_path": (
-            env.get("O11YLAB_NOTEBOOK", "").strip() or env.get("JPY_SESSION_NAME", "").strip() or None
+            env.get("O11YLAB_NOTEBOOK", "").strip()
+            or env.get("JPY_SESSION_NAME", "").strip()
+            or None
         ),
     }
     for key, value in (overrides or {}).items():
@@ -310,7 +323,9 @@ class O11yLab(Configurable):
     """Options for ``ipython_config.py``; each one left unset falls back to its env variable."""
 
     prometheus_port = Int(
-        None, allow_none=True, help="Port of the /metrics endpoint (0 turns it off). Env: O11YLAB_PROMETHEUS_PORT."
+        None,
+        allow_none=True,
+        help="Port of the /metrics endpoint (0 turns it off). Env: O11YLAB_PROMETHEUS_PORT.",
     ).tag(config=True)
     prometheus_host = Unicode(
         None, allow_none=True, help="Address /metrics binds to. Env: O11YLAB_PROMETHEUS_HOST."
@@ -325,10 +340,14 @@ class O11yLab(Configurable):
         None, allow_none=True, help="Trace every cell as a span. Env: O11YLAB_AUTOTRACE."
     ).tag(config=True)
     summary = Bool(
-        None, allow_none=True, help="Print a one-line summary after traced cells. Env: O11YLAB_SUMMARY."
+        None,
+        allow_none=True,
+        help="Print a one-line summary after traced cells. Env: O11YLAB_SUMMARY.",
     ).tag(config=True)
     buffer_spans = Int(
-        None, allow_none=True, help="Recent spans kept in memory for %o11y trace. Env: O11YLAB_BUFFER_SPANS."
+        None,
+        allow_none=True,
+        help="Recent spans kept in memory for %o11y trace. Env: O11YLAB_BUFFER_SPANS.",
     ).tag(config=True)
 
     def overrides(self) -> dict[str, object]:

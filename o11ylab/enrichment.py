@@ -105,5 +105,7 @@ class Enrichers(SpanProcessor):
 
     def _drop(self, name: str, exc: Exception) -> None:
         self.unregister(name)
-        print(f"o11ylab: the {name} enricher failed and was removed "
-              f"({type(exc).__name__}: {exc})", file=sys.stderr)
+        print(
+            f"o11ylab: the {name} enricher failed and was removed ({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )

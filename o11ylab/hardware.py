@@ -112,7 +112,9 @@ class HardwareSettings:
                 return True
             if raw in ("0", "false", "no", "off"):
                 return False
-            raise ConfigError(f"{name}={raw!r} is not a yes/no value: use 1/0, true/false or on/off.")
+            raise ConfigError(
+                f"{name}={raw!r} is not a yes/no value: use 1/0, true/false or on/off."
+            )
 
         raw_interval = env.get("O11YLAB_HARDWARE_INTERVAL", "").strip()
         try:
@@ -127,7 +129,9 @@ class HardwareSettings:
         try:
             history = int(raw_history) if raw_history else 600
         except ValueError:
-            raise ConfigError(f"O11YLAB_HARDWARE_HISTORY={raw_history!r} is not a whole number.") from None
+            raise ConfigError(
+                f"O11YLAB_HARDWARE_HISTORY={raw_history!r} is not a whole number."
+            ) from None
         if not 10 <= history <= 1_000_000:
             raise ConfigError("O11YLAB_HARDWARE_HISTORY is out of range: use 10..1000000 samples.")
         return cls(
@@ -260,7 +264,9 @@ class Nvml:
     calls NVML when there is no GPU.
     """
 
-    def __init__(self, module: Any | None = None, say: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self, module: Any | None = None, say: Callable[[str, int], None] | None = None
+    ) -> None:
         self._module = module
         self._say = say or (lambda text, level: _log.log(level, text))
         self.calls = 0
@@ -337,14 +343,16 @@ class Nvml:
             self._states.append(state)
             memory = self._call(position, "memory", "nvmlDeviceGetMemoryInfo")
             limit = self._call(position, "power", "nvmlDeviceGetEnforcedPowerLimit")
-            infos.append(GpuInfo(
-                index=index,
-                uuid=uuid,
-                model=model,
-                driver_version=driver,
-                memory_total=int(memory.total) if memory is not None else None,
-                power_limit_w=float(limit) / 1000 if limit is not None else None,
-            ))
+            infos.append(
+                GpuInfo(
+                    index=index,
+                    uuid=uuid,
+                    model=model,
+                    driver_version=driver,
+                    memory_total=int(memory.total) if memory is not None else None,
+                    power_limit_w=float(limit) / 1000 if limit is not None else None,
+                )
+            )
         if not infos:
             self.close()
             raise NoGpu("NVML could not open any GPU (" + "; ".join(problems) + ")")
@@ -540,7 +548,9 @@ class Sampler:
     ) -> None:
         settings = settings or HardwareSettings.from_env()
         self.settings = settings
-        self.interval_s = clamp_interval(interval_s if interval_s is not None else settings.interval_s)
+        self.interval_s = clamp_interval(
+            interval_s if interval_s is not None else settings.interval_s
+        )
         self._use_nvml = settings.nvml or nvml is not None
         self.nvml = nvml if isinstance(nvml, Nvml) else Nvml(nvml, say=self._say)
         if isinstance(nvml, Nvml):
@@ -616,8 +626,10 @@ class Sampler:
                 self._host = _HostReader()
             except Exception as exc:  # noqa: BLE001 - psutil missing or refused: GPUs still work
                 self._host_failed = True
-                self._say(f"kernel CPU and memory unavailable ({type(exc).__name__}: {exc})",
-                          logging.WARNING)
+                self._say(
+                    f"kernel CPU and memory unavailable ({type(exc).__name__}: {exc})",
+                    logging.WARNING,
+                )
         self.ready.set()
 
     def _no_gpu(self, reason: str) -> None:
@@ -636,8 +648,9 @@ class Sampler:
         if self.running:
             return
         self._stop = threading.Event()
-        thread = threading.Thread(target=self._run, args=(self._stop,), name="o11ylab-hardware",
-                                  daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(self._stop,), name="o11ylab-hardware", daemon=True
+        )
         self._thread = thread
         thread.start()
 
@@ -679,7 +692,9 @@ class Sampler:
             try:
                 sample = self.sample_once()
             except Exception as exc:  # noqa: BLE001 - the sampler outlives any one bad reading
-                self._say(f"a hardware sample failed ({type(exc).__name__}: {exc})", logging.WARNING)
+                self._say(
+                    f"a hardware sample failed ({type(exc).__name__}: {exc})", logging.WARNING
+                )
                 sample = None
             self.cpu_seconds += time.thread_time() - began
             if sample is not None:
@@ -688,8 +703,11 @@ class Sampler:
                         callback(sample)
                     except Exception as exc:  # noqa: BLE001 - a widget must not stop sampling
                         self.unsubscribe(callback)
-                        self._say(f"a hardware subscriber failed and was removed "
-                                  f"({type(exc).__name__}: {exc})", logging.WARNING)
+                        self._say(
+                            f"a hardware subscriber failed and was removed "
+                            f"({type(exc).__name__}: {exc})",
+                            logging.WARNING,
+                        )
             next_due += self.interval_s
             now = time.monotonic()
             if next_due < now:  # fell behind (a suspended laptop, a stalled driver): re-anchor
@@ -713,8 +731,10 @@ class Sampler:
             try:
                 host = self._host.read()
             except Exception as exc:  # noqa: BLE001 - the GPUs are still worth sampling
-                self._say(f"reading kernel CPU and memory failed ({type(exc).__name__}: {exc})",
-                          logging.WARNING)
+                self._say(
+                    f"reading kernel CPU and memory failed ({type(exc).__name__}: {exc})",
+                    logging.WARNING,
+                )
         if self.gpus:
             self._follow_torch()
         sample = Sample(mono=mono, wall=time.time(), gpus=tuple(readings), host=host)
@@ -759,9 +779,13 @@ class Sampler:
         joules += (last_watts + reading.power_w) / 2 * max(step, 0.0)
         self._integrated[position] = (joules, mono, reading.power_w)
         return GpuReading(
-            utilization=reading.utilization, memory_used=reading.memory_used,
-            memory_total=reading.memory_total, power_w=reading.power_w, energy_j=joules,
-            energy_source="power", temperature_c=reading.temperature_c,
+            utilization=reading.utilization,
+            memory_used=reading.memory_used,
+            memory_total=reading.memory_total,
+            power_w=reading.power_w,
+            energy_j=joules,
+            energy_source="power",
+            temperature_c=reading.temperature_c,
             sm_clock_mhz=reading.sm_clock_mhz,
         )
 
@@ -808,10 +832,13 @@ class Sampler:
             return "hardware: starting"
         if self.no_gpu_reason:
             return f"CPU only: {self.no_gpu_reason}"
-        described = f"{len(self.gpus)} GPU(s): " + ", ".join(f"{g.name} {g.model}" for g in self.gpus)
+        described = f"{len(self.gpus)} GPU(s): " + ", ".join(
+            f"{g.name} {g.model}" for g in self.gpus
+        )
         charged = ", ".join(self.gpus[p].name for p in self.attributed) or "none"
         why = {"torch": "where torch allocates", "visible": "CUDA_VISIBLE_DEVICES or all"}.get(
-            self.attribution_basis, self.attribution_basis)
+            self.attribution_basis, self.attribution_basis
+        )
         return f"{described}; spans are charged for {charged} ({why})"
 
 
@@ -1007,13 +1034,25 @@ class Attributor:
         sampler = self.sampler
         gpus = sampler.attributed
         if not gpus:  # the no-GPU path: two clock reads, no NVML, no torch
-            return _Start(time.monotonic(), time.process_time(), (), (), None,
-                          sampler.host_rss() if process_memory else None)
+            return _Start(
+                time.monotonic(),
+                time.process_time(),
+                (),
+                (),
+                None,
+                sampler.host_rss() if process_memory else None,
+            )
         torch_peaks = self._torch_peaks()
         token = torch_peaks.begin() if torch_peaks is not None else None
         energy = tuple(sampler.energy_now(p) for p in gpus)
-        return _Start(time.monotonic(), time.process_time(), gpus, energy, token,
-                      sampler.host_rss() if process_memory else None)
+        return _Start(
+            time.monotonic(),
+            time.process_time(),
+            gpus,
+            energy,
+            token,
+            sampler.host_rss() if process_memory else None,
+        )
 
     def end(self, start: _Start, process_memory: bool = False) -> Measurement:
         sampler = self.sampler
@@ -1050,9 +1089,13 @@ class Attributor:
                 # the first sample of a short span is missed (torch's peak has no such gap).
                 end_used = sampler.nvml.memory_used(position)
                 values = [end_used] if end_used is not None else []
-                values += [s.gpus[position].memory_used for s in window  # type: ignore[misc]
-                           if position < len(s.gpus) and s.gpus[position] is not None
-                           and s.gpus[position].memory_used is not None]  # type: ignore[union-attr]
+                values += [
+                    s.gpus[position].memory_used
+                    for s in window  # type: ignore[misc]
+                    if position < len(s.gpus)
+                    and s.gpus[position] is not None
+                    and s.gpus[position].memory_used is not None
+                ]  # type: ignore[union-attr]
                 if values:
                     total += max(values)
                     seen = True
@@ -1060,7 +1103,8 @@ class Attributor:
 
         utilizations = [
             reading.utilization
-            for s in window for position in gpus
+            for s in window
+            for position in gpus
             if position < len(s.gpus)
             for reading in (s.gpus[position],)
             if reading is not None and reading.utilization is not None
@@ -1071,12 +1115,17 @@ class Attributor:
             # the latest sample says as much for no NVML call. Only before any sample, ask.
             latest = sampler.latest
             if latest is not None and end_mono - latest.mono <= 2 * sampler.interval_s:
-                utilizations = [r.utilization for p in gpus if p < len(latest.gpus)
-                                for r in (latest.gpus[p],)
-                                if r is not None and r.utilization is not None]
+                utilizations = [
+                    r.utilization
+                    for p in gpus
+                    if p < len(latest.gpus)
+                    for r in (latest.gpus[p],)
+                    if r is not None and r.utilization is not None
+                ]
             else:
-                utilizations = [u for u in (sampler.nvml.utilization(p) for p in gpus)
-                                if u is not None]
+                utilizations = [
+                    u for u in (sampler.nvml.utilization(p) for p in gpus) if u is not None
+                ]
         mean = sum(utilizations) / len(utilizations) if utilizations else None
         return Measurement(
             duration_s=end_mono - start.mono,
@@ -1106,8 +1155,10 @@ class _SpanAttribution:
         if attributes:
             if semconv.CELL_SOURCE_SHA256 in attributes:
                 return  # a cell span: the cell observer measures it
-            if semconv.GEN_AI_OPERATION_NAME not in attributes and \
-                    span.name.partition(" ")[0] not in semconv.ATTRIBUTED_OPERATIONS:
+            if (
+                semconv.GEN_AI_OPERATION_NAME not in attributes
+                and span.name.partition(" ")[0] not in semconv.ATTRIBUTED_OPERATIONS
+            ):
                 return
         elif span.name.partition(" ")[0] not in semconv.ATTRIBUTED_OPERATIONS:
             return
@@ -1115,7 +1166,8 @@ class _SpanAttribution:
             started = self.attributor.begin()
         except Exception as exc:  # noqa: BLE001 - the registry would drop a raising enricher
             self.attributor.sampler._say(
-                f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING)
+                f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING
+            )
             return
         self.open[span.get_span_context().span_id] = started
         if len(self.open) > _MAX_OPEN_SPANS:
@@ -1135,7 +1187,8 @@ class _SpanAttribution:
             measurement = self.attributor.end(start)
         except Exception as exc:  # noqa: BLE001 - the registry would drop a raising enricher
             self.attributor.sampler._say(
-                f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING)
+                f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING
+            )
             return None
         return measurement.span_attributes(attributes.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS))
 
@@ -1186,8 +1239,9 @@ def measure(sampler: Sampler | None = None) -> Iterator[Measuring]:
 # --- metrics ---------------------------------------------------------------------------------------
 
 
-def _gpu_points(value: Callable[[GpuReading, GpuInfo], float | None],
-                extra: Mapping[str, str] | None = None) -> Iterator[tuple[float, dict[str, str]]]:
+def _gpu_points(
+    value: Callable[[GpuReading, GpuInfo], float | None], extra: Mapping[str, str] | None = None
+) -> Iterator[tuple[float, dict[str, str]]]:
     sampler = _SAMPLER
     if sampler is None or not sampler.running:
         return
@@ -1205,8 +1259,9 @@ def _gpu_points(value: Callable[[GpuReading, GpuInfo], float | None],
             yield number, attributes
 
 
-def _host_points(value: Callable[[HostReading], Iterable[tuple[float | None, dict[str, str]]]]
-                 ) -> Iterator[tuple[float, dict[str, str]]]:
+def _host_points(
+    value: Callable[[HostReading], Iterable[tuple[float | None, dict[str, str]]]],
+) -> Iterator[tuple[float, dict[str, str]]]:
     sampler = _SAMPLER
     if sampler is None or not sampler.running or sampler.latest is None:
         return
@@ -1234,65 +1289,121 @@ def _register_instruments(meter: Any) -> None:
                 return [Observation(v, a) for v, a in points()]
             except Exception:  # noqa: BLE001 - a metric callback must never break the exporter
                 return []
+
         return callback
 
     gpu = _gpu_points
     task = {semconv.HW_GPU_TASK: semconv.HW_GPU_TASK_GENERAL}
     meter.create_observable_gauge(
-        semconv.METRIC_HW_GPU_UTILIZATION, unit="1",
+        semconv.METRIC_HW_GPU_UTILIZATION,
+        unit="1",
         description="Fraction of time the GPU spent on work (NVML).",
-        callbacks=[observing(lambda: gpu(lambda r, i: r.utilization, task))])
+        callbacks=[observing(lambda: gpu(lambda r, i: r.utilization, task))],
+    )
     meter.create_observable_up_down_counter(
-        semconv.METRIC_HW_GPU_MEMORY_USAGE, unit="By", description="GPU memory used.",
-        callbacks=[observing(lambda: gpu(lambda r, i: r.memory_used))])
+        semconv.METRIC_HW_GPU_MEMORY_USAGE,
+        unit="By",
+        description="GPU memory used.",
+        callbacks=[observing(lambda: gpu(lambda r, i: r.memory_used))],
+    )
     meter.create_observable_up_down_counter(
-        semconv.METRIC_HW_GPU_MEMORY_LIMIT, unit="By", description="Size of the GPU memory.",
-        callbacks=[observing(lambda: gpu(lambda r, i: r.memory_total or i.memory_total))])
+        semconv.METRIC_HW_GPU_MEMORY_LIMIT,
+        unit="By",
+        description="Size of the GPU memory.",
+        callbacks=[observing(lambda: gpu(lambda r, i: r.memory_total or i.memory_total))],
+    )
     meter.create_observable_gauge(
-        semconv.METRIC_HW_GPU_MEMORY_UTILIZATION, unit="1", description="Fraction of GPU memory used.",
-        callbacks=[observing(lambda: gpu(lambda r, i: r.memory_fraction))])
+        semconv.METRIC_HW_GPU_MEMORY_UTILIZATION,
+        unit="1",
+        description="Fraction of GPU memory used.",
+        callbacks=[observing(lambda: gpu(lambda r, i: r.memory_fraction))],
+    )
     meter.create_observable_gauge(
-        semconv.METRIC_HW_POWER, unit="W", description="Power drawn by the GPU.",
-        callbacks=[observing(lambda: gpu(lambda r, i: r.power_w))])
+        semconv.METRIC_HW_POWER,
+        unit="W",
+        description="Power drawn by the GPU.",
+        callbacks=[observing(lambda: gpu(lambda r, i: r.power_w))],
+    )
     meter.create_observable_counter(
-        semconv.METRIC_HW_ENERGY, unit="J",
+        semconv.METRIC_HW_ENERGY,
+        unit="J",
         description="Energy used by the GPU (NVML counter, or integrated power where it has none).",
-        callbacks=[observing(lambda: gpu(lambda r, i: r.energy_j))])
+        callbacks=[observing(lambda: gpu(lambda r, i: r.energy_j))],
+    )
     meter.create_observable_gauge(
-        semconv.METRIC_HW_TEMPERATURE, unit="Cel", description="GPU temperature.",
-        callbacks=[observing(lambda: gpu(lambda r, i: r.temperature_c))])
+        semconv.METRIC_HW_TEMPERATURE,
+        unit="Cel",
+        description="GPU temperature.",
+        callbacks=[observing(lambda: gpu(lambda r, i: r.temperature_c))],
+    )
 
     mode = semconv.CPU_MODE
     meter.create_observable_counter(
-        semconv.METRIC_PROCESS_CPU_TIME, unit="s", description="CPU seconds of the kernel process.",
-        callbacks=[observing(lambda: _host_points(lambda h: [
-            (h.cpu_user_s, {mode: "user"}), (h.cpu_system_s, {mode: "system"})]))])
+        semconv.METRIC_PROCESS_CPU_TIME,
+        unit="s",
+        description="CPU seconds of the kernel process.",
+        callbacks=[
+            observing(
+                lambda: _host_points(
+                    lambda h: [(h.cpu_user_s, {mode: "user"}), (h.cpu_system_s, {mode: "system"})]
+                )
+            )
+        ],
+    )
     meter.create_observable_gauge(
-        semconv.METRIC_PROCESS_CPU_UTILIZATION, unit="1",
+        semconv.METRIC_PROCESS_CPU_UTILIZATION,
+        unit="1",
         description="CPU used by the kernel process, as a fraction of the CPUs it may use.",
-        callbacks=[observing(lambda: _host_points(lambda h: [(h.cpu_utilization, {})]))])
+        callbacks=[observing(lambda: _host_points(lambda h: [(h.cpu_utilization, {})]))],
+    )
     meter.create_observable_up_down_counter(
-        semconv.METRIC_PROCESS_MEMORY_USAGE, unit="By", description="Resident memory of the kernel.",
-        callbacks=[observing(lambda: _host_points(lambda h: [(h.rss, {})]))])
+        semconv.METRIC_PROCESS_MEMORY_USAGE,
+        unit="By",
+        description="Resident memory of the kernel.",
+        callbacks=[observing(lambda: _host_points(lambda h: [(h.rss, {})]))],
+    )
     meter.create_observable_up_down_counter(
-        semconv.METRIC_PROCESS_MEMORY_VIRTUAL, unit="By", description="Virtual memory of the kernel.",
-        callbacks=[observing(lambda: _host_points(lambda h: [(h.vms, {})]))])
+        semconv.METRIC_PROCESS_MEMORY_VIRTUAL,
+        unit="By",
+        description="Virtual memory of the kernel.",
+        callbacks=[observing(lambda: _host_points(lambda h: [(h.vms, {})]))],
+    )
     meter.create_observable_gauge(
-        semconv.METRIC_SYSTEM_CPU_UTILIZATION, unit="1", description="CPU used on the host, all CPUs.",
-        callbacks=[observing(lambda: _host_points(lambda h: [(h.system_cpu_utilization, {})]))])
+        semconv.METRIC_SYSTEM_CPU_UTILIZATION,
+        unit="1",
+        description="CPU used on the host, all CPUs.",
+        callbacks=[observing(lambda: _host_points(lambda h: [(h.system_cpu_utilization, {})]))],
+    )
     state = semconv.SYSTEM_MEMORY_STATE
     meter.create_observable_up_down_counter(
-        semconv.METRIC_SYSTEM_MEMORY_USAGE, unit="By", description="Host memory by state.",
-        callbacks=[observing(lambda: _host_points(lambda h: [
-            (h.memory_used, {state: "used"}), (h.memory_free, {state: "free"}),
-            (h.memory_cached, {state: "cached"}), (h.memory_buffers, {state: "buffers"})]))])
+        semconv.METRIC_SYSTEM_MEMORY_USAGE,
+        unit="By",
+        description="Host memory by state.",
+        callbacks=[
+            observing(
+                lambda: _host_points(
+                    lambda h: [
+                        (h.memory_used, {state: "used"}),
+                        (h.memory_free, {state: "free"}),
+                        (h.memory_cached, {state: "cached"}),
+                        (h.memory_buffers, {state: "buffers"}),
+                    ]
+                )
+            )
+        ],
+    )
     meter.create_observable_up_down_counter(
-        semconv.METRIC_SYSTEM_MEMORY_LIMIT, unit="By", description="Host memory in total.",
-        callbacks=[observing(lambda: _host_points(lambda h: [(h.memory_total, {})]))])
+        semconv.METRIC_SYSTEM_MEMORY_LIMIT,
+        unit="By",
+        description="Host memory in total.",
+        callbacks=[observing(lambda: _host_points(lambda h: [(h.memory_total, {})]))],
+    )
     meter.create_observable_gauge(
-        semconv.METRIC_SYSTEM_MEMORY_UTILIZATION, unit="1",
+        semconv.METRIC_SYSTEM_MEMORY_UTILIZATION,
+        unit="1",
         description="Fraction of host memory in use (not available).",
-        callbacks=[observing(lambda: _host_points(lambda h: [(h.memory_fraction, {})]))])
+        callbacks=[observing(lambda: _host_points(lambda h: [(h.memory_fraction, {})]))],
+    )
 
 
 # --- the process's sampler and the extension's hooks ------------------------------------------------

@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import threading
+
 __all__ = ["PLACEHOLDER_KEY", "LocalRelay", "activate", "active_url", "deactivate", "is_local_url"]
 
 PLACEHOLDER_KEY = "o11ylab-local-endpoint"
@@ -42,8 +43,7 @@ class LocalRelay:
         self._target: tuple[str, int] | None = None
         self._target_lock = threading.Lock()
         self._closed = False
-        self._thread = threading.Thread(target=self._accept_loop, name="o11ylab-relay",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._accept_loop, name="o11ylab-relay", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -59,8 +59,9 @@ class LocalRelay:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # closed
-            threading.Thread(target=self._serve, args=(client,), name="o11ylab-relay-conn",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._serve, args=(client,), name="o11ylab-relay-conn", daemon=True
+            ).start()
 
     def _resolve(self, stale: bool) -> tuple[str, int]:
         with self._target_lock:
@@ -90,8 +91,9 @@ class LocalRelay:
             _refuse(client, exc)
             return
         upstream.settimeout(None)
-        pump = threading.Thread(target=_pump, args=(upstream, client), daemon=True,
-                                name="o11ylab-relay-back")
+        pump = threading.Thread(
+            target=_pump, args=(upstream, client), daemon=True, name="o11ylab-relay-back"
+        )
         pump.start()
         _pump(client, upstream)
         pump.join()
@@ -119,13 +121,24 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
 
 
 def _refuse(client: socket.socket, exc: BaseException) -> None:
-    message = (f"o11ylab could not start its local model endpoint ({type(exc).__name__}: "
-               f"{exc}). Install the AI extras (pip install 'o11ylab[ai]') and prepare the "
-               f"models (o11ylab models prepare), or set OPENAI_BASE_URL / OPENAI_API_KEY.")
-    body = json.dumps({"error": {"message": message[:2000], "type": "server_error",
-                                 "code": "local_endpoint_unavailable"}}).encode()
-    head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nx-should-retry: false\r\nConnection: close\r\n\r\n")
+    message = (
+        f"o11ylab could not start its local model endpoint ({type(exc).__name__}: "
+        f"{exc}). Install the AI extras (pip install 'o11ylab[ai]') and prepare the "
+        f"models (o11ylab models prepare), or set OPENAI_BASE_URL / OPENAI_API_KEY."
+    )
+    body = json.dumps(
+        {
+            "error": {
+                "message": message[:2000],
+                "type": "server_error",
+                "code": "local_endpoint_unavailable",
+            }
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nx-should-retry: false\r\nConnection: close\r\n\r\n"
+    )
     try:
         client.settimeout(5)
         client.recv(_CHUNK)  # the request line and headers; the SDK waits for us to read
@@ -155,8 +168,9 @@ def activate() -> str | None:
         _relay = LocalRelay()
         _saved = {name: os.environ.get(name) for name in _VARS}
         os.environ["OPENAI_BASE_URL"] = _relay.base_url
-        os.environ["OPENAI_API_KEY"] = (os.environ.get("O11YLAB_SERVE_API_KEY", "").strip()
-                                        or PLACEHOLDER_KEY)
+        os.environ["OPENAI_API_KEY"] = (
+            os.environ.get("O11YLAB_SERVE_API_KEY", "").strip() or PLACEHOLDER_KEY
+        )
         from . import pricing
 
         pricing.register_local_server("127.0.0.1", _relay.port)

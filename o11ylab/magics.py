@@ -25,7 +25,7 @@ __all__ = ["O11yMagics"]
 
 _ASYNC_HINT = (
     "%%traced cannot run top-level `await`: the kernel's event loop is busy running this very "
-    "cell. Use `with o11ylab.span(\"name\"):` around the awaits instead (it works in async "
+    'cell. Use `with o11ylab.span("name"):` around the awaits instead (it works in async '
     "cells), or `%o11y autotrace on`, which traces async cells too."
 )
 
@@ -48,8 +48,7 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return _ArgumentParser(prog=prog, description=description, exit_on_error=False,
-                           add_help=False)
+    return _ArgumentParser(prog=prog, description=description, exit_on_error=False, add_help=False)
 
 
 @magics_class
@@ -61,7 +60,10 @@ class O11yMagics(Magics):
     @magic_arguments()
     @argument("name", nargs="?", default=None, help="Span name (default: cell [N]).")
     @argument(
-        "--attr", "-a", action="append", metavar="KEY=VALUE",
+        "--attr",
+        "-a",
+        action="append",
+        metavar="KEY=VALUE",
         help="An attribute to put on the cell span; repeat for more.",
     )
     @argument("--quiet", "-q", action="store_true", help="No summary line after the cell.")
@@ -147,7 +149,9 @@ class O11yMagics(Magics):
         telemetry = self.tracer.telemetry
         telemetry.flush()
         telemetry.flush_metrics()
-        print(f"o11ylab: flushed; {telemetry.lost()} items lost so far, {telemetry.queued()} queued.")
+        print(
+            f"o11ylab: flushed; {telemetry.lost()} items lost so far, {telemetry.queued()} queued."
+        )
 
     def _cmd_trace(self, rest: list[str]) -> Any:
         from . import recent_trace
@@ -177,4 +181,6 @@ class O11yMagics(Magics):
         if len(rest) != 1 or rest[0] not in ("on", "off"):
             raise UsageError("Use %o11y autotrace on, or %o11y autotrace off.")
         self.tracer.autotrace = rest[0] == "on"
-        print(f"o11ylab: autotrace {rest[0]}" + (" (from the next cell)" if rest[0] == "on" else ""))
+        print(
+            f"o11ylab: autotrace {rest[0]}" + (" (from the next cell)" if rest[0] == "on" else "")
+        )

@@ -130,8 +130,8 @@ def is_prepared(path: Path) -> bool:
     if (path / _MARKER).is_file():
         return True
     return (path / "config.json").is_file() and any(
-        (path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json",
-                                            "pytorch_model.bin")
+        (path / name).is_file()
+        for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
     )
 
 
@@ -286,13 +286,18 @@ def prepare_default_chat_model(
         step(3, f"saving to {target}")
         model.save_pretrained(work)
         tokenizer.save_pretrained(work)
-        (work / _MARKER).write_text(json.dumps({
-            "name": DEFAULT_CHAT_MODEL,
-            "source": f"{_GGUF_DISTRIBUTION} {importlib.metadata.version(_GGUF_DISTRIBUTION)}",
-            "gguf": source.name,
-            "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "dtype": "bfloat16",
-        }, indent=2))
+        (work / _MARKER).write_text(
+            json.dumps(
+                {
+                    "name": DEFAULT_CHAT_MODEL,
+                    "source": f"{_GGUF_DISTRIBUTION} {importlib.metadata.version(_GGUF_DISTRIBUTION)}",
+                    "gguf": source.name,
+                    "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "dtype": "bfloat16",
+                },
+                indent=2,
+            )
+        )
         if force and target.exists():
             shutil.rmtree(target)
         try:
@@ -353,8 +358,9 @@ def build_tiny_model(path: str | Path, *, seed: int = 0, context_window: int = 2
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
     bpe = ByteLevelBPETokenizer()
     lines = _TINY_CORPUS.splitlines()
-    bpe.train_from_iterator(lines * 4, vocab_size=600, min_frequency=1, special_tokens=specials,
-                            show_progress=False)
+    bpe.train_from_iterator(
+        lines * 4, vocab_size=600, min_frequency=1, special_tokens=specials, show_progress=False
+    )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<|endoftext|>",
@@ -378,14 +384,23 @@ def build_tiny_model(path: str | Path, *, seed: int = 0, context_window: int = 2
     )
     model = GPT2LMHeadModel(config)
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=eos_id,
-        pad_token_id=tokenizer.pad_token_id, do_sample=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eos_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
     )
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / _MARKER).write_text(json.dumps({
-        "name": TINY_MODEL_NAME, "source": "o11ylab.models.build_tiny_model", "seed": seed,
-    }, indent=2))
+    (folder / _MARKER).write_text(
+        json.dumps(
+            {
+                "name": TINY_MODEL_NAME,
+                "source": "o11ylab.models.build_tiny_model",
+                "seed": seed,
+            },
+            indent=2,
+        )
+    )
     return folder
 
 
@@ -401,37 +416,86 @@ def list_models(cache: Path | None = None) -> list[dict[str, Any]]:
         source = f"{_GGUF_DISTRIBUTION} ({gguf_path().name})"
     except ModelNotFoundError:
         source = f"{_GGUF_DISTRIBUTION} not installed"
-    rows.append({
-        "name": DEFAULT_CHAT_MODEL, "kind": "chat", "default": True,
-        "status": "prepared" if is_prepared(default) else "not prepared (o11ylab models prepare)",
-        "path": str(default), "source": source,
-    })
+    rows.append(
+        {
+            "name": DEFAULT_CHAT_MODEL,
+            "kind": "chat",
+            "default": True,
+            "status": "prepared"
+            if is_prepared(default)
+            else "not prepared (o11ylab models prepare)",
+            "path": str(default),
+            "source": source,
+        }
+    )
     try:
         embedder = resolve_embedding_model(DEFAULT_EMBEDDING_MODEL)
-        rows.append({"name": embedder.name, "kind": "embedding", "default": True,
-                     "status": "ready", "path": str(embedder.path), "source": embedder.source})
+        rows.append(
+            {
+                "name": embedder.name,
+                "kind": "embedding",
+                "default": True,
+                "status": "ready",
+                "path": str(embedder.path),
+                "source": embedder.source,
+            }
+        )
     except ModelNotFoundError as exc:
-        rows.append({"name": DEFAULT_EMBEDDING_MODEL, "kind": "embedding", "default": True,
-                     "status": f"missing: {exc}", "path": "", "source": _EMBEDDING_DISTRIBUTION})
+        rows.append(
+            {
+                "name": DEFAULT_EMBEDDING_MODEL,
+                "kind": "embedding",
+                "default": True,
+                "status": f"missing: {exc}",
+                "path": "",
+                "source": _EMBEDDING_DISTRIBUTION,
+            }
+        )
     if cache.is_dir():
         for folder in sorted(cache.iterdir()):
             if folder == default or folder.name.startswith(".") or not folder.is_dir():
                 continue
             if is_prepared(folder):
-                rows.append({"name": folder.name, "kind": "chat", "default": False,
-                             "status": "ready", "path": str(folder), "source": "cache folder"})
+                rows.append(
+                    {
+                        "name": folder.name,
+                        "kind": "chat",
+                        "default": False,
+                        "status": "ready",
+                        "path": str(folder),
+                        "source": "cache folder",
+                    }
+                )
     for variable, kind in (("LOCAL_MODEL_NAME", "chat"), ("EMBEDDING_MODEL", "embedding")):
         value = os.environ.get(variable, "").strip()
         if value:
             try:
-                ref = (resolve_chat_model(value, prepare=False) if kind == "chat"
-                       else resolve_embedding_model(value))
-                rows.append({"name": ref.name, "kind": kind, "default": False,
-                             "status": f"selected by {variable}", "path": str(ref.path),
-                             "source": ref.source})
+                ref = (
+                    resolve_chat_model(value, prepare=False)
+                    if kind == "chat"
+                    else resolve_embedding_model(value)
+                )
+                rows.append(
+                    {
+                        "name": ref.name,
+                        "kind": kind,
+                        "default": False,
+                        "status": f"selected by {variable}",
+                        "path": str(ref.path),
+                        "source": ref.source,
+                    }
+                )
             except ModelNotFoundError as exc:
-                rows.append({"name": value, "kind": kind, "default": False,
-                             "status": f"missing: {exc}", "path": "", "source": variable})
+                rows.append(
+                    {
+                        "name": value,
+                        "kind": kind,
+                        "default": False,
+                        "status": f"missing: {exc}",
+                        "path": "",
+                        "source": variable,
+                    }
+                )
     return rows
 
 
@@ -441,11 +505,15 @@ def list_models(cache: Path | None = None) -> list[dict[str, Any]]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     prepare = actions.add_parser(
-        "prepare", help=f"Convert {DEFAULT_CHAT_MODEL} from the bundled GGUF into the cache, once.")
+        "prepare", help=f"Convert {DEFAULT_CHAT_MODEL} from the bundled GGUF into the cache, once."
+    )
     prepare.add_argument("--force", action="store_true", help="prepare again even if prepared")
-    prepare.add_argument("--cache", type=Path, default=None,
-                         help="cache folder (default: O11YLAB_MODEL_CACHE, else "
-                              "~/.cache/o11ylab/models)")
+    prepare.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="cache folder (default: O11YLAB_MODEL_CACHE, else ~/.cache/o11ylab/models)",
+    )
     listing = actions.add_parser("list", help="List the models available offline.")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.add_argument("--cache", type=Path, default=None, help="cache folder")
@@ -461,8 +529,9 @@ def run_command(args: argparse.Namespace) -> int:
             if is_prepared(folder) and not args.force:
                 print(f"{DEFAULT_CHAT_MODEL} is already prepared in {folder}")
                 return 0
-            prepare_default_chat_model(args.cache, force=args.force,
-                                       progress=lambda m: print(m, flush=True))
+            prepare_default_chat_model(
+                args.cache, force=args.force, progress=lambda m: print(m, flush=True)
+            )
             return 0
         if args.action == "list":
             rows = list_models(args.cache)

@@ -27,8 +27,11 @@ SIGNAL_FILES = {"traces": "traces", "metrics": "metrics", "logs": "logs"}
 def _ids_to_hex(node: Any) -> Any:
     if isinstance(node, dict):
         return {
-            key: (base64.b64decode(value).hex() if key in _ID_KEYS and isinstance(value, str)
-                  else _ids_to_hex(value))
+            key: (
+                base64.b64decode(value).hex()
+                if key in _ID_KEYS and isinstance(value, str)
+                else _ids_to_hex(value)
+            )
             for key, value in node.items()
         }
     if isinstance(node, list):
@@ -121,25 +124,30 @@ def read_spans(folder: Path) -> list[dict[str, Any]]:
             for scope_spans in resource_spans.get("scopeSpans", []):
                 scope = scope_spans.get("scope", {}).get("name", "")
                 for span in scope_spans.get("spans", []):
-                    spans.append({
-                        "trace_id": span.get("traceId", ""),
-                        "span_id": span.get("spanId", ""),
-                        "parent_span_id": span.get("parentSpanId", "") or None,
-                        "name": span.get("name", ""),
-                        "kind": span.get("kind", 0),
-                        "start_ns": int(span.get("startTimeUnixNano", 0)),
-                        "end_ns": int(span.get("endTimeUnixNano", 0)),
-                        "status": {0: "UNSET", 1: "OK", 2: "ERROR"}[
-                            span.get("status", {}).get("code", 0)
-                        ],
-                        "attributes": attributes(span.get("attributes")),
-                        "events": [
-                            {"name": e.get("name", ""), "attributes": attributes(e.get("attributes"))}
-                            for e in span.get("events", [])
-                        ],
-                        "resource": resource,
-                        "scope": scope,
-                    })
+                    spans.append(
+                        {
+                            "trace_id": span.get("traceId", ""),
+                            "span_id": span.get("spanId", ""),
+                            "parent_span_id": span.get("parentSpanId", "") or None,
+                            "name": span.get("name", ""),
+                            "kind": span.get("kind", 0),
+                            "start_ns": int(span.get("startTimeUnixNano", 0)),
+                            "end_ns": int(span.get("endTimeUnixNano", 0)),
+                            "status": {0: "UNSET", 1: "OK", 2: "ERROR"}[
+                                span.get("status", {}).get("code", 0)
+                            ],
+                            "attributes": attributes(span.get("attributes")),
+                            "events": [
+                                {
+                                    "name": e.get("name", ""),
+                                    "attributes": attributes(e.get("attributes")),
+                                }
+                                for e in span.get("events", [])
+                            ],
+                            "resource": resource,
+                            "scope": scope,
+                        }
+                    )
     return spans
 
 
@@ -149,13 +157,15 @@ def read_logs(folder: Path) -> list[dict[str, Any]]:
         for resource_logs in request.get("resourceLogs", []):
             for scope_logs in resource_logs.get("scopeLogs", []):
                 for record in scope_logs.get("logRecords", []):
-                    records.append({
-                        "body": _value(record.get("body", {})),
-                        "severity": record.get("severityText", ""),
-                        "trace_id": record.get("traceId", "") or None,
-                        "span_id": record.get("spanId", "") or None,
-                        "attributes": attributes(record.get("attributes")),
-                    })
+                    records.append(
+                        {
+                            "body": _value(record.get("body", {})),
+                            "severity": record.get("severityText", ""),
+                            "trace_id": record.get("traceId", "") or None,
+                            "span_id": record.get("spanId", "") or None,
+                            "attributes": attributes(record.get("attributes")),
+                        }
+                    )
     return records
 
 

@@ -164,8 +164,9 @@ def _finite(value: Any) -> bool:
 
 def _number(value: Any, where: str, origin: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
-        raise PricingError(f"{origin}: {where} must be a number of USD per 1M tokens, "
-                           f"not {json.dumps(value)}.")
+        raise PricingError(
+            f"{origin}: {where} must be a number of USD per 1M tokens, not {json.dumps(value)}."
+        )
     if value < 0:
         raise PricingError(f"{origin}: {where} is negative ({value}); prices are >= 0.")
     return float(value)
@@ -174,12 +175,15 @@ def _number(value: Any, where: str, origin: str) -> float:
 def _price(name: str, entry: Any, origin: str) -> Price:
     where = f'models["{name}"]'
     if not isinstance(entry, dict):
-        raise PricingError(f"{origin}: {where} must be an object like "
-                           '{"input": 0.15, "output": 0.6}.')
+        raise PricingError(
+            f'{origin}: {where} must be an object like {{"input": 0.15, "output": 0.6}}.'
+        )
     unknown = sorted(set(entry) - _PRICE_KEYS)
     if unknown:
-        raise PricingError(f"{origin}: {where} has unknown key(s) {', '.join(unknown)}; "
-                           f"allowed: {', '.join(sorted(_PRICE_KEYS))}.")
+        raise PricingError(
+            f"{origin}: {where} has unknown key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(_PRICE_KEYS))}."
+        )
     kind = entry.get("kind", "chat")
     if kind not in _KINDS:
         raise PricingError(f"{origin}: {where}.kind is {json.dumps(kind)}; use chat or embeddings.")
@@ -212,8 +216,9 @@ def _read(path: Path, origin: str) -> dict[str, Any]:
     except OSError as exc:
         raise PricingError(f"{origin}: cannot be read ({exc.strerror or exc}).") from None
     except UnicodeDecodeError as exc:
-        raise PricingError(f"{origin}: not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON.") \
-            from None
+        raise PricingError(
+            f"{origin}: not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON."
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -315,8 +320,10 @@ def _snapshot() -> Any:
     try:
         from genai_prices import data_snapshot  # lazy: the data is 1.6 MB of Python
     except ImportError:
-        raise PricingError("genai-prices is not installed, so calls cannot be costed: "
-                           "pip install 'o11ylab[ai]' (or genai-prices).") from None
+        raise PricingError(
+            "genai-prices is not installed, so calls cannot be costed: "
+            "pip install 'o11ylab[ai]' (or genai-prices)."
+        ) from None
     return data_snapshot.get_snapshot()
 
 
@@ -330,17 +337,24 @@ def _data() -> _Data:
     if snapshot.from_auto_update:  # someone ran genai_prices.UpdatePrices in this process
         date = snapshot.timestamp.date().isoformat()
     else:  # the bundled data: dated by the latest price change it records
-        dates = [price.constraint.start_date
-                 for provider in snapshot.providers for model in provider.models
-                 if isinstance(model.prices, list)
-                 for price in model.prices
-                 if isinstance(price, ConditionalPrice)
-                 and isinstance(price.constraint, StartDateConstraint)]
+        dates = [
+            price.constraint.start_date
+            for provider in snapshot.providers
+            for model in provider.models
+            if isinstance(model.prices, list)
+            for price in model.prices
+            if isinstance(price, ConditionalPrice)
+            and isinstance(price.constraint, StartDateConstraint)
+        ]
         date = max(dates).isoformat() if dates else "undated"
     version = f"genai-prices {__version__}, data {date}"
-    table = PriceTable(version=f"genai-prices {__version__}", date=date,
-                       source="https://github.com/pydantic/genai-prices", currency="USD",
-                       models={})
+    table = PriceTable(
+        version=f"genai-prices {__version__}",
+        date=date,
+        source="https://github.com/pydantic/genai-prices",
+        currency="USD",
+        models={},
+    )
     data = _Data(snapshot, version, date, table)
     _DATA[:] = [data]
     _LOOKUPS.clear()
@@ -389,7 +403,9 @@ def _model_refs(models: tuple[str | None, ...]) -> list[str]:
     return refs
 
 
-def _find(provider: str | None, address: str | None, models: tuple[str | None, ...]) -> _Found | None:
+def _find(
+    provider: str | None, address: str | None, models: tuple[str | None, ...]
+) -> _Found | None:
     """The genai-prices entry for a call: cached by (provider, address, models), misses too.
 
     Who served the call is tried first (``server.address`` against genai-prices' API URLs, so
@@ -491,8 +507,7 @@ def _linear(model_price: Any, input_tokens: int = 0) -> _Linear | None:
         linear: _Linear | None = _Linear(
             request=base,
             input=(total(input_tokens=_MILLION) - base) / _MILLION,
-            cache_read=(total(input_tokens=_MILLION, cache_read_tokens=_MILLION) - base)
-            / _MILLION,
+            cache_read=(total(input_tokens=_MILLION, cache_read_tokens=_MILLION) - base) / _MILLION,
             cache_write=(total(input_tokens=_MILLION, cache_write_tokens=_MILLION) - base)
             / _MILLION,
             output=(total(output_tokens=_MILLION) - base) / _MILLION,
@@ -514,8 +529,13 @@ class _Tokens:
     reasoning: int = 0
 
 
-def _tokens(input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0,
-            reasoning: int = 0) -> _Tokens:
+def _tokens(
+    input_tokens: int,
+    output_tokens: int,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    reasoning: int = 0,
+) -> _Tokens:
     if min(input_tokens, output_tokens, cache_read, cache_write, reasoning) < 0:
         raise ValueError("token counts cannot be negative")
     if cache_read + cache_write > input_tokens:
@@ -535,20 +555,30 @@ def _genai_cost(found: _Found, tokens: _Tokens, when: datetime | None, version: 
         from genai_prices import Usage
 
         calculation = found.model.calc_price(
-            Usage(input_tokens=tokens.input, output_tokens=tokens.output,
-                  cache_read_tokens=tokens.cache_read, cache_write_tokens=tokens.cache_write,
-                  output_reasoning_tokens=tokens.reasoning),
-            found.provider, genai_request_timestamp=when)
-        total, input_amount, output_amount = (calculation.total_price, calculation.input_price,
-                                              calculation.output_price)
+            Usage(
+                input_tokens=tokens.input,
+                output_tokens=tokens.output,
+                cache_read_tokens=tokens.cache_read,
+                cache_write_tokens=tokens.cache_write,
+                output_reasoning_tokens=tokens.reasoning,
+            ),
+            found.provider,
+            genai_request_timestamp=when,
+        )
+        total, input_amount, output_amount = (
+            calculation.total_price,
+            calculation.input_price,
+            calculation.output_price,
+        )
         cached = cache_write = Decimal(0)
     else:
         uncached = tokens.input - tokens.cache_read - tokens.cache_write
         cache_write = tokens.cache_write * linear.cache_write
         input_amount = uncached * linear.input + cache_write
         cached = tokens.cache_read * linear.cache_read
-        output_amount = ((tokens.output - tokens.reasoning) * linear.output
-                         + tokens.reasoning * linear.reasoning)
+        output_amount = (
+            tokens.output - tokens.reasoning
+        ) * linear.output + tokens.reasoning * linear.reasoning
         total = linear.request + input_amount + cached + output_amount
     return Cost(
         amount=float(total),
@@ -565,8 +595,15 @@ def _genai_cost(found: _Found, tokens: _Tokens, when: datetime | None, version: 
 # --- arithmetic ----------------------------------------------------------------------------------
 
 
-def _priced(name: str, price: Price, version: str, tokens: _Tokens, *,
-            source: str = semconv.COST_SOURCE_OVERRIDE, file: str | None = None) -> Cost | None:
+def _priced(
+    name: str,
+    price: Price,
+    version: str,
+    tokens: _Tokens,
+    *,
+    source: str = semconv.COST_SOURCE_OVERRIDE,
+    file: str | None = None,
+) -> Cost | None:
     """A price of the override file (or the local 0): cache writes cost input, reasoning
     output."""
     if tokens.output and price.output is None:
@@ -649,16 +686,27 @@ def price_call(
     ``input_tokens`` includes cached tokens and ``output_tokens`` reasoning tokens, as the
     semantic conventions count them."""
     table = table or load_table()
-    tokens = _tokens(input_tokens, output_tokens, cached_input_tokens, cache_creation_tokens,
-                     reasoning_tokens)
+    tokens = _tokens(
+        input_tokens, output_tokens, cached_input_tokens, cache_creation_tokens, reasoning_tokens
+    )
     for model in (response_model, request_model):
         found = table.lookup(model)
         if found is not None:  # the user priced it
-            return _priced(found[0], found[1], table.file_version or table.version, tokens,
-                           file=table.files[0] if table.files else None)
+            return _priced(
+                found[0],
+                found[1],
+                table.file_version or table.version,
+                tokens,
+                file=table.files[0] if table.files else None,
+            )
     if provider == semconv.PROVIDER_LOCAL or (server is not None and _is_local_server(*server)):
-        return _priced("local", _LOCAL_PRICE, semconv.COST_SOURCE_LOCAL, tokens,
-                       source=semconv.COST_SOURCE_LOCAL)
+        return _priced(
+            "local",
+            _LOCAL_PRICE,
+            semconv.COST_SOURCE_LOCAL,
+            tokens,
+            source=semconv.COST_SOURCE_LOCAL,
+        )
     address = server[0] if server is not None else None
     entry = _find(provider, address, (response_model, request_model))
     if entry is None:
@@ -692,7 +740,8 @@ class _CostHook:
 
     def __init__(self, meter: Any) -> None:
         self.counter = meter.create_counter(
-            semconv.METRIC_GEN_AI_COST, unit="USD",
+            semconv.METRIC_GEN_AI_COST,
+            unit="USD",
             description="Cost of GenAI client operations in USD, by model (o11ylab extension).",
         )
         self._warned = False
@@ -702,8 +751,11 @@ class _CostHook:
 
     def _usage_seen_below(self, span: Any, carries_usage: bool) -> bool:
         context = span.context
-        below = bool(self._usage_below) and context is not None and \
-            self._usage_below.pop(context.span_id, False)
+        below = (
+            bool(self._usage_below)
+            and context is not None
+            and self._usage_below.pop(context.span_id, False)
+        )
         parent = span.parent
         if (below or carries_usage) and parent is not None and span.kind is not SpanKind.SERVER:
             if len(self._usage_below) >= _USAGE_BELOW_MAX:  # parents that never ended
@@ -734,22 +786,28 @@ class _CostHook:
         except PricingError as exc:
             if not self._warned:
                 self._warned = True
-                print(f"o11ylab: costs are unknown until the price table is fixed: {exc}",
-                      file=sys.stderr)
+                print(
+                    f"o11ylab: costs are unknown until the price table is fixed: {exc}",
+                    file=sys.stderr,
+                )
             return {semconv.COST_UNKNOWN: True}
         try:
             cost = price_call(
                 attributes.get(semconv.GEN_AI_REQUEST_MODEL),
                 attributes.get(semconv.GEN_AI_RESPONSE_MODEL),
-                _int(input_tokens), _int(output_tokens),
+                _int(input_tokens),
+                _int(output_tokens),
                 _int(attributes.get(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)),
-                server=(attributes.get(semconv.SERVER_ADDRESS),
-                        attributes.get(semconv.SERVER_PORT)),
+                server=(
+                    attributes.get(semconv.SERVER_ADDRESS),
+                    attributes.get(semconv.SERVER_PORT),
+                ),
                 provider=attributes.get(semconv.GEN_AI_PROVIDER_NAME),
                 table=table,
                 cache_creation_tokens=_int(
                     attributes.get(semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
-                    or attributes.get(semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)),
+                    or attributes.get(semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
+                ),
                 reasoning_tokens=_int(attributes.get(semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)),
                 when=_started(span),
             )
@@ -758,8 +816,11 @@ class _CostHook:
         if cost is None:
             return {semconv.COST_UNKNOWN: True, semconv.PRICING_VERSION: table.version}
         metric_attributes = {semconv.GEN_AI_OPERATION_NAME: operation}
-        for key in (semconv.GEN_AI_PROVIDER_NAME, semconv.GEN_AI_REQUEST_MODEL,
-                    semconv.GEN_AI_RESPONSE_MODEL):
+        for key in (
+            semconv.GEN_AI_PROVIDER_NAME,
+            semconv.GEN_AI_REQUEST_MODEL,
+            semconv.GEN_AI_RESPONSE_MODEL,
+        ):
             value = attributes.get(key)
             if value is not None:
                 metric_attributes[key] = value

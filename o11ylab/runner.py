@@ -45,29 +45,56 @@ class NotebookResult:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="NOTEBOOK_OR_FOLDER",
-                        help="Notebooks, or folders whose *.ipynb run in name order.")
-    parser.add_argument("--out", "-o", type=Path, default=None,
-                        help="Folder for executed notebooks and telemetry files "
-                             "(default: a new folder under O11YLAB_RUNS_DIR).")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                        metavar=("NAME", "VALUE"),
-                        help="A papermill parameter for every notebook (VALUE parsed as JSON "
-                             "when it can be, else a string).")
-    parser.add_argument("--kernel", "-k", default=None, help="Kernel name (default: the "
-                        "notebook's own, else python3).")
-    parser.add_argument("--cell-timeout", type=float, default=None,
-                        help="Seconds a single cell may run.")
-    parser.add_argument("--stop-on-error", action="store_true",
-                        help="Do not run the remaining notebooks after a failure.")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="NOTEBOOK_OR_FOLDER",
+        help="Notebooks, or folders whose *.ipynb run in name order.",
+    )
+    parser.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        default=None,
+        help="Folder for executed notebooks and telemetry files "
+        "(default: a new folder under O11YLAB_RUNS_DIR).",
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="A papermill parameter for every notebook (VALUE parsed as JSON "
+        "when it can be, else a string).",
+    )
+    parser.add_argument(
+        "--kernel",
+        "-k",
+        default=None,
+        help="Kernel name (default: the notebook's own, else python3).",
+    )
+    parser.add_argument(
+        "--cell-timeout", type=float, default=None, help="Seconds a single cell may run."
+    )
+    parser.add_argument(
+        "--stop-on-error",
+        action="store_true",
+        help="Do not run the remaining notebooks after a failure.",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
     notebooks = find_notebooks(args.paths)
     parameters = {name: _parse_value(value) for name, value in args.parameter}
     results, _ = run_notebooks(
-        notebooks, out=args.out, parameters=parameters, kernel=args.kernel,
-        cell_timeout=args.cell_timeout, stop_on_error=args.stop_on_error,
+        notebooks,
+        out=args.out,
+        parameters=parameters,
+        kernel=args.kernel,
+        cell_timeout=args.cell_timeout,
+        stop_on_error=args.stop_on_error,
     )
     return 0 if results and all(r.status == "ok" for r in results) else 1
 
@@ -130,16 +157,20 @@ def run_notebooks(
 
         telemetry = get_telemetry(load_settings())
     results: list[NotebookResult] = []
-    with _local_endpoint(echo, out) as endpoint_env, telemetry.tracer.start_as_current_span(
-        semconv.RUN_SPAN,
-        attributes={semconv.RUN_ID: run_id, semconv.RUN_NOTEBOOK_COUNT: len(notebooks)},
-    ) as root:
+    with (
+        _local_endpoint(echo, out) as endpoint_env,
+        telemetry.tracer.start_as_current_span(
+            semconv.RUN_SPAN,
+            attributes={semconv.RUN_ID: run_id, semconv.RUN_NOTEBOOK_COUNT: len(notebooks)},
+        ) as root,
+    ):
         trace_id = format(root.get_span_context().trace_id, "032x")
         if echo:
             print(f"o11ylab run {run_id}: {len(notebooks)} notebook(s), trace {trace_id}")
         for notebook in notebooks:
-            result = _run_one(notebook, out, parameters or {}, kernel, cell_timeout,
-                              endpoint_env, trace_id, echo)
+            result = _run_one(
+                notebook, out, parameters or {}, kernel, cell_timeout, endpoint_env, trace_id, echo
+            )
             results.append(result)
             if result.status != "ok" and stop_on_error:
                 break
@@ -150,8 +181,12 @@ def run_notebooks(
             root.set_status(Status(StatusCode.ERROR, f"failed: {', '.join(failed)}"))
     telemetry.shutdown()
     _collect(out, results)
-    summary = {"run_id": run_id, "trace_id": trace_id, "out": str(out),
-               "notebooks": [asdict(r) for r in results]}
+    summary = {
+        "run_id": run_id,
+        "trace_id": trace_id,
+        "out": str(out),
+        "notebooks": [asdict(r) for r in results],
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if echo:
         print(format_summary(results, out, trace_id))
@@ -177,9 +212,12 @@ def _local_endpoint(echo: bool, out: Path) -> Iterator[dict[str, str]]:
 
         # Both variables, so a plain openai.OpenAI() in a kernel (and Chroma's or LangChain's
         # clients, which insist on a key) reaches the shared endpoint without code changes.
-        yield {"OPENAI_BASE_URL": endpoint.base_url, "O11YLAB_LOCAL_ENDPOINT": endpoint.base_url,
-               "OPENAI_API_KEY": os.environ.get("O11YLAB_SERVE_API_KEY", "").strip()
-               or PLACEHOLDER_KEY}
+        yield {
+            "OPENAI_BASE_URL": endpoint.base_url,
+            "O11YLAB_LOCAL_ENDPOINT": endpoint.base_url,
+            "OPENAI_API_KEY": os.environ.get("O11YLAB_SERVE_API_KEY", "").strip()
+            or PLACEHOLDER_KEY,
+        }
 
 
 def _run_one(
@@ -207,8 +245,12 @@ def _run_one(
     ) as span:
         carrier: dict[str, str] = {}
         inject(carrier)
-        env = {"TRACEPARENT": carrier["traceparent"], "O11YLAB_NOTEBOOK": str(notebook),
-               "O11YLAB_RUN_DIR": str(out), **endpoint_env}
+        env = {
+            "TRACEPARENT": carrier["traceparent"],
+            "O11YLAB_NOTEBOOK": str(notebook),
+            "O11YLAB_RUN_DIR": str(out),
+            **endpoint_env,
+        }
         extra_arguments = _autoload(notebook, kernel, env)
         if echo:
             print(f"  ▶ {notebook.name} …", flush=True)
@@ -216,9 +258,14 @@ def _run_one(
         try:
             with _environ(env):
                 papermill.execute_notebook(
-                    str(notebook), str(output), parameters=parameters,
-                    kernel_name=kernel, cwd=str(notebook.parent.resolve()),
-                    progress_bar=False, log_output=False, execution_timeout=cell_timeout,
+                    str(notebook),
+                    str(output),
+                    parameters=parameters,
+                    kernel_name=kernel,
+                    cwd=str(notebook.parent.resolve()),
+                    progress_bar=False,
+                    log_output=False,
+                    execution_timeout=cell_timeout,
                     extra_arguments=extra_arguments,
                 )
         except Exception as exc:  # papermill's execution errors and kernel deaths alike
@@ -252,8 +299,11 @@ def _autoload(notebook: Path, kernel: str | None, env: dict[str, str]) -> list[s
     except (OSError, ValueError):
         return []  # papermill reports an unreadable notebook itself
     language = ((nb.get("metadata") or {}).get("kernelspec") or {}).get("language")
-    if not (language == "python" or (kernel or "").startswith("python")
-            or (language is None and kernel is None)):
+    if not (
+        language == "python"
+        or (kernel or "").startswith("python")
+        or (language is None and kernel is None)
+    ):
         return []
     for cell in nb.get("cells") or ():
         source = cell.get("source") or ""
@@ -282,7 +332,8 @@ def _only_expected_errors(exc: BaseException, output: Path) -> bool:
     for cell in nb.cells:
         metadata = cell.get("metadata", {})
         failed = metadata.get("papermill", {}).get("exception") is True or any(
-            out.get("output_type") == "error" for out in cell.get("outputs", ()))
+            out.get("output_type") == "error" for out in cell.get("outputs", ())
+        )
         if failed and "raises-exception" not in metadata.get("tags", ()):
             return False
     nbformat.write(nb, output)
@@ -324,7 +375,8 @@ def _collect(out: Path, results: list[NotebookResult]) -> None:
         owner = by_notebook.get(report.get("notebook"))
         if owner is not None:
             owner.lost += report.get("stranded", 0) + sum(
-                e.get("failed", 0) for e in report.get("exporters", []))
+                e.get("failed", 0) for e in report.get("exporters", [])
+            )
     for span in read_spans(out):
         result = by_notebook.get(span["resource"].get(semconv.NOTEBOOK_PATH))
         if result is None:
@@ -349,17 +401,32 @@ def _is_cell(span: dict[str, Any]) -> bool:
 
 
 def format_summary(results: list[NotebookResult], out: Path, trace_id: str) -> str:
-    header = ("notebook", "status", "time", "spans", "errors", "tokens in/out", "cost $", "GPU J",
-              "lost")
+    header = (
+        "notebook",
+        "status",
+        "time",
+        "spans",
+        "errors",
+        "tokens in/out",
+        "cost $",
+        "GPU J",
+        "lost",
+    )
     rows = [header]
     for r in results:
-        rows.append((
-            Path(r.notebook).name, r.status, f"{r.duration_s:.1f} s", str(r.spans), str(r.errors),
-            f"{r.input_tokens}/{r.output_tokens}",
-            "-" if r.cost_usd is None else f"{r.cost_usd:.6f}",
-            "-" if r.gpu_energy_j is None else f"{r.gpu_energy_j:.1f}",
-            str(r.lost),
-        ))
+        rows.append(
+            (
+                Path(r.notebook).name,
+                r.status,
+                f"{r.duration_s:.1f} s",
+                str(r.spans),
+                str(r.errors),
+                f"{r.input_tokens}/{r.output_tokens}",
+                "-" if r.cost_usd is None else f"{r.cost_usd:.6f}",
+                "-" if r.gpu_energy_j is None else f"{r.gpu_energy_j:.1f}",
+                str(r.lost),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -368,11 +435,15 @@ def format_summary(results: list[NotebookResult], out: Path, trace_id: str) -> s
         lines.append(f"✗ {Path(r.notebook).name}: {r.error}")
     lost = sum(r.lost for r in results)
     if lost:
-        lines.append(f"⚠ {lost} telemetry items could not be exported (a collector down or slow, "
-                     "or a full disk); each kernel said why once in its output.")
+        lines.append(
+            f"⚠ {lost} telemetry items could not be exported (a collector down or slow, "
+            "or a full disk); each kernel said why once in its output."
+        )
     total = sum(r.duration_s for r in results)
-    lines.append(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {total:.1f} s · "
-                 f"trace {trace_id}")
+    lines.append(
+        f"{len(results) - len(failed)}/{len(results)} notebooks ok in {total:.1f} s · "
+        f"trace {trace_id}"
+    )
     lines.append(f"executed notebooks and telemetry: {out}")
     lines.append(f"trace files: {out}/traces.*.jsonl (OTLP-JSON lines)")
     return "\n".join(lines)

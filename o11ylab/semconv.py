@@ -200,7 +200,9 @@ GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
 GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
 GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
 GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
-GEN_AI_REQUEST_TOP_K = "gen_ai.request.top_k"  # a sampling parameter (retrieval uses .retrieval.top_k)
+GEN_AI_REQUEST_TOP_K = (
+    "gen_ai.request.top_k"  # a sampling parameter (retrieval uses .retrieval.top_k)
+)
 GEN_AI_REQUEST_CHOICE_COUNT = "gen_ai.request.choice.count"  # num_return_sequences, when > 1
 GEN_AI_REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
 GEN_AI_RESPONSE_ID = "gen_ai.response.id"

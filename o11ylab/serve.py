@@ -101,8 +101,15 @@ class ServeConfig:
 
 
 class OpenAIError(Exception):
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -111,35 +118,49 @@ class OpenAIError(Exception):
         self.code = code
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 def _error_type_of(status: int) -> str:
-    return {401: "authentication_error", 404: "invalid_request_error",
-            429: "rate_limit_error"}.get(status, "server_error" if status >= 500
-                                         else "invalid_request_error")
+    return {401: "authentication_error", 404: "invalid_request_error", 429: "rate_limit_error"}.get(
+        status, "server_error" if status >= 500 else "invalid_request_error"
+    )
 
 
 # --- server-side telemetry (a pure ASGI middleware) -----------------------------------------------
 
 _ROUTES = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/metrics")
 _PROBES = frozenset({"/health", "/metrics"})
-_GENAI_ROUTES = {"/v1/chat/completions": semconv.CHAT_OPERATION,
-                 "/v1/embeddings": semconv.EMBEDDINGS_OPERATION}
+_GENAI_ROUTES = {
+    "/v1/chat/completions": semconv.CHAT_OPERATION,
+    "/v1/embeddings": semconv.EMBEDDINGS_OPERATION,
+}
 
 
 class _ServerInstruments:
     def __init__(self, meter: Any) -> None:
         self.duration = meter.create_histogram(
-            semconv.METRIC_GEN_AI_SERVER_REQUEST_DURATION, unit="s",
-            description="GenAI server request duration, to the last byte of the answer.")
+            semconv.METRIC_GEN_AI_SERVER_REQUEST_DURATION,
+            unit="s",
+            description="GenAI server request duration, to the last byte of the answer.",
+        )
         self.first_token = meter.create_histogram(
-            semconv.METRIC_GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, unit="s",
-            description="Time from the request to the first output token.")
+            semconv.METRIC_GEN_AI_SERVER_TIME_TO_FIRST_TOKEN,
+            unit="s",
+            description="Time from the request to the first output token.",
+        )
         self.per_token = meter.create_histogram(
-            semconv.METRIC_GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN, unit="s",
-            description="Time per output token after the first.")
+            semconv.METRIC_GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN,
+            unit="s",
+            description="Time per output token after the first.",
+        )
 
 
 class _Telemetry:
@@ -161,9 +182,12 @@ class _Telemetry:
         self.tracer = telemetry.tracer
         self.instruments = _ServerInstruments(telemetry.meter)
 
-    async def __call__(self, scope: MutableMapping[str, Any],
-                       receive: Callable[..., Awaitable[Any]],
-                       send: Callable[..., Awaitable[Any]]) -> None:
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[..., Awaitable[Any]],
+        send: Callable[..., Awaitable[Any]],
+    ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -197,8 +221,12 @@ class _Telemetry:
         if client:
             attributes[semconv.CLIENT_ADDRESS] = client[0]
         parent = extract(headers)
-        span = self.tracer.start_span(f"{method} {route}" if route else method, context=parent,
-                                      kind=SpanKind.SERVER, attributes=attributes)
+        span = self.tracer.start_span(
+            f"{method} {route}" if route else method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+        )
         info: dict[str, Any] = {"started": started}
         scope.setdefault("state", {})["o11ylab"] = info
         status = {"code": 500}
@@ -214,10 +242,17 @@ class _Telemetry:
             if path.startswith("/v1/") and not self._authorized(headers):
                 status["code"] = 401
                 info["error_type"] = "invalid_api_key"
-                await _send_json(send, 401, OpenAIError(
-                    401, "Missing or wrong API key: send it as 'Authorization: Bearer <key>' "
-                    f"(the server's key is set by --api-key or {API_KEY_ENV}).",
-                    type_="authentication_error", code="invalid_api_key").body())
+                await _send_json(
+                    send,
+                    401,
+                    OpenAIError(
+                        401,
+                        "Missing or wrong API key: send it as 'Authorization: Bearer <key>' "
+                        f"(the server's key is set by --api-key or {API_KEY_ENV}).",
+                        type_="authentication_error",
+                        code="invalid_api_key",
+                    ).body(),
+                )
                 return
             await self.app(scope, receive, send_wrapper)
         except BaseException as exc:
@@ -237,8 +272,14 @@ class _Telemetry:
             return False
         return hmac.compare_digest(value.strip().encode(), self.api_key.encode())
 
-    def _finish(self, span: Any, info: dict[str, Any], code: int, failure: BaseException | None,
-                operation: str | None) -> None:
+    def _finish(
+        self,
+        span: Any,
+        info: dict[str, Any],
+        code: int,
+        failure: BaseException | None,
+        operation: str | None,
+    ) -> None:
         from opentelemetry.trace import Status, StatusCode
 
         ended = time.perf_counter()
@@ -278,15 +319,23 @@ class _Telemetry:
         self.instruments.first_token.record(first - info["started"], metric_attributes)
         output_tokens = int(info.get("output_tokens") or 0)
         if output_tokens > 1:
-            self.instruments.per_token.record((ended - first) / (output_tokens - 1),
-                                              metric_attributes)
+            self.instruments.per_token.record(
+                (ended - first) / (output_tokens - 1), metric_attributes
+            )
 
 
 async def _send_json(send: Callable[..., Awaitable[Any]], status: int, body: Any) -> None:
     payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -317,7 +366,8 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
         with embedder_lock:
             if embedder_box["engine"] is None:
                 embedder_box["engine"] = local_model.get_local_embedder(
-                    config.embedding_model, device=config.device)
+                    config.embedding_model, device=config.device
+                )
             return embedder_box["engine"]
 
     chat_ids = {engine.name, str(engine.path)}
@@ -366,10 +416,20 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
         # Newer FastAPI traces requests itself. The middleware below already makes the one
         # SERVER span per request (with the GenAI detail and the key check), so FastAPI keeps
         # only its HTTP metrics; its logs could carry request bodies.
-        extra["telemetry"] = {"tracing": False, "operation_spans": False, "logs": False,
-                              "auto_configure": False}
-    app = FastAPI(title="o11ylab local OpenAI-compatible endpoint", version=__version__,
-                  docs_url=None, redoc_url=None, openapi_url=None, **extra)
+        extra["telemetry"] = {
+            "tracing": False,
+            "operation_spans": False,
+            "logs": False,
+            "auto_configure": False,
+        }
+    app = FastAPI(
+        title="o11ylab local OpenAI-compatible endpoint",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        **extra,
+    )
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
@@ -388,24 +448,34 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
         else:
             message = f"{'.'.join(location)}: {first.get('msg', 'invalid value')}"
         request.state.o11ylab["error_type"] = "invalid_request_error"
-        return JSONResponse(OpenAIError(400, message, param=".".join(location) or None,
-                                        code="invalid_value").body(), status_code=400)
+        return JSONResponse(
+            OpenAIError(
+                400, message, param=".".join(location) or None, code="invalid_value"
+            ).body(),
+            status_code=400,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404:
             message = f"Unknown route {request.method} {request.url.path}."
-        return JSONResponse(OpenAIError(exc.status_code, message,
-                                        type_=_error_type_of(exc.status_code)).body(),
-                            status_code=exc.status_code)
+        return JSONResponse(
+            OpenAIError(exc.status_code, message, type_=_error_type_of(exc.status_code)).body(),
+            status_code=exc.status_code,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         _log.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(OpenAIError(
-            500, f"The server failed ({type(exc).__name__}); details are in the server's log.",
-            type_="server_error").body(), status_code=500)
+        return JSONResponse(
+            OpenAIError(
+                500,
+                f"The server failed ({type(exc).__name__}); details are in the server's log.",
+                type_="server_error",
+            ).body(),
+            status_code=500,
+        )
 
     def engine_error(exc: Exception) -> OpenAIError:
         if isinstance(exc, local_model.ContextWindowExceededError):
@@ -416,8 +486,14 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "model": engine.name, "embedding_model": embedding_ref.name,
-                "device": engine.device, "dtype": engine.dtype, "version": __version__}
+        return {
+            "status": "ok",
+            "model": engine.name,
+            "embedding_model": embedding_ref.name,
+            "device": engine.device,
+            "dtype": engine.dtype,
+            "version": __version__,
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse)  # so the schema says text, too
     def metrics() -> Response:
@@ -428,8 +504,7 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
 
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
-        return {"object": "list",
-                "data": [model_card(engine.name), model_card(embedding_ref.name)]}
+        return {"object": "list", "data": [model_card(engine.name), model_card(embedding_ref.name)]}
 
     @app.get("/v1/models/{model_id:path}")
     def get_model(model_id: str) -> dict[str, Any]:
@@ -439,23 +514,36 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
             return model_card(embedding_ref.name)
         raise _unknown_model(model_id, engine.name, embedding_ref.name)
 
-    @app.post("/v1/chat/completions",
-              responses={200: {"content": {"text/event-stream": {}}}})  # "stream": true
+    @app.post(
+        "/v1/chat/completions", responses={200: {"content": {"text/event-stream": {}}}}
+    )  # "stream": true
     def chat_completions(body: ChatRequest, request: Request) -> Any:
         info = request.state.o11ylab
         info["model"] = body.model
         if body.model not in chat_ids:
             raise _unknown_model(body.model, engine.name, embedding_ref.name)
         if not body.messages:
-            raise OpenAIError(400, "messages is empty: send at least one message.",
-                              param="messages", code="invalid_value")
+            raise OpenAIError(
+                400,
+                "messages is empty: send at least one message.",
+                param="messages",
+                code="invalid_value",
+            )
         if body.n not in (None, 1):
-            raise OpenAIError(400, "n > 1 is not supported by the local endpoint.", param="n",
-                              code="invalid_value")
+            raise OpenAIError(
+                400,
+                "n > 1 is not supported by the local endpoint.",
+                param="n",
+                code="invalid_value",
+            )
         messages = [m.model_dump(exclude_none=True) for m in body.messages]
-        options = {"max_new_tokens": body.max_completion_tokens or body.max_tokens,
-                   "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed,
-                   "stop": body.stop}
+        options = {
+            "max_new_tokens": body.max_completion_tokens or body.max_tokens,
+            "temperature": body.temperature,
+            "top_p": body.top_p,
+            "seed": body.seed,
+            "stop": body.stop,
+        }
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         now = int(time.time())
         info["response_model"] = engine.name
@@ -469,10 +557,19 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
                 info["first_token_at"] = called + result.time_to_first_token_s
             info["output_tokens"] = result.output_tokens
             return {
-                "id": completion_id, "object": "chat.completion", "created": now,
-                "model": engine.name, "system_fingerprint": None,
-                "choices": [{"index": 0, "finish_reason": result.finish_reason, "logprobs": None,
-                             "message": {"role": "assistant", "content": result.text}}],
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": now,
+                "model": engine.name,
+                "system_fingerprint": None,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": result.finish_reason,
+                        "logprobs": None,
+                        "message": {"role": "assistant", "content": result.text},
+                    }
+                ],
                 "usage": _usage(result.input_tokens, result.output_tokens),
             }
         try:
@@ -494,19 +591,35 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
             raise _unknown_model(body.model, engine.name, embedding_ref.name)
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts:
-            raise OpenAIError(400, "input is empty: send a string or a list of strings.",
-                              param="input", code="invalid_value")
+            raise OpenAIError(
+                400,
+                "input is empty: send a string or a list of strings.",
+                param="input",
+                code="invalid_value",
+            )
         if not all(isinstance(t, str) for t in texts):
-            raise OpenAIError(400, "Token-id input is not supported here: send strings.",
-                              param="input", code="invalid_value")
+            raise OpenAIError(
+                400,
+                "Token-id input is not supported here: send strings.",
+                param="input",
+                code="invalid_value",
+            )
         if body.encoding_format not in (None, "float", "base64"):
-            raise OpenAIError(400, "encoding_format must be 'float' or 'base64'.",
-                              param="encoding_format", code="invalid_value")
+            raise OpenAIError(
+                400,
+                "encoding_format must be 'float' or 'base64'.",
+                param="encoding_format",
+                code="invalid_value",
+            )
         model = get_embedder()
         if body.dimensions is not None and body.dimensions != model.dimensions:
-            raise OpenAIError(400, f"{model.name} makes {model.dimensions}-dimension vectors; "
-                              f"dimensions={body.dimensions} is not available.",
-                              param="dimensions", code="invalid_value")
+            raise OpenAIError(
+                400,
+                f"{model.name} makes {model.dimensions}-dimension vectors; "
+                f"dimensions={body.dimensions} is not available.",
+                param="dimensions",
+                code="invalid_value",
+            )
         try:
             result = model.embed(texts)  # type: ignore[arg-type]
         except local_model.LocalModelError as exc:
@@ -518,27 +631,42 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
             if body.encoding_format == "base64":
                 encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": encoded})
-        return {"object": "list", "data": data, "model": model.name,
-                "usage": {"prompt_tokens": result.input_tokens,
-                          "total_tokens": result.input_tokens}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": model.name,
+            "usage": {"prompt_tokens": result.input_tokens, "total_tokens": result.input_tokens},
+        }
 
     return _Telemetry(app, config.api_key, config.host, config.port)
 
 
 def _unknown_model(name: str, chat: str, embedding: str) -> OpenAIError:
     return OpenAIError(
-        404, f"The model `{name}` does not exist on this endpoint. It serves `{chat}` (chat) "
+        404,
+        f"The model `{name}` does not exist on this endpoint. It serves `{chat}` (chat) "
         f"and `{embedding}` (embeddings); see GET /v1/models.",
-        param="model", code="model_not_found")
+        param="model",
+        code="model_not_found",
+    )
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
-async def _sse(stream: Any, info: dict[str, Any], completion_id: str, created: int, model: str,
-               include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse(
+    stream: Any,
+    info: dict[str, Any],
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
     """Server-sent events of one streamed completion, in the OpenAI chunk format.
 
     A thread reads the model's pieces and hands them to the event loop as they come; pieces
@@ -547,10 +675,14 @@ async def _sse(stream: Any, info: dict[str, Any], completion_id: str, created: i
     import asyncio
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        body: dict[str, Any] = {"id": completion_id, "object": "chat.completion.chunk",
-                                "created": created, "model": model, "system_fingerprint": None,
-                                "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                             "finish_reason": finish}]}
+        body: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
         if include_usage:
             body["usage"] = None
         return f"data: {json.dumps(body)}\n\n".encode()
@@ -583,8 +715,9 @@ async def _sse(stream: Any, info: dict[str, Any], completion_id: str, created: i
                 if isinstance(item, BaseException):
                     # The answer already started: report in-band, as OpenAI does.
                     info["error_type"] = type(item).__qualname__
-                    error = OpenAIError(500, f"generation failed ({type(item).__name__})",
-                                        type_="server_error")
+                    error = OpenAIError(
+                        500, f"generation failed ({type(item).__name__})", type_="server_error"
+                    )
                     out.append(f"data: {json.dumps(error.body())}\n\n".encode())
                     yield b"".join(out)
                     return
@@ -599,10 +732,15 @@ async def _sse(stream: Any, info: dict[str, Any], completion_id: str, created: i
         if result is not None:
             info["output_tokens"] = result.output_tokens
             if include_usage:
-                body = {"id": completion_id, "object": "chat.completion.chunk",
-                        "created": created, "model": model, "system_fingerprint": None,
-                        "choices": [], "usage": _usage(result.input_tokens,
-                                                       result.output_tokens)}
+                body = {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "system_fingerprint": None,
+                    "choices": [],
+                    "usage": _usage(result.input_tokens, result.output_tokens),
+                }
                 tail.append(f"data: {json.dumps(body)}\n\n".encode())
         tail.append(b"data: [DONE]\n\n")
         yield b"".join(tail)
@@ -634,9 +772,11 @@ def serve(config: ServeConfig, *, exit_with_parent: int | None = None) -> int:
     from .ai import local_model
 
     if not is_loopback(config.host) and not config.api_key:
-        print(f"o11ylab serve: refusing to listen on {config.host} without an API key: pass "
-              f"--api-key or set {API_KEY_ENV} (loopback, the default, needs none).",
-              file=sys.stderr)
+        print(
+            f"o11ylab serve: refusing to listen on {config.host} without an API key: pass "
+            f"--api-key or set {API_KEY_ENV} (loopback, the default, needs none).",
+            file=sys.stderr,
+        )
         return 2
     if _service_name_unset():
         os.environ["OTEL_SERVICE_NAME"] = semconv.SERVE_SERVICE_NAME
@@ -645,15 +785,29 @@ def serve(config: ServeConfig, *, exit_with_parent: int | None = None) -> int:
     except (models.ModelNotFoundError, local_model.LocalModelError) as exc:
         print(f"o11ylab serve: {exc}", file=sys.stderr)
         return 1
-    uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                               access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(uv_config)
     if exit_with_parent:
-        threading.Thread(target=_watch_parent, args=(exit_with_parent, server),
-                         name="o11ylab-parent-watch", daemon=True).start()
+        threading.Thread(
+            target=_watch_parent,
+            args=(exit_with_parent, server),
+            name="o11ylab-parent-watch",
+            daemon=True,
+        ).start()
     host = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"o11ylab serve: http://{host}:{config.port}/v1 (chat and embeddings; "
-          f"/health, /metrics)", file=sys.stderr, flush=True)
+    print(
+        f"o11ylab serve: http://{host}:{config.port}/v1 (chat and embeddings; /health, /metrics)",
+        file=sys.stderr,
+        flush=True,
+    )
     server.run()
     from .telemetry import peek_telemetry
 
@@ -671,28 +825,50 @@ def _service_name_unset() -> bool:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help="address to listen on (default 127.0.0.1; anything else needs a key)")
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on (default 127.0.0.1; anything else needs a key)",
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
-    parser.add_argument("--model", default=None,
-                        help="chat model folder or cached hub id (default: LOCAL_MODEL_NAME, "
-                             f"else {models.DEFAULT_CHAT_MODEL})")
-    parser.add_argument("--embedding-model", default=None,
-                        help="embedding model folder (default: EMBEDDING_MODEL, else "
-                             f"{models.DEFAULT_EMBEDDING_MODEL})")
-    parser.add_argument("--api-key", default=None,
-                        help=f"bearer key every /v1 request must send (default: {API_KEY_ENV})")
-    parser.add_argument("--device", default=None,
-                        help="torch device, e.g. cpu or cuda:0 (default: USE_GPU / GPU_DEVICE_ID)")
-    parser.add_argument("--exit-with-parent", type=int, default=None, metavar="PID",
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="chat model folder or cached hub id (default: LOCAL_MODEL_NAME, "
+        f"else {models.DEFAULT_CHAT_MODEL})",
+    )
+    parser.add_argument(
+        "--embedding-model",
+        default=None,
+        help="embedding model folder (default: EMBEDDING_MODEL, else "
+        f"{models.DEFAULT_EMBEDDING_MODEL})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"bearer key every /v1 request must send (default: {API_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device, e.g. cpu or cuda:0 (default: USE_GPU / GPU_DEVICE_ID)",
+    )
+    parser.add_argument(
+        "--exit-with-parent", type=int, default=None, metavar="PID", help=argparse.SUPPRESS
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     api_key = args.api_key or os.environ.get(API_KEY_ENV, "").strip() or None
-    config = ServeConfig(model=args.model, embedding_model=args.embedding_model, host=args.host,
-                         port=args.port, api_key=api_key, device=args.device)
+    config = ServeConfig(
+        model=args.model,
+        embedding_model=args.embedding_model,
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        device=args.device,
+    )
     return serve(config, exit_with_parent=args.exit_with_parent)
 
 
@@ -775,14 +951,22 @@ class LocalEndpoint:
         if chosen and chosen != models.DEFAULT_CHAT_MODEL:
             return
         cache = env.get("O11YLAB_MODEL_CACHE", "").strip()
-        folder = (Path(cache).expanduser() / models.DEFAULT_CHAT_MODEL if cache
-                  else models.default_chat_model_dir())
+        folder = (
+            Path(cache).expanduser() / models.DEFAULT_CHAT_MODEL
+            if cache
+            else models.default_chat_model_dir()
+        )
         if models.is_prepared(folder):
             return
         self._say(f"preparing {models.DEFAULT_CHAT_MODEL} once (about a minute, offline)")
         command = [sys.executable, "-m", "o11ylab", "models", "prepare"]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         assert process.stdout is not None
         tail: list[str] = []
         for raw in process.stdout:
@@ -791,8 +975,9 @@ class LocalEndpoint:
             if line.startswith("["):  # our step lines; transformers' bars stay out of the way
                 self._say(line)
         if process.wait() != 0:
-            raise EndpointError(f"preparing {models.DEFAULT_CHAT_MODEL} failed:\n"
-                                + "\n".join(tail))
+            raise EndpointError(
+                f"preparing {models.DEFAULT_CHAT_MODEL} failed:\n" + "\n".join(tail)
+            )
 
     def start(self) -> "LocalEndpoint":
         if self.running():
@@ -809,8 +994,18 @@ class LocalEndpoint:
             env[API_KEY_ENV] = self.api_key
         self._prepare_default_model(env)
         self.port = self.port or _free_port()
-        command = [sys.executable, "-m", "o11ylab", "serve", "--host", self.host,
-                   "--port", str(self.port), "--exit-with-parent", str(os.getpid())]
+        command = [
+            sys.executable,
+            "-m",
+            "o11ylab",
+            "serve",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--exit-with-parent",
+            str(os.getpid()),
+        ]
         if self.model:
             command += ["--model", str(self.model)]
         if self.embedding_model:
@@ -818,8 +1013,14 @@ class LocalEndpoint:
         self._log_dir = tempfile.TemporaryDirectory(prefix="o11ylab-serve-")
         self.log_path = Path(self._log_dir.name) / "serve.log"
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -827,7 +1028,8 @@ class LocalEndpoint:
                 self._cleanup()
                 raise EndpointError(
                     f"o11ylab serve exited with status {self.process.returncode} before it was "
-                    f"ready:\n{log_tail}")
+                    f"ready:\n{log_tail}"
+                )
             if _healthy(self.base_url, timeout=1.0):
                 return self
             time.sleep(0.2)
@@ -835,7 +1037,8 @@ class LocalEndpoint:
         self.stop()
         raise EndpointError(
             f"o11ylab serve did not answer /health within {self.start_timeout_s:.0f} s; raise "
-            f"{START_TIMEOUT_ENV} on a slow machine. Its log ends with:\n{log_tail}")
+            f"{START_TIMEOUT_ENV} on a slow machine. Its log ends with:\n{log_tail}"
+        )
 
     def _log_tail(self, lines: int = 20) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -881,8 +1084,12 @@ def _exits_within(endpoint: LocalEndpoint, seconds: float) -> bool:
     return True
 
 
-def ensure_local_endpoint(*, model: str | None = None, embedding_model: str | None = None,
-                          start_timeout_s: float | None = None) -> str:
+def ensure_local_endpoint(
+    *,
+    model: str | None = None,
+    embedding_model: str | None = None,
+    start_timeout_s: float | None = None,
+) -> str:
     """A base URL (ending in ``/v1``) of a healthy local OpenAI-compatible endpoint.
 
     ``O11YLAB_LOCAL_ENDPOINT`` when it is set and answers ``/health``; otherwise one server
@@ -895,8 +1102,12 @@ def ensure_local_endpoint(*, model: str | None = None, embedding_model: str | No
         base = _root(configured) + "/v1"
         if _healthy(base):
             return base
-        print(f"o11ylab: {LOCAL_ENDPOINT_ENV} ({base}) does not answer /health; starting a local "
-              "endpoint of this process's own instead.", file=sys.stderr, flush=True)
+        print(
+            f"o11ylab: {LOCAL_ENDPOINT_ENV} ({base}) does not answer /health; starting a local "
+            "endpoint of this process's own instead.",
+            file=sys.stderr,
+            flush=True,
+        )
     with _SHARED_LOCK:
         shared = _SHARED
         if shared is not None and shared.running():
@@ -905,8 +1116,9 @@ def ensure_local_endpoint(*, model: str | None = None, embedding_model: str | No
             if _healthy(shared.base_url) or not _exits_within(shared, 5.0):
                 return shared.base_url
             shared.stop()
-        endpoint = LocalEndpoint(model=model, embedding_model=embedding_model,
-                                 start_timeout_s=start_timeout_s)
+        endpoint = LocalEndpoint(
+            model=model, embedding_model=embedding_model, start_timeout_s=start_timeout_s
+        )
         endpoint._say("starting the local model endpoint (o11ylab serve) on 127.0.0.1")
         endpoint.start()
         atexit.register(endpoint.stop)

@@ -18,8 +18,11 @@ class StatusView:
         rows = [
             ("service", str(s["service"])),
             ("run folder", s["run_dir"] or "off (O11YLAB_TRACE_FILE=0)"),
-            ("OTLP", ", ".join(f"{k} → {v}" for k, v in s["otlp"].items()) or
-             "off (set OTEL_EXPORTER_OTLP_ENDPOINT)"),
+            (
+                "OTLP",
+                ", ".join(f"{k} → {v}" for k, v in s["otlp"].items())
+                or "off (set OTEL_EXPORTER_OTLP_ENDPOINT)",
+            ),
             ("/metrics", s["prometheus"] or "off"),
             ("autotrace", "on" if self.autotrace else "off"),
             ("content capture", s["content_capture"]),
@@ -27,10 +30,12 @@ class StatusView:
             ("spans in memory", str(s["buffered_spans"])),
         ]
         for exporter in s["exporters"]:
-            rows.append((
-                exporter["name"],
-                f"{exporter['exported']} exported, {exporter['failed']} failed → {exporter['target']}",
-            ))
+            rows.append(
+                (
+                    exporter["name"],
+                    f"{exporter['exported']} exported, {exporter['failed']} failed → {exporter['target']}",
+                )
+            )
         for row in s.get("instrumentation", ()):
             state = row["state"]
             detail = f"{row['library']} {row['library_version']}".strip()

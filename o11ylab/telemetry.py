@@ -126,8 +126,9 @@ class Rollup:
         attributes = span.attributes or {}
         # A span whose usage a GenAI span below it already carries (LangChain's over the
         # openai SDK's, when two instrumentations both record it) is counted once, below.
-        if attributes.get(semconv.GEN_AI_OPERATION_NAME) in semconv.ROLLUP_OPERATIONS and \
-                not attributes.get(semconv.USAGE_COUNTED_BELOW):
+        if attributes.get(
+            semconv.GEN_AI_OPERATION_NAME
+        ) in semconv.ROLLUP_OPERATIONS and not attributes.get(semconv.USAGE_COUNTED_BELOW):
             for source, _target in semconv.ROLLUP_SUMS:
                 value = attributes.get(source)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -435,7 +436,9 @@ class OtelLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _correlating_factory(previous: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+def _correlating_factory(
+    previous: Callable[..., logging.LogRecord],
+) -> Callable[..., logging.LogRecord]:
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         context = trace.get_current_span().get_span_context()
@@ -599,18 +602,22 @@ class Telemetry:
             if settings.trace_file:
                 writer = JsonLinesWriter(self.run_dir / f"metrics.{pid}.jsonl")
                 counts = self._counted("file metrics", str(writer.path))
-                readers.append(PeriodicExportingMetricReader(
-                    CountingMetricExporter(FileMetricExporter(writer), counts),
-                    export_interval_millis=interval,
-                    export_timeout_millis=settings.export_timeout_s * 1000,
-                ))
+                readers.append(
+                    PeriodicExportingMetricReader(
+                        CountingMetricExporter(FileMetricExporter(writer), counts),
+                        export_interval_millis=interval,
+                        export_timeout_millis=settings.export_timeout_s * 1000,
+                    )
+                )
             if "metrics" in settings.otlp_signals:
                 counts = self._counted("OTLP metrics", self._otlp_target("metrics"))
-                readers.append(PeriodicExportingMetricReader(
-                    CountingMetricExporter(self._otlp_exporter("metrics"), counts),
-                    export_interval_millis=interval,
-                    export_timeout_millis=settings.export_timeout_s * 1000,
-                ))
+                readers.append(
+                    PeriodicExportingMetricReader(
+                        CountingMetricExporter(self._otlp_exporter("metrics"), counts),
+                        export_interval_millis=interval,
+                        export_timeout_millis=settings.export_timeout_s * 1000,
+                    )
+                )
             # Always there (it costs nothing until scraped), so prometheus_text() works in a
             # process that serves /metrics its own way; the HTTP server is what the port decides.
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -618,8 +625,12 @@ class Telemetry:
             readers.append(PrometheusMetricReader())
             self._metric_readers = readers
             metrics.set_meter_provider(
-                MeterProvider(resource=resource, metric_readers=readers, views=_views(),
-                              shutdown_on_exit=False)
+                MeterProvider(
+                    resource=resource,
+                    metric_readers=readers,
+                    views=_views(),
+                    shutdown_on_exit=False,
+                )
             )
             self.owns_meter_provider = True
         else:
@@ -771,8 +782,9 @@ class Telemetry:
         # for longer than one export timeout (plus a little for the local file).
         if not calls:
             return
-        threads = [threading.Thread(target=call, name="o11ylab-export", daemon=True)
-                   for call in calls]
+        threads = [
+            threading.Thread(target=call, name="o11ylab-export", daemon=True) for call in calls
+        ]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + self.settings.export_timeout_s + 0.5
@@ -847,8 +859,11 @@ class Telemetry:
     def status(self) -> dict[str, Any]:
         """What is configured and what happened; no header, key or token ever appears here."""
         return {
-            "service": dict(trace.get_tracer_provider().resource.attributes)  # type: ignore[attr-defined]
-            .get("service.name", "?") if self.owns_tracer_provider else "(your provider)",
+            "service": dict(trace.get_tracer_provider().resource.attributes).get(  # type: ignore[attr-defined]
+                "service.name", "?"
+            )
+            if self.owns_tracer_provider
+            else "(your provider)",
             "run_dir": str(self.run_dir) if self.settings.trace_file else None,
             "otlp": {signal: self._otlp_target(signal) for signal in self.settings.otlp_signals},
             "prometheus": self.prometheus_url,
@@ -878,8 +893,10 @@ def _openai_default() -> str | None:
     url = local_openai.active_url()
     if url is None:
         return None
-    return (f"OPENAI_BASE_URL={url} (o11ylab's local endpoint, started on the first call; "
-            "set OPENAI_API_KEY or OPENAI_BASE_URL before %load_ext to use another)")
+    return (
+        f"OPENAI_BASE_URL={url} (o11ylab's local endpoint, started on the first call; "
+        "set OPENAI_API_KEY or OPENAI_BASE_URL before %load_ext to use another)"
+    )
 
 
 def _price_data() -> str | None:
@@ -898,9 +915,32 @@ def _views() -> Iterable[Any]:
 
     # Second-based histograms get buckets that suit both a 2 ms vector query and a 2 min
     # generation (the SDK's default buckets are meant for milliseconds).
-    seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
-    return [View(instrument_type=Histogram, instrument_unit="s",
-                 aggregation=ExplicitBucketHistogramAggregation(seconds))]
+    seconds = [
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+        30,
+        60,
+        120,
+        300,
+    ]
+    return [
+        View(
+            instrument_type=Histogram,
+            instrument_unit="s",
+            aggregation=ExplicitBucketHistogramAggregation(seconds),
+        )
+    ]
 
 
 def _kernel_id() -> str | None:

@@ -52,9 +52,14 @@ def _fmt_ms(ms: float) -> str:
 class TraceView:
     """A trace (or a subtree) as a tree with durations: HTML in a notebook, text in a terminal."""
 
-    _SHOWN = (semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_USAGE_INPUT_TOKENS,
-              semconv.GEN_AI_USAGE_OUTPUT_TOKENS, semconv.GEN_AI_USAGE_COST, semconv.ERROR_TYPE,
-              semconv.HW_ENERGY_SPAN)
+    _SHOWN = (
+        semconv.GEN_AI_REQUEST_MODEL,
+        semconv.GEN_AI_USAGE_INPUT_TOKENS,
+        semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
+        semconv.GEN_AI_USAGE_COST,
+        semconv.ERROR_TYPE,
+        semconv.HW_ENERGY_SPAN,
+    )
 
     def __init__(self, records: Sequence[dict[str, Any]], title: str = "") -> None:
         self.records = sorted(records, key=lambda r: r["start_ns"])

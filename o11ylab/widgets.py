@@ -32,8 +32,12 @@ _SPARK_WIDTH, _SPARK_HEIGHT = 120, 22
 _MONITORS: weakref.WeakSet[HardwareMonitor] = weakref.WeakSet()
 
 
-def sparkline_svg(values: Sequence[float | None], top: float, width: int = _SPARK_WIDTH,
-                  height: int = _SPARK_HEIGHT) -> str:
+def sparkline_svg(
+    values: Sequence[float | None],
+    top: float,
+    width: int = _SPARK_WIDTH,
+    height: int = _SPARK_HEIGHT,
+) -> str:
     """A small SVG line of ``values`` scaled to ``0..top``; gaps (None) break the line."""
     count = len(values)
     pieces: list[str] = []
@@ -54,8 +58,10 @@ def sparkline_svg(values: Sequence[float | None], top: float, width: int = _SPAR
         f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{p}"/>'
         for p in pieces
     )
-    return (f'<svg class="o11y-spark" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" style="color:#1f77b4">{lines}</svg>')
+    return (
+        f'<svg class="o11y-spark" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" style="color:#1f77b4">{lines}</svg>'
+    )
 
 
 def _style(fraction: float | None) -> str:
@@ -73,8 +79,9 @@ class _Row:
 
     def __init__(self, label: str, css: str) -> None:
         self.label = widgets.Label(label, layout=widgets.Layout(width="120px"))
-        self.bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0,
-                                         layout=widgets.Layout(width="180px"))
+        self.bar = widgets.FloatProgress(
+            value=0.0, min=0.0, max=1.0, layout=widgets.Layout(width="180px")
+        )
         self.value = widgets.Label("n/a", layout=widgets.Layout(width="190px"))
         self.value.add_class("o11y-value")
         self.spark = widgets.HTML(sparkline_svg([], 1.0))
@@ -82,8 +89,9 @@ class _Row:
         self.box.add_class("o11y-row")
         self.box.add_class(css)
 
-    def update(self, fraction: float | None, text: str, history: Sequence[float | None],
-               top: float) -> None:
+    def update(
+        self, fraction: float | None, text: str, history: Sequence[float | None], top: float
+    ) -> None:
         with self.bar.hold_sync():
             self.bar.value = min(max(fraction or 0.0, 0.0), 1.0)
             self.bar.bar_style = _style(fraction)
@@ -115,8 +123,10 @@ class _GpuPanel:
         energy = ""
         if latest is not None and latest.energy_j is not None:
             energy = f" · {hardware.format_energy(latest.energy_j)} " + (
-                "used since the driver loaded" if latest.energy_source == "counter"
-                else "used since sampling began")
+                "used since the driver loaded"
+                if latest.energy_source == "counter"
+                else "used since sampling began"
+            )
         state = " · lost" if latest is None and readings else ""
         with self.title.hold_sync():
             self.title.value = (
@@ -130,16 +140,20 @@ class _GpuPanel:
         utilization = series(lambda r: r.utilization)
         value = latest.utilization if latest else None
         self.rows["utilization"].update(
-            value, f"{value * 100:.0f}%" if value is not None else "n/a", utilization, 1.0)
+            value, f"{value * 100:.0f}%" if value is not None else "n/a", utilization, 1.0
+        )
 
         memory = series(lambda r: r.memory_used)
         total = (latest.memory_total if latest else None) or info.memory_total
         used = latest.memory_used if latest else None
         self.rows["memory"].update(
             used / total if used is not None and total else None,
-            f"{format_bytes(used)} / {format_bytes(total)}" if used is not None and total
+            f"{format_bytes(used)} / {format_bytes(total)}"
+            if used is not None and total
             else "n/a",
-            memory, float(total or max((m for m in memory if m is not None), default=1)))
+            memory,
+            float(total or max((m for m in memory if m is not None), default=1)),
+        )
 
         power = series(lambda r: r.power_w)
         watts = latest.power_w if latest else None
@@ -149,13 +163,19 @@ class _GpuPanel:
         limit = f" / {info.power_limit_w:.0f} W" if info.power_limit_w else ""
         self.rows["power"].update(
             watts / top if watts is not None else None,
-            f"{watts:.0f} W{limit}" if watts is not None else "n/a", power, top)
+            f"{watts:.0f} W{limit}" if watts is not None else "n/a",
+            power,
+            top,
+        )
 
         temperature = series(lambda r: r.temperature_c)
         celsius = latest.temperature_c if latest else None
         self.rows["temperature"].update(
             celsius / 100 if celsius is not None else None,
-            f"{celsius:.0f} °C" if celsius is not None else "n/a", temperature, 100.0)
+            f"{celsius:.0f} °C" if celsius is not None else "n/a",
+            temperature,
+            100.0,
+        )
 
 
 class _KernelPanel:
@@ -185,20 +205,28 @@ class _KernelPanel:
         self.rows["cpu"].update(
             latest.cpu_utilization,
             f"{latest.cpu_utilization * cpus * 100:.0f}% of {cpus} CPU{'s' if cpus != 1 else ''}",
-            series(lambda h: h.cpu_utilization), 1.0)
+            series(lambda h: h.cpu_utilization),
+            1.0,
+        )
         self.rows["rss"].update(
             latest.rss / latest.memory_total if latest.memory_total else None,
             f"{format_bytes(latest.rss)} resident",
             series(lambda h: float(h.rss)),
-            float(max((h.rss for h in hosts if h is not None), default=1)) * 1.25)
+            float(max((h.rss for h in hosts if h is not None), default=1)) * 1.25,
+        )
         self.rows["host_cpu"].update(
-            latest.system_cpu_utilization, f"{latest.system_cpu_utilization * 100:.0f}%",
-            series(lambda h: h.system_cpu_utilization), 1.0)
+            latest.system_cpu_utilization,
+            f"{latest.system_cpu_utilization * 100:.0f}%",
+            series(lambda h: h.system_cpu_utilization),
+            1.0,
+        )
         used = latest.memory_total - latest.memory_available
         self.rows["host_memory"].update(
             latest.memory_fraction,
             f"{format_bytes(used)} / {format_bytes(latest.memory_total)}",
-            series(lambda h: h.memory_fraction), 1.0)
+            series(lambda h: h.memory_fraction),
+            1.0,
+        )
 
 
 class HardwareMonitor(widgets.VBox):
@@ -209,8 +237,14 @@ class HardwareMonitor(widgets.VBox):
     it, ``start()`` resumes it; ``close()`` removes it for good.
     """
 
-    def __init__(self, sampler: Sampler | None = None, *, history: int = 60,
-                 start: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        sampler: Sampler | None = None,
+        *,
+        history: int = 60,
+        start: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.add_class("o11y-monitor")
         self.sampler = sampler or hardware.get_sampler()
@@ -221,15 +255,22 @@ class HardwareMonitor(widgets.VBox):
         self._panels_for: tuple[str, ...] | None = None
         self._header = widgets.HTML()
         self._header.add_class("o11y-status")
-        self._toggle = widgets.Button(description="Stop", tooltip="Pause or resume this monitor",
-                                      layout=widgets.Layout(width="90px"))
+        self._toggle = widgets.Button(
+            description="Stop",
+            tooltip="Pause or resume this monitor",
+            layout=widgets.Layout(width="90px"),
+        )
         self._toggle.on_click(self._clicked)
         self._why = widgets.HTML()
         self._why.add_class("o11y-no-gpu")
         self._gpus = widgets.VBox()
         self._kernel = _KernelPanel()
-        self.children = [widgets.HBox([self._header, self._toggle]), self._why, self._gpus,
-                         self._kernel.box]
+        self.children = [
+            widgets.HBox([self._header, self._toggle]),
+            self._why,
+            self._gpus,
+            self._kernel.box,
+        ]
         _MONITORS.add(self)
         self._show_status()
         if start:
@@ -262,8 +303,11 @@ class HardwareMonitor(widgets.VBox):
         self.sampler.unsubscribe(self._on_sample)
         if self._show_status in self.sampler.stop_listeners:
             self.sampler.stop_listeners.remove(self._show_status)
-        if self.sampler.subscribers == 0 and not hardware.attached() \
-                and self.sampler is hardware.get_sampler():
+        if (
+            self.sampler.subscribers == 0
+            and not hardware.attached()
+            and self.sampler is hardware.get_sampler()
+        ):
             self.sampler.stop()
         self._toggle.description = "Start"
         self._show_status()
@@ -319,18 +363,20 @@ class HardwareMonitor(widgets.VBox):
             state = "■ the sampler stopped (was o11ylab unloaded?): press Start to resume"
         elif self._running:
             when = time.strftime("%H:%M:%S", time.localtime(sample.wall)) if sample else "waiting"
-            state = (f"● live · every {sampler.interval_s:g} s · {when} · "
-                     f"sample {sampler.samples_taken}")
+            state = (
+                f"● live · every {sampler.interval_s:g} s · {when} · sample {sampler.samples_taken}"
+            )
         else:
             state = "■ stopped: press Start or call .start()"
         self._toggle.description = "Stop" if self._running and sampler.running else "Start"
         with self._header.hold_sync():
-            self._header.value = (f"<b>o11ylab hardware</b> "
-                                  f"<span style='opacity:.7'>{html.escape(state)}</span>")
+            self._header.value = (
+                f"<b>o11ylab hardware</b> <span style='opacity:.7'>{html.escape(state)}</span>"
+            )
         if not sampler.ready.is_set():
             why = "Looking for GPUs…"
         elif sampler.no_gpu_reason:
-            why = (f"No GPU: {sampler.no_gpu_reason}. Showing the kernel's CPU and memory.")
+            why = f"No GPU: {sampler.no_gpu_reason}. Showing the kernel's CPU and memory."
         else:
             why = ""
         text = f"<span>{html.escape(why)}</span>" if why else ""

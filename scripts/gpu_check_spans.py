@@ -43,9 +43,15 @@ def read_spans(folder: Path) -> list[dict[str, Any]]:
             for resource in json.loads(line).get("resourceSpans", []):
                 for scope in resource.get("scopeSpans", []):
                     for span in scope.get("spans", []):
-                        attributes = {a["key"]: _value(a["value"]) for a in span.get("attributes", [])}
-                        seconds = (int(span["endTimeUnixNano"]) - int(span["startTimeUnixNano"])) / 1e9
-                        spans.append({"name": span["name"], "seconds": seconds, "attributes": attributes})
+                        attributes = {
+                            a["key"]: _value(a["value"]) for a in span.get("attributes", [])
+                        }
+                        seconds = (
+                            int(span["endTimeUnixNano"]) - int(span["startTimeUnixNano"])
+                        ) / 1e9
+                        spans.append(
+                            {"name": span["name"], "seconds": seconds, "attributes": attributes}
+                        )
     return spans
 
 
@@ -58,15 +64,25 @@ def check(spans: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]
     for span in generations:
         a = span["attributes"]
         energy, peak, utilization = a.get(ENERGY), a.get(PEAK), a.get(UTILIZATION)
-        rows.append({"name": span["name"], "seconds": span["seconds"], "energy_j": energy,
-                     "peak_bytes": peak, "utilization": utilization,
-                     "output_tokens": a.get(OUTPUT_TOKENS), "j_per_token": a.get(PER_TOKEN)})
+        rows.append(
+            {
+                "name": span["name"],
+                "seconds": span["seconds"],
+                "energy_j": energy,
+                "peak_bytes": peak,
+                "utilization": utilization,
+                "output_tokens": a.get(OUTPUT_TOKENS),
+                "j_per_token": a.get(PER_TOKEN),
+            }
+        )
         if not isinstance(energy, (int, float)) or energy <= 0:
             problems.append(f"{span['name']}: GPU energy is {energy!r}, expected > 0 J")
         if not isinstance(peak, (int, float)) or peak <= 0:
             problems.append(f"{span['name']}: peak GPU memory is {peak!r}, expected > 0 bytes")
         if not isinstance(utilization, (int, float)) or not 0 <= utilization <= 1:
-            problems.append(f"{span['name']}: mean GPU utilization is {utilization!r}, expected 0..1")
+            problems.append(
+                f"{span['name']}: mean GPU utilization is {utilization!r}, expected 0..1"
+            )
     if not any(isinstance(r["utilization"], (int, float)) and r["utilization"] > 0 for r in rows):
         problems.append("no generation span saw the GPU busy (utilization 0 throughout)")
     return problems, rows
@@ -79,18 +95,23 @@ def main() -> int:
     args = parser.parse_args()
     problems, rows = check(read_spans(args.run_folder))
     for r in rows:
+
         def show(value: Any, fmt: str) -> str:
             return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
 
-        print(f"{r['name']:<40} {r['seconds']:7.2f} s  {show(r['energy_j'], '.2f'):>8} J  "
-              f"peak {show((r['peak_bytes'] or 0) / 2**20, '.0f'):>6} MiB  "
-              f"util {show((r['utilization'] or 0) * 100, '.0f'):>3}%  "
-              f"{show(r['j_per_token'], '.3f')} J/token")
+        print(
+            f"{r['name']:<40} {r['seconds']:7.2f} s  {show(r['energy_j'], '.2f'):>8} J  "
+            f"peak {show((r['peak_bytes'] or 0) / 2**20, '.0f'):>6} MiB  "
+            f"util {show((r['utilization'] or 0) * 100, '.0f'):>3}%  "
+            f"{show(r['j_per_token'], '.3f')} J/token"
+        )
     if rows:
         energy = sum(r["energy_j"] or 0 for r in rows)
         tokens = sum(r["output_tokens"] or 0 for r in rows)
-        print(f"{len(rows)} generation span{'s' if len(rows) != 1 else ''}: {energy:.2f} J, "
-              f"{tokens} output tokens" + (f", {energy / tokens:.3f} J/token" if tokens else ""))
+        print(
+            f"{len(rows)} generation span{'s' if len(rows) != 1 else ''}: {energy:.2f} J, "
+            f"{tokens} output tokens" + (f", {energy / tokens:.3f} J/token" if tokens else "")
+        )
     if args.json:
         args.json.write_text(json.dumps({"spans": rows, "problems": problems}, indent=2))
     for problem in problems:

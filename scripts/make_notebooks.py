@@ -1057,20 +1057,26 @@ FAILURES = [
                                            api_key=wrong_key))
     print(f"a second endpoint at {guarded.base_url} requires a key")
     """),
-    code("""
+    code(
+        """
     %%traced bad-key
     chat("Hello!", model, client=wrong_key_client, max_tokens=4)
-    """, "raises-exception"),
+    """,
+        "raises-exception",
+    ),
     md("""
     One `AuthenticationFailed` error with a hint, not a chained SDK traceback. The chat span
     records `error.type = openai.AuthenticationError` and `http.response.status_code = 401`.
 
     ## 2. A model the endpoint does not serve
     """),
-    code("""
+    code(
+        """
     %%traced unknown-model
     chat("Hello!", "gpt-7-imaginary", max_tokens=4)
-    """, "raises-exception"),
+    """,
+        "raises-exception",
+    ),
     md("""
     The server answers 404 and names the models it does serve; the span's `error.type` is
     `openai.NotFoundError`.
@@ -1081,11 +1087,14 @@ FAILURES = [
     span records `openai.APITimeoutError`; its duration is the time the caller waited. In real
     use, raise `O11YLAB_OPENAI_TIMEOUT` or ask for fewer tokens.
     """),
-    code("""
+    code(
+        """
     %%traced timeout
     impatient = get_client(dataclasses.replace(endpoint, timeout_s=timeout_s, max_retries=0))
     chat("Tell me a long story about a span.", model, client=impatient, max_tokens=12)
-    """, "raises-exception"),
+    """,
+        "raises-exception",
+    ),
     md("""
     ## 4. The endpoint is down
 
@@ -1098,10 +1107,13 @@ FAILURES = [
     guarded.stop()
     down_client = get_client(Endpoint("custom", guarded.base_url, max_retries=2))
     """),
-    code("""
+    code(
+        """
     %%traced endpoint-down
     chat("Hello?", model, client=down_client, max_tokens=4)
-    """, "raises-exception"),
+    """,
+        "raises-exception",
+    ),
     md("""
     ## 5. A bug in a cell
 
@@ -1110,14 +1122,17 @@ FAILURES = [
     cell span gets `error.type = statistics.StatisticsError`, with the exception recorded as a
     span event.
     """),
-    code("""
+    code(
+        """
     %%traced summarise-latencies
     import statistics
 
     latencies_ms = [(r["end_ns"] - r["start_ns"]) / 1e6 for r in o11ylab.recent_spans()
                     if r["name"] == "chat gpt-4o"]  # no such spans in this kernel
     print(f"median chat latency {statistics.median(latencies_ms):.0f} ms")
-    """, "raises-exception"),
+    """,
+        "raises-exception",
+    ),
     md("""
     ## 6. Vectors of the wrong size
 
@@ -1133,10 +1148,13 @@ FAILURES = [
     store.upsert(notes, ids=["span", "trace", "gpu"], embeddings=embed(notes).vectors)
     query_vector = embed("What links spans?").vectors[0][:128]
     """),
-    code("""
+    code(
+        """
     %%traced dimension-mismatch
     store.search(embedding=query_vector, top_k=2)
-    """, "raises-exception"),
+    """,
+        "raises-exception",
+    ),
     md("""
     ## The error spans this notebook produced
 
@@ -1435,8 +1453,11 @@ def build(stem: str, cells: list[tuple[str, str, list[str]]]) -> nbformat.Notebo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="Write nothing; exit 1 if a notebook differs from this script.")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="Write nothing; exit 1 if a notebook differs from this script.",
+    )
     args = parser.parse_args(argv)
     stale = []
     for stem, cells in NOTEBOOK_CELLS.items():

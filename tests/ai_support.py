@@ -40,24 +40,30 @@ def local_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     from o11ylab.serve import LocalEndpoint
 
     # A context window of 1024 leaves room for a RAG prompt; the tests that overflow it say so.
-    folder = build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-chat",
-                              context_window=1024)
-    endpoint = LocalEndpoint(model=str(folder), api_key=SERVER_KEY, echo=False,
-                             start_timeout_s=180)
+    folder = build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-chat", context_window=1024)
+    endpoint = LocalEndpoint(model=str(folder), api_key=SERVER_KEY, echo=False, start_timeout_s=180)
     with endpoint:
         assert endpoint.process is not None
-        yield LocalServer(endpoint.base_url, endpoint.process.pid, SERVER_KEY,
-                          chat_model=folder.name)
+        yield LocalServer(
+            endpoint.base_url, endpoint.process.pid, SERVER_KEY, chat_model=folder.name
+        )
 
 
 @pytest.fixture(name="local")
-def local_fixture(local_server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalServer]:
+def local_fixture(
+    local_server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalServer]:
     """No OPENAI_* variables: the client picks o11ylab's local endpoint (this session's)."""
     from o11ylab.ai.client import reset_clients
     from o11ylab.serve import API_KEY_ENV, LOCAL_ENDPOINT_ENV
 
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "O11YLAB_CHAT_MODEL",
-                 "O11YLAB_EMBEDDING_MODEL", "O11YLAB_PRICING_FILE"):
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "O11YLAB_CHAT_MODEL",
+        "O11YLAB_EMBEDDING_MODEL",
+        "O11YLAB_PRICING_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(LOCAL_ENDPOINT_ENV, local_server.base_url)
     monkeypatch.setenv(API_KEY_ENV, local_server.api_key)
@@ -66,8 +72,9 @@ def local_fixture(local_server: LocalServer, monkeypatch: pytest.MonkeyPatch) ->
     reset_clients()
 
 
-def server_spans(run_dir: Path, pid: int, until: Callable[[list[dict[str, Any]]], bool],
-                 timeout_s: float = 15) -> list[dict[str, Any]]:
+def server_spans(
+    run_dir: Path, pid: int, until: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 15
+) -> list[dict[str, Any]]:
     """The endpoint's spans from its OTLP-JSON file, waiting for its batch export."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -79,8 +79,12 @@ class FakeNvml:
     NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
     NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
 
-    def __init__(self, gpus: list[FakeGpu] | None = None, init_error: int | None = None,
-                 driver: str = "570.86.15") -> None:
+    def __init__(
+        self,
+        gpus: list[FakeGpu] | None = None,
+        init_error: int | None = None,
+        driver: str = "570.86.15",
+    ) -> None:
         self.gpus = list(gpus if gpus is not None else [FakeGpu()])
         self.init_error = init_error
         self.driver = driver
@@ -137,13 +141,15 @@ class FakeNvml:
 
     def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> Any:
         gpu = self._device("nvmlDeviceGetMemoryInfo", handle)
-        return SimpleNamespace(total=gpu.memory_total, used=gpu.memory_used,
-                               free=gpu.memory_total - gpu.memory_used)
+        return SimpleNamespace(
+            total=gpu.memory_total, used=gpu.memory_used, free=gpu.memory_total - gpu.memory_used
+        )
 
     def nvmlDeviceGetUtilizationRates(self, handle: FakeGpu) -> Any:
         gpu = self._device("nvmlDeviceGetUtilizationRates", handle)
-        return SimpleNamespace(gpu=gpu.live_utilization() if gpu.live else gpu.utilization,
-                               memory=0)
+        return SimpleNamespace(
+            gpu=gpu.live_utilization() if gpu.live else gpu.utilization, memory=0
+        )
 
     def nvmlDeviceGetPowerUsage(self, handle: FakeGpu) -> int:
         gpu = self._device("nvmlDeviceGetPowerUsage", handle)
@@ -168,9 +174,19 @@ class FakeNvml:
 
 def two_gpus(**overrides: Any) -> FakeNvml:
     """Two GPUs of different models, as on a mixed workstation."""
-    return FakeNvml([
-        FakeGpu(name="NVIDIA H100 80GB HBM3",
-                uuid="GPU-aaaaaaaa-0000-0000-0000-000000000000", **overrides),
-        FakeGpu(name="NVIDIA A10G", uuid="GPU-bbbbbbbb-0000-0000-0000-000000000000",
-                memory_total=24 * GIB, power_limit_mw=300_000, **overrides),
-    ])
+    return FakeNvml(
+        [
+            FakeGpu(
+                name="NVIDIA H100 80GB HBM3",
+                uuid="GPU-aaaaaaaa-0000-0000-0000-000000000000",
+                **overrides,
+            ),
+            FakeGpu(
+                name="NVIDIA A10G",
+                uuid="GPU-bbbbbbbb-0000-0000-0000-000000000000",
+                memory_total=24 * GIB,
+                power_limit_mw=300_000,
+                **overrides,
+            ),
+        ]
+    )

@@ -82,14 +82,18 @@ class OtlpReceiver:
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     with self._lock:
-                        self.spans.append({
-                            "name": span.name,
-                            "trace_id": span.trace_id.hex(),
-                            "span_id": span.span_id.hex(),
-                            "parent_span_id": span.parent_span_id.hex() or None,
-                            "service": resource.get("service.name"),
-                            "attributes": {a.key: str(a.value).strip() for a in span.attributes},
-                        })
+                        self.spans.append(
+                            {
+                                "name": span.name,
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent_span_id": span.parent_span_id.hex() or None,
+                                "service": resource.get("service.name"),
+                                "attributes": {
+                                    a.key: str(a.value).strip() for a in span.attributes
+                                },
+                            }
+                        )
 
     def names(self) -> set[str]:
         with self._lock:

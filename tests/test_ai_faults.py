@@ -65,8 +65,14 @@ def long_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def own_endpoint(long_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """No endpoint configured: the first call starts this process's own, as in a notebook."""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", serve.LOCAL_ENDPOINT_ENV,
-                 serve.API_KEY_ENV, "O11YLAB_CHAT_MODEL", "EMBEDDING_MODEL"):
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        serve.LOCAL_ENDPOINT_ENV,
+        serve.API_KEY_ENV,
+        "O11YLAB_CHAT_MODEL",
+        "EMBEDDING_MODEL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LOCAL_MODEL_NAME", str(long_model))
     monkeypatch.setattr(serve, "_SHARED", None)
@@ -167,13 +173,15 @@ def test_endpoint_killed_mid_request_fails_the_span_and_the_next_call_starts_a_n
 
 
 @contextmanager
-def ctrl_c_when(ready: Callable[[], bool], *, after_s: float = 0.3,
-                within_s: float = 60) -> Iterator[None]:
+def ctrl_c_when(
+    ready: Callable[[], bool], *, after_s: float = 0.3, within_s: float = 60
+) -> Iterator[None]:
     """Deliver KeyboardInterrupt to the main thread once ``ready()`` (and ``after_s`` more).
 
     Use it inside ``pytest.raises(KeyboardInterrupt)``: the interrupt is always delivered
     before the block is left, so it can never escape into pytest itself.
     """
+
     def watch() -> None:
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline and not ready():
@@ -223,14 +231,14 @@ def assert_still_sampling(monitor: Any) -> None:
 
 @pytest.mark.timeout(120)
 def test_ctrl_c_during_a_long_generation_ends_the_span_and_frees_the_model(
-    long_model: Path, live_monitor: Any,
+    long_model: Path,
+    live_monitor: Any,
 ) -> None:
     from o11ylab.ai.local_model import LocalModel
 
     model = LocalModel(long_model, device="cpu", verbose=False)
     started = time.monotonic()
-    with capture_spans() as spans, pytest.raises(KeyboardInterrupt), \
-            ctrl_c_when(model.lock.locked):
+    with capture_spans() as spans, pytest.raises(KeyboardInterrupt), ctrl_c_when(model.lock.locked):
         model.generate(LONG_PROMPT, max_new_tokens=3000)
     assert time.monotonic() - started < 20  # interrupted, not run to the end
     (span,) = spans
@@ -273,7 +281,13 @@ def reopen(path: Path, collection: str, probe: list[str], env: dict[str, str]) -
     """Open the store in a brand-new process (no cache of this one's Chroma client)."""
     done = subprocess.run(
         [PYTHON, "-c", VECTOR + REOPEN, str(path), collection, json.dumps(probe)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -281,25 +295,34 @@ def reopen(path: Path, collection: str, probe: list[str], env: dict[str, str]) -
 
 def batch(prefix: str, start: int, count: int) -> dict[str, Any]:
     ids = [f"{prefix}{n:05d}" for n in range(start, start + count)]
-    return {"ids": ids, "documents": [f"document {i}" for i in ids],
-            "embeddings": [vector(i) for i in ids]}
+    return {
+        "ids": ids,
+        "documents": [f"document {i}" for i in ids],
+        "embeddings": [vector(i) for i in ids],
+    }
 
 
 @pytest.mark.timeout(240)
 def test_ctrl_c_during_a_chroma_add_keeps_every_returned_document(
-    tmp_path: Path, live_monitor: Any, run_env: dict[str, str],
+    tmp_path: Path,
+    live_monitor: Any,
+    run_env: dict[str, str],
 ) -> None:
     from o11ylab.ai.vectorstore import VectorStore
 
     store = VectorStore("interrupted", path=tmp_path / "chroma", embedder=None, batch_size=100)
     returned = store.add(**batch("first-", 0, 500))  # an add that returned
     big = batch("big-", 0, 6000)  # 60 batches: seconds of work
-    with capture_spans() as spans, pytest.raises(KeyboardInterrupt), \
-            ctrl_c_when(lambda: store.count() >= 700, after_s=0.0):
+    with (
+        capture_spans() as spans,
+        pytest.raises(KeyboardInterrupt),
+        ctrl_c_when(lambda: store.count() >= 700, after_s=0.0),
+    ):
         store.add(**big)
     # One span per Chroma batch: those done ended OK, the one Ctrl-C hit says so.
-    (span,) = [s for s in spans if s.name == "add interrupted"
-               and s.status.status_code is StatusCode.ERROR]
+    (span,) = [
+        s for s in spans if s.name == "add interrupted" and s.status.status_code is StatusCode.ERROR
+    ]
     assert span.end_time is not None
     assert span.attributes[semconv.ERROR_TYPE] == "KeyboardInterrupt"
     assert span.status.status_code is StatusCode.ERROR
@@ -335,12 +358,18 @@ ADD_FOREVER = textwrap.dedent("""\
 
 @pytest.mark.timeout(240)
 def test_sigkill_during_chroma_adds_keeps_every_acknowledged_document(
-    tmp_path: Path, run_env: dict[str, str],
+    tmp_path: Path,
+    run_env: dict[str, str],
 ) -> None:
     folder = tmp_path / "chroma"
-    writer = subprocess.Popen([PYTHON, "-c", VECTOR + ADD_FOREVER, str(folder)], env=run_env,
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    writer = subprocess.Popen(
+        [PYTHON, "-c", VECTOR + ADD_FOREVER, str(folder)],
+        env=run_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert writer.stdout is not None
     acked: list[int] = []
     deadline = time.monotonic() + 120
@@ -374,7 +403,8 @@ def test_sigkill_during_chroma_adds_keeps_every_acknowledged_document(
 
 @pytest.mark.timeout(60)
 def test_a_gpu_failing_in_the_middle_of_a_cell_never_reaches_the_cell(
-    fake_gpu: tuple[Any, FakeNvml, Any], capsys: pytest.CaptureFixture[str],  # noqa: F811
+    fake_gpu: tuple[Any, FakeNvml, Any],
+    capsys: pytest.CaptureFixture[str],  # noqa: F811
 ) -> None:
     from o11ylab.widgets import HardwareMonitor
 

@@ -60,11 +60,16 @@ def test_chat_makes_one_span_with_usage_and_cost(local: LocalServer) -> None:
 
     model = {"gen_ai.request.model": local.chat_model}
     assert metrics.count("gen_ai.client.operation.duration", **model) == 1
-    assert 0 < metrics.sum("gen_ai.client.operation.duration", **model) <= (
-        span.end_time - span.start_time) / 1e9 + 0.01
+    assert (
+        0
+        < metrics.sum("gen_ai.client.operation.duration", **model)
+        <= (span.end_time - span.start_time) / 1e9 + 0.01
+    )
     assert metrics.sum("gen_ai.client.token.usage", **model, **{"gen_ai.token.type": "output"}) == 6
-    assert metrics.sum("gen_ai.client.token.usage", **model,
-                       **{"gen_ai.token.type": "input"}) == reply.usage.input_tokens
+    assert (
+        metrics.sum("gen_ai.client.token.usage", **model, **{"gen_ai.token.type": "input"})
+        == reply.usage.input_tokens
+    )
     assert semconv.METRIC_GEN_AI_COST in metrics.names()  # recorded, as 0 USD
     assert metrics.sum(semconv.METRIC_GEN_AI_COST, **model) == 0.0
 
@@ -143,15 +148,18 @@ def test_chat_spans_nest_under_the_current_span(local: LocalServer) -> None:
 # --- bad input -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("messages", "message"), [
-    ("", "The prompt is empty"),
-    ("   \n", "The prompt is empty"),
-    ([], "messages is empty"),
-    ([{"role": "user", "content": ""}], "messages[0] (user) has no content"),
-    ([{"role": "wizard", "content": "hi"}], "messages[0] has role 'wizard'"),
-    (["hi"], "messages[0] is not a dict with 'role' and 'content' (got str)"),
-    ({"role": "user", "content": "hi"}, "messages must be a string or a list"),
-])
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        ("", "The prompt is empty"),
+        ("   \n", "The prompt is empty"),
+        ([], "messages is empty"),
+        ([{"role": "user", "content": ""}], "messages[0] (user) has no content"),
+        ([{"role": "wizard", "content": "hi"}], "messages[0] has role 'wizard'"),
+        (["hi"], "messages[0] is not a dict with 'role' and 'content' (got str)"),
+        ({"role": "user", "content": "hi"}, "messages must be a string or a list"),
+    ],
+)
 def test_empty_or_malformed_messages_fail_before_anything_is_sent(
     local: LocalServer, messages: object, message: str
 ) -> None:
@@ -208,8 +216,9 @@ def test_wrong_key_against_the_real_endpoint(
         assert wrong not in text and local.api_key not in text
 
 
-def test_endpoint_down_is_one_clear_error(local: LocalServer,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_endpoint_down_is_one_clear_error(
+    local: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from o11ylab.ai import EndpointUnreachable
 
     from .conftest import free_port

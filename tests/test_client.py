@@ -47,8 +47,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-              ) -> None:
+    def _send(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
@@ -67,16 +68,32 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "unauthorized":
             # OpenAI echoes part of a rejected key; a careless server echoes all of it.
             key = self.headers.get("authorization", "").removeprefix("Bearer ")
-            self._send(401, {"error": {"message": f"Incorrect API key provided: {key}.",
-                                       "type": "invalid_request_error",
-                                       "code": "invalid_api_key"}})
+            self._send(
+                401,
+                {
+                    "error": {
+                        "message": f"Incorrect API key provided: {key}.",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
         elif mode == "ratelimited":
-            self._send(429, {"error": {"message": "Rate limit reached for requests",
-                                       "type": "requests", "code": "rate_limit_exceeded"}},
-                       fast_retry)
+            self._send(
+                429,
+                {
+                    "error": {
+                        "message": "Rate limit reached for requests",
+                        "type": "requests",
+                        "code": "rate_limit_exceeded",
+                    }
+                },
+                fast_retry,
+            )
         elif mode == "broken":
-            self._send(500, {"error": {"message": "The server had an error", "type": "server"}},
-                       fast_retry)
+            self._send(
+                500, {"error": {"message": "The server had an error", "type": "server"}}, fast_retry
+            )
         elif mode == "flaky" and len(self.server.requests) == 1:
             self._send(503, {"error": {"message": "overloaded", "type": "server"}}, fast_retry)
         elif mode == "slow":
@@ -88,9 +105,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _completion(request: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": request["model"],
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": "fine"}}],
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": request["model"],
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "fine"},
+            }
+        ],
         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
     }
 
@@ -107,8 +132,13 @@ class FaultyServer(ThreadingHTTPServer):
         pass  # the client gave up on a slow answer (the timeout test): nothing to report
 
     def endpoint(self, mode: str, *, timeout_s: float = 10, max_retries: int = 2) -> Endpoint:
-        return Endpoint("custom", f"http://127.0.0.1:{self.server_port}/{mode}/v1",
-                        timeout_s=timeout_s, max_retries=max_retries, api_key=SECRET)
+        return Endpoint(
+            "custom",
+            f"http://127.0.0.1:{self.server_port}/{mode}/v1",
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            api_key=SECRET,
+        )
 
 
 @pytest.fixture
@@ -130,8 +160,10 @@ def _fail(endpoint: Endpoint) -> tuple[AIError, Any]:
 def _everything_recorded(span: Any, logs: list[Any]) -> str:
     parts = [repr(dict(span.attributes)), str(span.status.description)]
     parts += [repr(dict(event.attributes or {})) + event.name for event in span.events]
-    parts += [str(record.log_record.body) + repr(dict(record.log_record.attributes or {}))
-              for record in logs]
+    parts += [
+        str(record.log_record.body) + repr(dict(record.log_record.attributes or {}))
+        for record in logs
+    ]
     return "\n".join(parts)
 
 
@@ -139,15 +171,21 @@ def _everything_recorded(span: Any, logs: list[Any]) -> str:
 
 
 def test_base_url_wins_and_key_goes_with_it() -> None:
-    endpoint = resolve_endpoint({"OPENAI_BASE_URL": "http://127.0.0.1:8000/v1/",
-                                 "OPENAI_API_KEY": SECRET})
+    endpoint = resolve_endpoint(
+        {"OPENAI_BASE_URL": "http://127.0.0.1:8000/v1/", "OPENAI_API_KEY": SECRET}
+    )
     assert (endpoint.kind, endpoint.base_url) == ("custom", "http://127.0.0.1:8000/v1")
     assert endpoint.api_key == SECRET
 
 
 def test_key_alone_means_openai_with_explicit_timeout_and_retries() -> None:
-    endpoint = resolve_endpoint({"OPENAI_API_KEY": SECRET, "O11YLAB_OPENAI_TIMEOUT": "12.5",
-                                 "O11YLAB_OPENAI_MAX_RETRIES": "4"})
+    endpoint = resolve_endpoint(
+        {
+            "OPENAI_API_KEY": SECRET,
+            "O11YLAB_OPENAI_TIMEOUT": "12.5",
+            "O11YLAB_OPENAI_MAX_RETRIES": "4",
+        }
+    )
     assert (endpoint.kind, endpoint.base_url) == ("openai", "https://api.openai.com/v1")
     assert (endpoint.timeout_s, endpoint.max_retries) == (12.5, 4)
     defaults = resolve_endpoint({"OPENAI_API_KEY": SECRET})
@@ -163,12 +201,18 @@ def test_neither_means_the_local_endpoint_on_loopback(local: LocalServer) -> Non
     assert resolve_endpoint().base_url == endpoint.base_url  # found once, reused
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"OPENAI_BASE_URL": "localhost:8000"}, "OPENAI_BASE_URL is not an http(s) URL"),
-    ({"OPENAI_API_KEY": "k", "O11YLAB_OPENAI_TIMEOUT": "soon"}, "O11YLAB_OPENAI_TIMEOUT='soon'"),
-    ({"OPENAI_API_KEY": "k", "O11YLAB_OPENAI_TIMEOUT": "0"}, "out of range"),
-    ({"OPENAI_API_KEY": "k", "O11YLAB_OPENAI_MAX_RETRIES": "-1"}, "O11YLAB_OPENAI_MAX_RETRIES"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OPENAI_BASE_URL": "localhost:8000"}, "OPENAI_BASE_URL is not an http(s) URL"),
+        (
+            {"OPENAI_API_KEY": "k", "O11YLAB_OPENAI_TIMEOUT": "soon"},
+            "O11YLAB_OPENAI_TIMEOUT='soon'",
+        ),
+        ({"OPENAI_API_KEY": "k", "O11YLAB_OPENAI_TIMEOUT": "0"}, "out of range"),
+        ({"OPENAI_API_KEY": "k", "O11YLAB_OPENAI_MAX_RETRIES": "-1"}, "O11YLAB_OPENAI_MAX_RETRIES"),
+    ],
+)
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve_endpoint(env)
@@ -222,8 +266,9 @@ def test_sampled_out_calls_record_nothing_but_still_work_and_propagate(
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-    parent = SpanContext(trace_id=0x1234, span_id=0x5678, is_remote=True,
-                         trace_flags=TraceFlags(TraceFlags.DEFAULT))  # not sampled
+    parent = SpanContext(
+        trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT)
+    )  # not sampled
     with capture_spans() as spans, trace.use_span(NonRecordingSpan(parent)):
         reply = chat("hello", model="m1", max_tokens=4, client=get_client(faulty.endpoint("ok")))
     assert reply.text == "fine" and reply.usage is not None
@@ -274,8 +319,7 @@ def test_a_retry_that_succeeds_leaves_a_successful_span_that_shows_it(
     faulty: FaultyServer,
 ) -> None:
     with capture_spans() as spans:
-        reply = chat("hello", model="m1", max_tokens=4,
-                     client=get_client(faulty.endpoint("flaky")))
+        reply = chat("hello", model="m1", max_tokens=4, client=get_client(faulty.endpoint("flaky")))
     assert reply.text == "fine"
     (span,) = spans
     assert span.status.status_code is not StatusCode.ERROR

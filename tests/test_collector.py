@@ -40,13 +40,22 @@ def collector(tmp_path: Path) -> Iterator[tuple[OtlpReceiver, int, int]]:
     with OtlpReceiver() as receiver:
         log = (tmp_path / "rotel.log").open("w")
         process = subprocess.Popen(
-            [rotel_binary(), "start",
-             "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
-             "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
-             "--exporter", "otlp",
-             "--otlp-exporter-endpoint", f"http://127.0.0.1:{receiver.port}",
-             "--otlp-exporter-protocol", "http"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                rotel_binary(),
+                "start",
+                "--otlp-grpc-endpoint",
+                f"127.0.0.1:{grpc_port}",
+                "--otlp-http-endpoint",
+                f"127.0.0.1:{http_port}",
+                "--exporter",
+                "otlp",
+                "--otlp-exporter-endpoint",
+                f"http://127.0.0.1:{receiver.port}",
+                "--otlp-exporter-protocol",
+                "http",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + 20
@@ -64,10 +73,17 @@ def collector(tmp_path: Path) -> Iterator[tuple[OtlpReceiver, int, int]]:
             log.close()
 
 
-def run_quickstart(env: dict[str, str], out: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+def run_quickstart(
+    env: dict[str, str], out: Path
+) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "o11ylab", "run", QUICKSTART, "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "o11ylab", "run", QUICKSTART, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return done, time.perf_counter() - started
 
 
@@ -77,15 +93,23 @@ def test_spans_cross_a_real_collector_with_parent_links_intact(
 ) -> None:
     receiver, grpc_port, http_port = collector
     port = grpc_port if protocol == "grpc" else http_port
-    env = dict(run_env, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
-               OTEL_EXPORTER_OTLP_PROTOCOL=protocol)
+    env = dict(
+        run_env,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+        OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
+    )
     done, _ = run_quickstart(env, tmp_path / "out")
     assert done.returncode == 0, done.stdout + done.stderr
 
     def complete(spans: list[dict[str, object]]) -> bool:
         names = {s["name"] for s in spans}
-        return {"o11ylab run", "notebook 00_quickstart", "prepare-data", "summarise",
-                "compute squares"} <= names
+        return {
+            "o11ylab run",
+            "notebook 00_quickstart",
+            "prepare-data",
+            "summarise",
+            "compute squares",
+        } <= names
 
     assert receiver.wait_for(complete, timeout=30), receiver.spans
     # The run's local endpoint (service o11ylab-serve) exports through the collector too.
@@ -133,15 +157,20 @@ def test_a_dead_or_hanging_collector_costs_a_run_a_bounded_few_seconds(
 
     dead_port = free_port()  # nothing listens there
     dead, dead_s = run_quickstart(
-        dict(env, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{dead_port}"), tmp_path / "dead")
+        dict(env, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{dead_port}"), tmp_path / "dead"
+    )
     hang = Hang()
     try:
         hung, hung_s = run_quickstart(
-            dict(env, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{hang.port}"), tmp_path / "hung")
+            dict(env, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{hang.port}"),
+            tmp_path / "hung",
+        )
     finally:
         hang.close()
-    print(f"\nquickstart run: {base_s:.1f} s without OTLP, {dead_s:.1f} s with a dead collector, "
-          f"{hung_s:.1f} s with a hanging one (export timeout 1 s)")
+    print(
+        f"\nquickstart run: {base_s:.1f} s without OTLP, {dead_s:.1f} s with a dead collector, "
+        f"{hung_s:.1f} s with a hanging one (export timeout 1 s)"
+    )
     assert dead.returncode == 0 and hung.returncode == 0, dead.stderr + hung.stderr
     # Each kernel exit may wait for one bounded flush per signal (2 × timeout + 1 s at most).
     assert dead_s - base_s < 8, (base_s, dead_s)

@@ -18,17 +18,21 @@ def test_defaults_are_local_and_private() -> None:
 
 
 def test_endpoint_enables_every_signal_with_its_protocol() -> None:
-    settings = load_settings({
-        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
-        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc",
-        "OTEL_LOGS_EXPORTER": "none",
-    })
+    settings = load_settings(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
+    )
     assert settings.otlp_signals == ("traces", "metrics")
     assert settings.otlp_protocol == {"traces": "http/protobuf", "metrics": "grpc"}
 
 
 def test_per_signal_endpoint_alone_enables_that_signal() -> None:
-    settings = load_settings({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://otlp.example/v1/traces"})
+    settings = load_settings(
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://otlp.example/v1/traces"}
+    )
     assert settings.otlp_signals == ("traces",)
 
 
@@ -38,8 +42,13 @@ def test_per_signal_endpoint_alone_enables_that_signal() -> None:
         ({"O11YLAB_PROMETHEUS_PORT": "nine"}, "O11YLAB_PROMETHEUS_PORT"),
         ({"O11YLAB_PROMETHEUS_PORT": "70000"}, "0..65535"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317"}, "http://127.0.0.1:4318"),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
-         "http/protobuf, grpc"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+            },
+            "http/protobuf, grpc",
+        ),
         ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "seconds"),
         ({"O11YLAB_TRACE_FILE": "maybe"}, "1/0"),
         ({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "ALL"}, "SPAN_ONLY"),

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 
 def _cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / (
-        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    )
 
 
 def test_embed_gives_one_normalized_384_vector_per_text_and_one_span(local: LocalServer) -> None:
@@ -31,8 +32,9 @@ def test_embed_gives_one_normalized_384_vector_per_text_and_one_span(local: Loca
     assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-3 for v in result.vectors)
     assert result.input_tokens > 0 and result.cost_usd == 0.0
     # Real embeddings: the two sentences about spans are closer than span vs. GPU cooling.
-    assert _cosine(result.vectors[0], result.vectors[2]) > _cosine(result.vectors[0],
-                                                                   result.vectors[1])
+    assert _cosine(result.vectors[0], result.vectors[2]) > _cosine(
+        result.vectors[0], result.vectors[1]
+    )
 
     (span,) = spans
     assert span.name == f"embeddings {local.embedding_model}"
@@ -56,7 +58,8 @@ def test_long_lists_go_out_in_batches_in_order(local: LocalServer) -> None:
         batched = embed(texts, batch_size=2)
     assert len(spans) == 3
     assert sum(s.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] for s in spans) == (
-        batched.input_tokens)
+        batched.input_tokens
+    )
     assert batched.input_tokens == whole.input_tokens
     for a, b in zip(whole.vectors, batched.vectors, strict=True):
         assert _cosine(a, b) > 0.9999
@@ -69,15 +72,19 @@ def test_async_embed(local: LocalServer) -> None:
     assert [s.name for s in spans] == [f"embeddings {local.embedding_model}"]
 
 
-@pytest.mark.parametrize(("texts", "message"), [
-    ([], "No texts to embed"),
-    ("", "texts[0] is empty"),
-    (["fine", "  "], "texts[1] is empty"),
-    (["fine", 3], "texts[1] is not a string (got int)"),
-    (42, "texts must be a string or a list of strings"),
-])
-def test_bad_input_fails_before_anything_is_sent(local: LocalServer, texts: object,
-                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ([], "No texts to embed"),
+        ("", "texts[0] is empty"),
+        (["fine", "  "], "texts[1] is empty"),
+        (["fine", 3], "texts[1] is not a string (got int)"),
+        (42, "texts must be a string or a list of strings"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_sent(
+    local: LocalServer, texts: object, message: str
+) -> None:
     with capture_spans() as spans, pytest.raises(InvalidInput) as caught:
         embed(texts)  # type: ignore[arg-type]
     assert message in str(caught.value)

@@ -52,10 +52,15 @@ HOSTILE = [
     "</div></b><iframe src=//evil>",
 ]
 fragments = st.sampled_from(HOSTILE + ["<", ">", '"', "'", "&", "`", "=", "/", "</", "-->"])
-hostile_text = st.lists(
-    st.one_of(fragments, st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=6)),
-    min_size=1, max_size=5,
-).map("".join).filter(str.strip)
+hostile_text = (
+    st.lists(
+        st.one_of(fragments, st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=6)),
+        min_size=1,
+        max_size=5,
+    )
+    .map("".join)
+    .filter(str.strip)
+)
 
 
 class Page(HTMLParser):
@@ -123,8 +128,10 @@ def hostile_spans(name: str, value: str) -> list[dict[str, Any]]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("escaping-test")
     child_attributes = {semconv.GEN_AI_REQUEST_MODEL: value, semconv.ERROR_TYPE: value}
-    with tracer.start_as_current_span(name, attributes={"team": value, value: "as a key"}), \
-            tracer.start_as_current_span(f"chat {value}", attributes=child_attributes) as child:
+    with (
+        tracer.start_as_current_span(name, attributes={"team": value, value: "as a key"}),
+        tracer.start_as_current_span(f"chat {value}", attributes=child_attributes) as child,
+    ):
         child.set_status(Status(StatusCode.ERROR, value))
     provider.shutdown()
     return [span_record(span) for span in exporter.get_finished_spans()]
@@ -143,9 +150,11 @@ def test_trace_view_shows_hostile_names_and_attributes_as_text(name: str, value:
 
 def test_percent_o11y_trace_in_the_shell_escapes_what_the_cell_named(shell: Any) -> None:
     hostile = '<img src=x onerror="alert(1)">'
-    source = (f"%%traced '{hostile}' --quiet --attr 'note=</td><script>alert(2)</script>'\n"
-              "import o11ylab\n"
-              f"with o11ylab.span({hostile!r}, model={hostile!r}):\n    pass")
+    source = (
+        f"%%traced '{hostile}' --quiet --attr 'note=</td><script>alert(2)</script>'\n"
+        "import o11ylab\n"
+        f"with o11ylab.span({hostile!r}, model={hostile!r}):\n    pass"
+    )
     assert shell.run_cell(source).success
     view = shell.run_line_magic("o11y", "trace")
     markup = shell.display_formatter.format(view)[0]["text/html"]  # what the notebook gets
@@ -166,13 +175,20 @@ def test_status_shows_hostile_service_folder_targets_and_notes_as_text(
     shell: Any, text: str
 ) -> None:
     status = get_telemetry().status()  # the real shape, then every free-text field made hostile
-    status.update(service=text, run_dir=f"/tmp/{text}", prometheus=f"http://127.0.0.1:9464/{text}",
-                  otlp={"traces": f"http://{text}/v1/traces"},
-                  notes=[*status["notes"], f"hardware: 1 GPU ({text})"])
-    status["exporters"] = [*status["exporters"],
-                           {"name": text, "target": text, "exported": 1, "failed": 0}]
-    page = assert_inert(StatusView(status, autotrace=False)._repr_html_(), STATUS_TAGS,
-                        STATUS_ATTRIBUTES)
+    status.update(
+        service=text,
+        run_dir=f"/tmp/{text}",
+        prometheus=f"http://127.0.0.1:9464/{text}",
+        otlp={"traces": f"http://{text}/v1/traces"},
+        notes=[*status["notes"], f"hardware: 1 GPU ({text})"],
+    )
+    status["exporters"] = [
+        *status["exporters"],
+        {"name": text, "target": text, "exported": 1, "failed": 0},
+    ]
+    page = assert_inert(
+        StatusView(status, autotrace=False)._repr_html_(), STATUS_TAGS, STATUS_ATTRIBUTES
+    )
     rows = page.tags.count("tr")
     assert rows == len(StatusView(status, autotrace=False)._lines()), "no row added or lost"
     for shown in (text, f"/tmp/{text}", f"hardware: 1 GPU ({text})", f"http://{text}/v1/traces"):
@@ -182,8 +198,17 @@ def test_status_shows_hostile_service_folder_targets_and_notes_as_text(
 # --- the hardware monitor ------------------------------------------------------------------------
 
 WIDGET_TAGS = {"b", "span", "svg", "polyline"}
-WIDGET_ATTRIBUTES = {"style", "class", "width", "height", "viewbox", "fill", "stroke",
-                     "stroke-width", "points"}
+WIDGET_ATTRIBUTES = {
+    "style",
+    "class",
+    "width",
+    "height",
+    "viewbox",
+    "fill",
+    "stroke",
+    "stroke-width",
+    "points",
+}
 
 
 def html_values(monitor: HardwareMonitor) -> list[str]:
@@ -193,14 +218,17 @@ def html_values(monitor: HardwareMonitor) -> list[str]:
 
 
 def test_the_monitor_shows_hostile_gpu_names_from_the_driver_as_text() -> None:
-    gpus = [FakeGpu(name=name, uuid=f"GPU-{i:08d}-0000-0000-0000-000000000000")
-            for i, name in enumerate(HOSTILE)]
+    gpus = [
+        FakeGpu(name=name, uuid=f"GPU-{i:08d}-0000-0000-0000-000000000000")
+        for i, name in enumerate(HOSTILE)
+    ]
     sampler = Sampler(FakeNvml(gpus), interval_s=0.2, settings=HardwareSettings())
     monitor = HardwareMonitor(sampler)
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not (
-                len(monitor._panels) == len(HOSTILE) and sampler.samples_taken >= 2):
+            len(monitor._panels) == len(HOSTILE) and sampler.samples_taken >= 2
+        ):
             time.sleep(0.05)
         assert len(monitor._panels) == len(HOSTILE), "one panel per GPU"
         for markup in html_values(monitor):
@@ -210,8 +238,9 @@ def test_the_monitor_shows_hostile_gpu_names_from_the_driver_as_text() -> None:
         # The same names reach %o11y status through the sampler's notes and description.
         notes = [*sampler.notes, sampler.describe()]
         status = {**get_telemetry().status(), "notes": notes}
-        page = assert_inert(StatusView(status, autotrace=False)._repr_html_(), STATUS_TAGS,
-                            STATUS_ATTRIBUTES)
+        page = assert_inert(
+            StatusView(status, autotrace=False)._repr_html_(), STATUS_TAGS, STATUS_ATTRIBUTES
+        )
         assert all(name in page.text for name in HOSTILE)
     finally:
         monitor.close()
@@ -246,10 +275,20 @@ def test_a_hostile_service_name_run_folder_gpu_and_cell_reach_the_notebook_escap
             pages[command] = ip.display_formatter.format(shown)[0]["text/html"]
         print("PAGES " + json.dumps(pages))
     """)
-    env = {**run_env, "OTEL_SERVICE_NAME": hostile, "O11YLAB_RUN_DIR": str(run_dir),
-           "O11YLAB_TRACE_FILE": "1"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=90, check=False)
+    env = {
+        **run_env,
+        "OTEL_SERVICE_NAME": hostile,
+        "O11YLAB_RUN_DIR": str(run_dir),
+        "O11YLAB_TRACE_FILE": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     pages = json.loads(done.stdout.split("PAGES ", 1)[1])
     status = assert_inert(pages["status"], STATUS_TAGS, STATUS_ATTRIBUTES)

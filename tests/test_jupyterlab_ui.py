@@ -32,17 +32,24 @@ from .conftest import PYTHON, ROOT, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="Debian chromium is not installed at /usr/bin/chromium "
-                              "(apt-get install -y chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian chromium is not installed at /usr/bin/chromium "
+        "(apt-get install -y chromium)",
+    ),
 ]
 
 FAKE_GPUS = f"""\
@@ -71,8 +78,11 @@ while time.time() < until:
 
 def write_notebook(path: Path) -> None:
     notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                       "language": "python"}
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     notebook.cells = [
         nbformat.v4.new_code_cell("%load_ext o11ylab"),
         nbformat.v4.new_code_cell("%o11y monitor"),
@@ -92,45 +102,65 @@ def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
     token = "o11ylab-ui-test-" + os.urandom(8).hex()
     port = free_port()
     env = dict(os.environ)
-    env.update({
-        "HOME": str(home),
-        "IPYTHONDIR": str(tmp_path / "ipython"),
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
-        "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"),
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "O11YLAB_RUNS_DIR": str(tmp_path / "runs"),
-        "O11YLAB_PROMETHEUS_PORT": "0",
-        "O11YLAB_HARDWARE_INTERVAL": "0.5",
-    })
+    env.update(
+        {
+            "HOME": str(home),
+            "IPYTHONDIR": str(tmp_path / "ipython"),
+            "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+            "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"),
+            "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+            "O11YLAB_RUNS_DIR": str(tmp_path / "runs"),
+            "O11YLAB_PROMETHEUS_PORT": "0",
+            "O11YLAB_HARDWARE_INTERVAL": "0.5",
+        }
+    )
     env.pop("O11YLAB_RUN_DIR", None)
     log = (tmp_path / "jupyter.log").open("wb")
     lab = subprocess.Popen(
-        [PYTHON, "-m", "jupyterlab", "--no-browser", "--allow-root",
-         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
-         f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"],
-        env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            PYTHON,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={work}",
+            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+        ],
+        env=env,
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
         while True:
             if lab.poll() is not None:
-                pytest.fail("jupyter lab exited:\n" + (tmp_path / "jupyter.log").read_text()[-3000:])
+                pytest.fail(
+                    "jupyter lab exited:\n" + (tmp_path / "jupyter.log").read_text()[-3000:]
+                )
             try:
-                request = urllib.request.Request(f"{base}/api/status",
-                                                 headers={"Authorization": f"token {token}"})
+                request = urllib.request.Request(
+                    f"{base}/api/status", headers={"Authorization": f"token {token}"}
+                )
                 with urllib.request.urlopen(request, timeout=2) as response:
                     if response.status == 200:
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("jupyter lab did not answer within 90 s:\n"
-                            + (tmp_path / "jupyter.log").read_text()[-3000:])
+                pytest.fail(
+                    "jupyter lab did not answer within 90 s:\n"
+                    + (tmp_path / "jupyter.log").read_text()[-3000:]
+                )
             time.sleep(0.5)
         yield base, token
     finally:
@@ -162,8 +192,9 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
     base, token = jupyter_lab
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS,
-                                             headless=True)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.set_default_timeout(60_000)
@@ -180,7 +211,8 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
                 news.click()
             # Wait until the kernel is up, then run everything through JupyterLab's menu.
             expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(
-                timeout=90_000)
+                timeout=90_000
+            )
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
             page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
@@ -191,7 +223,12 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
             # The process's monitor: no GPU here, and it says so once, with the reason.
             expect(real.locator(".o11y-no-gpu")).to_contain_text("No GPU: no NVIDIA driver")
             expect(real.locator(".o11y-gpu")).to_have_count(0)
-            for row in ("o11y-kernel-cpu", "o11y-kernel-memory", "o11y-host-cpu", "o11y-host-memory"):
+            for row in (
+                "o11y-kernel-cpu",
+                "o11y-kernel-memory",
+                "o11y-host-cpu",
+                "o11y-host-memory",
+            ):
                 expect(real.locator(f".{row} .widget-hprogress")).to_be_visible()
             expect(real.locator(".o11y-kernel-memory .o11y-value")).to_contain_text("resident")
 
@@ -200,12 +237,16 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
             expect(fake.locator(".o11y-gpu").nth(0)).to_contain_text("Fake H100 (test double)")
             expect(fake.locator(".o11y-gpu .widget-hprogress")).to_have_count(8)
             expect(fake.locator(".o11y-gpu-utilization .o11y-value").first).to_have_text(
-                re.compile(r"^\d+%$"))
+                re.compile(r"^\d+%$")
+            )
 
             # Values change over time, while the busy cell keeps the kernel's main thread busy.
             status_before = real.locator(".o11y-status").inner_text()
             spark_before = sparkline(real, "o11y-kernel-cpu")
-            gpu_before = [value_text(fake, "o11y-gpu-power"), sparkline(fake, "o11y-gpu-utilization")]
+            gpu_before = [
+                value_text(fake, "o11y-gpu-power"),
+                sparkline(fake, "o11y-gpu-utilization"),
+            ]
             cpu_seen: list[int] = []
             deadline = time.monotonic() + 8
             while time.monotonic() < deadline:
@@ -216,8 +257,10 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
                 time.sleep(0.5)
             assert real.locator(".o11y-status").inner_text() != status_before
             assert sparkline(real, "o11y-kernel-cpu") != spark_before
-            assert [value_text(fake, "o11y-gpu-power"),
-                    sparkline(fake, "o11y-gpu-utilization")] != gpu_before
+            assert [
+                value_text(fake, "o11y-gpu-power"),
+                sparkline(fake, "o11y-gpu-utilization"),
+            ] != gpu_before
             assert cpu_seen and max(cpu_seen) >= 20, cpu_seen  # the busy cell shows up
             page.screenshot(path=str(ARTIFACTS / "jupyterlab-hardware-monitor.png"), full_page=True)
 
@@ -230,8 +273,9 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
             real.get_by_role("button", name="Start").click()
             expect(real.locator(".o11y-status")).to_contain_text("live")
         except BaseException:
-            page.screenshot(path=str(ARTIFACTS / "jupyterlab-hardware-monitor-failure.png"),
-                            full_page=True)
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-hardware-monitor-failure.png"), full_page=True
+            )
             raise
         finally:
             browser.close()

@@ -105,9 +105,15 @@ class Workload:
             vector = embed(question, EMBEDDING_MODEL).vectors[0]
             self.store.search(embedding=vector, top_k=TOP_K)
         else:
-            ask(question, store=self.store, model=self.chat_model,
-                embedding_model=EMBEDDING_MODEL, max_tokens=MAX_TOKENS, top_k=TOP_K,
-                max_context_chars=MAX_CONTEXT_CHARS)
+            ask(
+                question,
+                store=self.store,
+                model=self.chat_model,
+                embedding_model=EMBEDDING_MODEL,
+                max_tokens=MAX_TOKENS,
+                top_k=TOP_K,
+                max_context_chars=MAX_CONTEXT_CHARS,
+            )
 
     async def arun(self, request: Request) -> None:
         question = self.question(request)
@@ -120,9 +126,15 @@ class Workload:
             await asyncio.to_thread(self.store.search, embedding=vector, top_k=TOP_K)
         else:
             await asyncio.to_thread(
-                ask, question, store=self.store, model=self.chat_model,
-                embedding_model=EMBEDDING_MODEL, max_tokens=MAX_TOKENS, top_k=TOP_K,
-                max_context_chars=MAX_CONTEXT_CHARS)
+                ask,
+                question,
+                store=self.store,
+                model=self.chat_model,
+                embedding_model=EMBEDDING_MODEL,
+                max_tokens=MAX_TOKENS,
+                top_k=TOP_K,
+                max_context_chars=MAX_CONTEXT_CHARS,
+            )
 
 
 def _new_request(user: int, index: int) -> Request:
@@ -130,8 +142,11 @@ def _new_request(user: int, index: int) -> Request:
 
 
 def _root_attributes(request: Request) -> dict[str, Any]:
-    return {"load.user": request.user, "load.request": request.index,
-            "load.operation": request.operation}
+    return {
+        "load.user": request.user,
+        "load.request": request.index,
+        "load.operation": request.operation,
+    }
 
 
 def one_request(work: Workload, user: int, index: int) -> Request:
@@ -180,7 +195,9 @@ class Level:
         latencies = [r.latency_s for r in self.requests if not r.error]
         ok = len(latencies)
         return {
-            "mode": self.mode, "users": self.users, "requests": len(self.requests),
+            "mode": self.mode,
+            "users": self.users,
+            "requests": len(self.requests),
             "errors": len(self.errors),
             "error_rate": len(self.errors) / len(self.requests) if self.requests else 1.0,
             "wall_s": round(self.wall_s, 2),
@@ -210,8 +227,10 @@ def run_threads(work: Workload, users: int, per_user: int) -> Level:
         for index in range(per_user):
             done.append(one_request(work, user, index))
 
-    threads = [threading.Thread(target=user_loop, args=(u,), name=f"load-user-{u}", daemon=True)
-               for u in range(users)]
+    threads = [
+        threading.Thread(target=user_loop, args=(u,), name=f"load-user-{u}", daemon=True)
+        for u in range(users)
+    ]
     for thread in threads:
         thread.start()
     start.wait(timeout=60)
@@ -268,8 +287,14 @@ def expected_tree(operation: str, chat_model: str) -> list[tuple[str | None, str
         tree = [(None, ROOT_NAME), (ROOT_NAME, embeddings), (ROOT_NAME, retrieval)]
     else:
         workflow = "invoke_workflow rag"
-        tree = [(None, ROOT_NAME), (ROOT_NAME, workflow), (workflow, embeddings),
-                (workflow, retrieval), (workflow, "rag prompt"), (workflow, chat_span)]
+        tree = [
+            (None, ROOT_NAME),
+            (ROOT_NAME, workflow),
+            (workflow, embeddings),
+            (workflow, retrieval),
+            (workflow, "rag prompt"),
+            (workflow, chat_span),
+        ]
     return sorted(tree, key=str)
 
 
@@ -288,7 +313,8 @@ def check_traces(level: Level, spans: list[ReadableSpan], chat_model: str) -> No
     assert len(requests) == len(level.requests), "two requests share a trace id"
     assert set(by_trace) == set(requests), (
         f"{len(set(by_trace) - set(requests))} traces belong to no request, "
-        f"{len(set(requests) - set(by_trace))} requests have no spans")
+        f"{len(set(requests) - set(by_trace))} requests have no spans"
+    )
     wrong: list[str] = []
     for trace_id, trace_spans in by_trace.items():
         request = requests[trace_id]
@@ -310,25 +336,32 @@ def check_traces(level: Level, spans: list[ReadableSpan], chat_model: str) -> No
 
 def check_server_continued_every_call(spans: list[ReadableSpan], server_pid: int) -> None:
     """The endpoint's SERVER span for each client call, in the same trace, under that call."""
-    client_calls = {(format(s.context.trace_id, "032x"), format(s.context.span_id, "016x"))
-                    for s in spans if s.kind is SpanKind.CLIENT
-                    and s.name.startswith(("chat ", "embeddings "))}
+    client_calls = {
+        (format(s.context.trace_id, "032x"), format(s.context.span_id, "016x"))
+        for s in spans
+        if s.kind is SpanKind.CLIENT and s.name.startswith(("chat ", "embeddings "))
+    }
     traces = {trace for trace, _ in client_calls}
     run_dir = Path(get_telemetry().run_dir)
 
     def continued(found: list[dict[str, Any]]) -> list[tuple[str, str]]:
-        return [(s["trace_id"], s["parent_span_id"]) for s in found
-                if s["kind"] == SpanKind.SERVER.value + 1 and s["trace_id"] in traces]
+        return [
+            (s["trace_id"], s["parent_span_id"])
+            for s in found
+            if s["kind"] == SpanKind.SERVER.value + 1 and s["trace_id"] in traces
+        ]
 
-    found = server_spans(run_dir, server_pid, lambda f: len(continued(f)) >= len(client_calls),
-                         timeout_s=30)
+    found = server_spans(
+        run_dir, server_pid, lambda f: len(continued(f)) >= len(client_calls), timeout_s=30
+    )
     parents = Counter(continued(found))
     missing = client_calls - set(parents)
     twice = [key for key, n in parents.items() if n > 1]
     stray = set(parents) - client_calls
     assert not missing and not twice and not stray, (
         f"of {len(client_calls)} client calls: {len(missing)} have no server span, "
-        f"{len(twice)} have several, {len(stray)} server spans hang under something else")
+        f"{len(twice)} have several, {len(stray)} server spans hang under something else"
+    )
 
 
 class SpanCounts:
@@ -340,13 +373,21 @@ class SpanCounts:
 
     def _now(self) -> dict[str, tuple[int, int]]:
         self.telemetry.flush()
-        return {e["name"]: (e["exported"], e["failed"])
-                for e in self.telemetry.status()["exporters"] if e["name"].endswith("traces")}
+        return {
+            e["name"]: (e["exported"], e["failed"])
+            for e in self.telemetry.status()["exporters"]
+            if e["name"].endswith("traces")
+        }
 
     def delta(self) -> dict[str, tuple[int, int]]:
         after = self._now()
-        return {name: (after[name][0] - self.before.get(name, (0, 0))[0],
-                       after[name][1] - self.before.get(name, (0, 0))[1]) for name in after}
+        return {
+            name: (
+                after[name][0] - self.before.get(name, (0, 0))[0],
+                after[name][1] - self.before.get(name, (0, 0))[1],
+            )
+            for name in after
+        }
 
 
 def report(figures: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
@@ -395,7 +436,10 @@ def work(indexed: Path, local: LocalServer) -> Iterator[Workload]:
 @pytest.mark.parametrize("mode", ["threads", "asyncio"])
 @pytest.mark.parametrize("users", sorted(REQUESTS_PER_USER))
 def test_concurrent_users_each_get_their_own_trace_and_every_span_is_exported(
-    users: int, mode: str, work: Workload, local: LocalServer,
+    users: int,
+    mode: str,
+    work: Workload,
+    local: LocalServer,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     per_user = REQUESTS_PER_USER[users]
@@ -406,11 +450,13 @@ def test_concurrent_users_each_get_their_own_trace_and_every_span_is_exported(
     report(figures, capsys)
 
     assert level.unfinished == 0, (
-        f"{level.unfinished} of {users} users had not finished after {FINISH_WITHIN_S:.0f} s")
+        f"{level.unfinished} of {users} users had not finished after {FINISH_WITHIN_S:.0f} s"
+    )
     assert len(level.requests) == users * per_user
     assert not level.errors, (
         f"{len(level.errors)} of {len(level.requests)} requests failed "
-        f"({figures['error_rate']:.1%}), e.g. {level.errors[0].error}")
+        f"({figures['error_rate']:.1%}), e.g. {level.errors[0].error}"
+    )
 
     created = list(spans)
     check_traces(level, created, work.chat_model)
@@ -423,9 +469,11 @@ def test_concurrent_users_each_get_their_own_trace_and_every_span_is_exported(
         assert (exported, failed) == (len(created), 0), f"{name}: {exported=} {failed=}"
     assert get_telemetry().queued() == 0
     ours = {s.context.trace_id for s in created}
-    in_file = [s for s in read_spans(Path(get_telemetry().run_dir))
-               if s["resource"].get("process.pid") == os.getpid()
-               and int(s["trace_id"], 16) in ours]
+    in_file = [
+        s
+        for s in read_spans(Path(get_telemetry().run_dir))
+        if s["resource"].get("process.pid") == os.getpid() and int(s["trace_id"], 16) in ours
+    ]
     assert len(in_file) == len(created)
 
 
@@ -451,18 +499,23 @@ print(json.dumps(telemetry.status()["exporters"]))
 
 @pytest.mark.timeout(120)
 def test_spans_a_burst_outruns_are_counted_as_lost_not_silently_dropped(
-    run_env: dict[str, str], capsys: pytest.CaptureFixture[str],
+    run_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """20,000 spans from four threads in a few seconds: more than the export queue holds."""
-    done = subprocess.run([PYTHON, "-c", BURST], env=run_env, capture_output=True, text=True,
-                          timeout=110, check=False)
+    done = subprocess.run(
+        [PYTHON, "-c", BURST], env=run_env, capture_output=True, text=True, timeout=110, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     exporters = json.loads(done.stdout.strip().splitlines()[-1])
     (counts,) = [e for e in exporters if e["name"] == "file traces"]
     in_file = len(read_spans(Path(run_env["O11YLAB_RUN_DIR"])))
     with capsys.disabled():
-        print(f"\nburst: 20000 spans created, {counts['exported']} exported, "
-              f"{counts['failed']} counted as lost", flush=True)
+        print(
+            f"\nburst: 20000 spans created, {counts['exported']} exported, "
+            f"{counts['failed']} counted as lost",
+            flush=True,
+        )
     assert counts["exported"] == in_file
     assert counts["exported"] + counts["failed"] == 20_000
 
@@ -489,8 +542,10 @@ class Sustained:
         self.latencies: list[float] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, args=(work, u), daemon=True,
-                                          name=f"soak-user-{u}") for u in range(users)]
+        self._threads = [
+            threading.Thread(target=self._loop, args=(work, u), daemon=True, name=f"soak-user-{u}")
+            for u in range(users)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -522,8 +577,9 @@ def fill_span_buffer() -> int:
     missing = (spans.maxlen or 0) - len(spans)
     for i in range(missing):
         shape = shapes[i % len(shapes)]
-        telemetry.tracer.start_span(shape.name, kind=shape.kind,
-                                    attributes=dict(shape.attributes or {})).end()
+        telemetry.tracer.start_span(
+            shape.name, kind=shape.kind, attributes=dict(shape.attributes or {})
+        ).end()
         if i % 500 == 499:
             telemetry.flush()  # at the pace of the exporters: this is no burst test
     return missing
@@ -531,8 +587,9 @@ def fill_span_buffer() -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(SOAK_SECONDS + WARM_UP_S + 300)
-def test_soak_memory_stays_bounded(work: Workload, capsys: pytest.CaptureFixture[str],
-                                   request: pytest.FixtureRequest) -> None:
+def test_soak_memory_stays_bounded(
+    work: Workload, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+) -> None:
     # pytest holds every record a test logs until the test ends, for its failure report. With
     # the extension loaded earlier in the session the root logger is at INFO, and the soak's
     # ~20,000 httpx request lines grew the process by ~25 MiB: the harness, not o11ylab. Its
@@ -574,25 +631,32 @@ def test_soak_memory_stays_bounded(work: Workload, capsys: pytest.CaptureFixture
 
     growth = rss[-1] - rss[0]
     figures = {
-        "mode": "soak-threads", "users": SOAK_USERS, "seconds": SOAK_SECONDS,
-        "requests": len(latencies), "errors": len(users.errors),
+        "mode": "soak-threads",
+        "users": SOAK_USERS,
+        "seconds": SOAK_SECONDS,
+        "requests": len(latencies),
+        "errors": len(users.errors),
         "throughput_rps": round(len(latencies) / wall, 2),
         "p50_s": round(percentile(latencies, 0.50), 4),
         "p95_s": round(percentile(latencies, 0.95), 4),
         "p99_s": round(percentile(latencies, 0.99), 4),
-        "rss_start_mib": round(rss[0] / MIB, 1), "rss_end_mib": round(rss[-1] / MIB, 1),
-        "rss_peak_mib": round(max(rss) / MIB, 1), "rss_growth_mib": round(growth / MIB, 1),
+        "rss_start_mib": round(rss[0] / MIB, 1),
+        "rss_end_mib": round(rss[-1] / MIB, 1),
+        "rss_peak_mib": round(max(rss) / MIB, 1),
+        "rss_growth_mib": round(growth / MIB, 1),
         "spans_created": created,
     }
     report(figures, capsys)
     with capsys.disabled():  # the shape of the curve: a leak climbs, a cache levels off
-        print("soak rss_mib every 30 s: "
-              + " ".join(f"{r / MIB:.1f}" for r in rss[::6]), flush=True)
+        print(
+            "soak rss_mib every 30 s: " + " ".join(f"{r / MIB:.1f}" for r in rss[::6]), flush=True
+        )
 
     assert stuck == 0, f"{stuck} users did not stop within 60 s"
     assert not users.errors, f"{len(users.errors)} requests failed, e.g. {users.errors[0]}"
     assert growth <= RSS_GROWTH_LIMIT, (
         f"RSS grew by {growth / MIB:.1f} MiB over {SOAK_SECONDS:.0f} s ({len(latencies)} "
-        f"requests); the bound is {RSS_GROWTH_LIMIT / MIB:.0f} MiB")
+        f"requests); the bound is {RSS_GROWTH_LIMIT / MIB:.0f} MiB"
+    )
     for name, (exported, failed) in delivered.items():
         assert (exported, failed) == (created, 0), f"{name}: {exported=} {failed=} {created=}"

@@ -50,7 +50,8 @@ def only(spans: list[Any], name: str) -> Any:
 
 
 def test_generation_is_one_genai_span_with_usage_timing_device_and_zero_cost(
-        engine: LocalModel) -> None:
+    engine: LocalModel,
+) -> None:
     with capture_spans() as spans:
         result = engine.generate("Observability means", max_new_tokens=6)
     span = only(spans, "text_completion tiny")
@@ -81,14 +82,16 @@ def test_chat_uses_the_template_and_records_the_chat_operation(engine: LocalMode
         result = engine.chat(messages, max_new_tokens=5)
     span = only(spans, "chat tiny")
     assert span.attributes[semconv.GEN_AI_OPERATION_NAME] == "chat"
-    rendered = engine.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                    add_generation_prompt=True)
+    rendered = engine.tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    )
     assert result.input_tokens == engine.count_tokens(rendered)
     assert span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == result.input_tokens
 
 
-def test_content_goes_on_the_span_only_when_capture_is_on(engine: LocalModel,
-                                                          content_on: None) -> None:
+def test_content_goes_on_the_span_only_when_capture_is_on(
+    engine: LocalModel, content_on: None
+) -> None:
     with capture_spans() as spans:
         result = engine.chat([{"role": "user", "content": "secret question"}], max_new_tokens=3)
     span = only(spans, "chat tiny")
@@ -101,29 +104,45 @@ def test_content_goes_on_the_span_only_when_capture_is_on(engine: LocalModel,
 
 def test_a_batch_is_one_span_with_the_summed_usage(engine: LocalModel) -> None:
     with capture_spans() as spans:
-        results = engine.generate(["A trace is", "Metrics are numbers over time"],
-                                  max_new_tokens=4)
+        results = engine.generate(["A trace is", "Metrics are numbers over time"], max_new_tokens=4)
     assert len(results) == 2
     span = only(spans, "text_completion tiny")
     assert span.attributes[semconv.LOCAL_BATCH_SIZE] == 2
     assert span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == sum(
-        r.input_tokens for r in results)
+        r.input_tokens for r in results
+    )
     assert span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == sum(
-        r.output_tokens for r in results)
+        r.output_tokens for r in results
+    )
     assert results[0].input_tokens != results[1].input_tokens  # padding is not counted
 
 
 def test_metrics_follow_the_genai_names(engine: LocalModel) -> None:
-    labels = {semconv.GEN_AI_OPERATION_NAME: "chat", semconv.GEN_AI_REQUEST_MODEL: "tiny",
-              semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_LOCAL}
+    labels = {
+        semconv.GEN_AI_OPERATION_NAME: "chat",
+        semconv.GEN_AI_REQUEST_MODEL: "tiny",
+        semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_LOCAL,
+    }
     messages = [{"role": "user", "content": "count"}]
     with capture_metrics() as metrics:
         result = engine.chat(messages, max_new_tokens=5)
     assert metrics.count(semconv.METRIC_GEN_AI_CLIENT_OPERATION_DURATION, **labels) == 1
-    assert metrics.sum(semconv.METRIC_GEN_AI_CLIENT_TOKEN_USAGE, **labels,
-                       **{semconv.GEN_AI_TOKEN_TYPE: "input"}) == result.input_tokens
-    assert metrics.sum(semconv.METRIC_GEN_AI_CLIENT_TOKEN_USAGE, **labels,
-                       **{semconv.GEN_AI_TOKEN_TYPE: "output"}) == result.output_tokens
+    assert (
+        metrics.sum(
+            semconv.METRIC_GEN_AI_CLIENT_TOKEN_USAGE,
+            **labels,
+            **{semconv.GEN_AI_TOKEN_TYPE: "input"},
+        )
+        == result.input_tokens
+    )
+    assert (
+        metrics.sum(
+            semconv.METRIC_GEN_AI_CLIENT_TOKEN_USAGE,
+            **labels,
+            **{semconv.GEN_AI_TOKEN_TYPE: "output"},
+        )
+        == result.output_tokens
+    )
     # Chunk timings are for streams (the conventions say so); a whole answer records none.
     assert metrics.count(semconv.METRIC_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK, **labels) == 0
     with capture_metrics() as metrics:
@@ -131,14 +150,17 @@ def test_metrics_follow_the_genai_names(engine: LocalModel) -> None:
         "".join(stream)
     assert stream.result is not None
     assert metrics.count(semconv.METRIC_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK, **labels) == 1
-    assert metrics.count(semconv.METRIC_GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK,
-                         **labels) == stream.result.output_tokens - 1
+    assert (
+        metrics.count(semconv.METRIC_GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK, **labels)
+        == stream.result.output_tokens - 1
+    )
 
 
 def test_streaming_yields_the_text_as_it_comes_and_ends_one_span(engine: LocalModel) -> None:
     with capture_spans() as spans:
-        stream = engine.stream_chat([{"role": "user", "content": "stream please"}],
-                                    max_new_tokens=8)
+        stream = engine.stream_chat(
+            [{"role": "user", "content": "stream please"}], max_new_tokens=8
+        )
         pieces = list(stream)
     result = stream.result
     assert result is not None and "".join(pieces) == result.text
@@ -164,8 +186,9 @@ def test_a_stream_that_is_never_read_runs_nothing(engine: LocalModel) -> None:
     assert spans == []
 
 
-def test_threads_take_turns_inside_the_model(engine: LocalModel,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threads_take_turns_inside_the_model(
+    engine: LocalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     inside = 0
     most = 0
     guard = threading.Lock()
@@ -189,8 +212,13 @@ def test_threads_take_turns_inside_the_model(engine: LocalModel,
     def work(index: int) -> None:
         try:
             if index % 2:
-                results.append(list(engine.stream_chat([{"role": "user", "content": f"t{index}"}],
-                                                       max_new_tokens=6)))
+                results.append(
+                    list(
+                        engine.stream_chat(
+                            [{"role": "user", "content": f"t{index}"}], max_new_tokens=6
+                        )
+                    )
+                )
             else:
                 results.append(engine.generate(f"thread {index}", max_new_tokens=6))
         except BaseException as exc:  # surfaced below

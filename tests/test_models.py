@@ -38,16 +38,18 @@ def test_tiny_model_builds_fast_and_loads_offline_with_a_chat_template(tmp_path:
     assert time.perf_counter() - started < 30  # ~2 s on a quiet machine
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                           add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert prompt.endswith("<|im_start|>assistant\n")
     ids = tokenizer(prompt, return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 4 or tokenizer.eos_token_id in out[0]
 
 
-def test_a_local_folder_resolves_by_argument_and_by_env(tiny: Path, empty_cache: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_local_folder_resolves_by_argument_and_by_env(
+    tiny: Path, empty_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ref = models.resolve_chat_model(str(tiny))
     assert (ref.name, ref.path, ref.kind) == ("tiny-chat", tiny.resolve(), "chat")
     monkeypatch.setenv("LOCAL_MODEL_NAME", str(tiny))
@@ -62,7 +64,8 @@ def test_a_missing_folder_says_how_to_fix_it(empty_cache: Path) -> None:
 
 
 def test_an_uncached_hub_id_fails_at_once_instead_of_retrying(
-        empty_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HOME", str(empty_cache / "hf"))
     started = time.perf_counter()
     with pytest.raises(models.ModelNotFoundError, match="never downloads"):
@@ -82,7 +85,8 @@ def test_unprepared_default_says_how_to_prepare_it(empty_cache: Path) -> None:
 
 
 def test_the_hub_id_of_the_default_falls_back_to_the_bundled_copy(
-        empty_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HOME", str(empty_cache / "hf"))
     with pytest.raises(models.ModelNotFoundError, match="default chat model SmolLM2"):
         models.resolve_chat_model("HuggingFaceTB/SmolLM2-135M-Instruct", prepare=False)
@@ -95,8 +99,9 @@ def test_default_embedder_comes_from_the_bundled_wheel(empty_cache: Path) -> Non
     assert models.resolve_embedding_model("sentence-transformers/all-MiniLM-L6-v2").path == ref.path
 
 
-def test_embedding_model_env_points_elsewhere(tmp_path: Path, empty_cache: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedding_model_env_points_elsewhere(
+    tmp_path: Path, empty_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("EMBEDDING_MODEL", str(tmp_path / "missing-embedder"))
     with pytest.raises(models.ModelNotFoundError, match="EMBEDDING_MODEL"):
         models.resolve_embedding_model()
@@ -107,9 +112,12 @@ def test_the_gguf_is_found_inside_the_installed_wheel() -> None:
     assert path.name.endswith(".gguf") and path.stat().st_size > 50_000_000
 
 
-def test_models_list_shows_what_is_ready(tiny: Path, empty_cache: Path,
-                                         monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_list_shows_what_is_ready(
+    tiny: Path,
+    empty_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setenv("LOCAL_MODEL_NAME", str(tiny))
     assert cli.main(["models", "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -127,20 +135,31 @@ def test_prepare_converts_the_bundled_gguf_once_and_it_answers(tmp_path: Path) -
     """The real thing: ~40-60 s on 2 CPU cores. CI has the time; it is the only such test."""
     env = dict(os.environ, O11YLAB_MODEL_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
     env.pop("LOCAL_MODEL_NAME", None)
-    done = subprocess.run([PYTHON, "-m", "o11ylab", "models", "prepare"], env=env,
-                          capture_output=True, text=True, timeout=400)
+    done = subprocess.run(
+        [PYTHON, "-m", "o11ylab", "models", "prepare"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "[1/4" in done.stdout and "ready in" in done.stdout
     folder = tmp_path / "cache" / "SmolLM2-135M-Instruct"
     assert models.is_prepared(folder)
-    again = subprocess.run([PYTHON, "-m", "o11ylab", "models", "prepare"], env=env,
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [PYTHON, "-m", "o11ylab", "models", "prepare"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0 and "already prepared" in again.stdout
 
     from o11ylab.ai.local_model import LocalModel
 
     model = LocalModel(folder, verbose=False)
-    answer = model.chat([{"role": "user", "content": "What is the capital of France?"}],
-                        max_new_tokens=8)
+    answer = model.chat(
+        [{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=8
+    )
     assert answer.output_tokens > 0 and answer.text.strip()
     assert "paris" in answer.text.lower()

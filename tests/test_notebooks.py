@@ -68,8 +68,13 @@ def test_committed_notebook_is_clean_and_parameterised(path: Path) -> None:
 
 
 def test_generated_notebooks_match_their_script() -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_notebooks.py"), "--check"],
-                          check=False, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_notebooks.py"), "--check"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -99,8 +104,11 @@ class Run:
 
     def of(self, notebook: str) -> list[Span]:
         """Spans written by the processes of one notebook (its kernel and what it started)."""
-        return [s for s in self.spans
-                if str(s["resource"].get(semconv.NOTEBOOK_PATH, "")).endswith(f"{notebook}.ipynb")]
+        return [
+            s
+            for s in self.spans
+            if str(s["resource"].get(semconv.NOTEBOOK_PATH, "")).endswith(f"{notebook}.ipynb")
+        ]
 
     def cells(self, notebook: str) -> dict[str, Span]:
         cells = [s for s in self.of(notebook) if semconv.CELL_SOURCE_SHA256 in s["attributes"]]
@@ -138,18 +146,31 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     env.pop("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", None)  # the default: off
     env["O11YLAB_PROMETHEUS_PORT"] = "0"
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "o11ylab", "run", str(NOTEBOOKS), "--out", str(out)],
-                          check=False, env=env, capture_output=True, text=True,
-                          timeout=1700)
+    done = subprocess.run(
+        [sys.executable, "-m", "o11ylab", "run", str(NOTEBOOKS), "--out", str(out)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1700,
+    )
     wall_s = time.perf_counter() - started
     summary_file = out / "summary.json"
     assert summary_file.exists(), done.stdout + done.stderr
-    result = Run(out, done.stdout, done.returncode, wall_s, json.loads(summary_file.read_text()),
-                 read_spans(out))
+    result = Run(
+        out,
+        done.stdout,
+        done.returncode,
+        wall_s,
+        json.loads(summary_file.read_text()),
+        read_spans(out),
+    )
     print(f"\no11ylab run notebooks/: {wall_s:.1f} s wall time")
     for notebook in result.summary["notebooks"]:
-        print(f"  {Path(notebook['notebook']).name:28} {notebook['status']:7} "
-              f"{notebook['duration_s']:6.1f} s")
+        print(
+            f"  {Path(notebook['notebook']).name:28} {notebook['status']:7} "
+            f"{notebook['duration_s']:6.1f} s"
+        )
     return result
 
 
@@ -179,8 +200,9 @@ def test_notebooks_that_promise_a_plot_show_one(run: Run) -> None:
     for path in NOTEBOOK_PATHS:
         if "matplotlib" not in path.read_text(encoding="utf-8"):
             continue
-        outputs = [o for c in run.executed(path.stem).cells if c.cell_type == "code"
-                   for o in c.outputs]
+        outputs = [
+            o for c in run.executed(path.stem).cells if c.cell_type == "code" for o in c.outputs
+        ]
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name}: no plot"
 
 
@@ -201,8 +223,10 @@ def checks(notebook: str) -> Callable[[Callable[[Run], None]], Callable[[Run], N
 def test_each_notebook_produces_its_telemetry(run: Run, path: Path) -> None:
     checker = CHECKERS.get(path.stem)
     if checker is None:
-        pytest.fail(f"notebooks/{path.name} has no telemetry assertions: register a checker with "
-                    f"@checks({path.stem!r}) in {Path(__file__).name}")
+        pytest.fail(
+            f"notebooks/{path.name} has no telemetry assertions: register a checker with "
+            f"@checks({path.stem!r}) in {Path(__file__).name}"
+        )
     checker(run)
 
 
@@ -260,29 +284,40 @@ def check_chat(run: Run) -> None:
     cell = run.cell("01_chat", "three-questions")["attributes"]
     chats = run.under(run.cell("01_chat", "three-questions"), "chat")
     assert cell[semconv.CELL_INPUT_TOKENS] == sum(
-        s["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS] for s in chats)
+        s["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS] for s in chats
+    )
     assert cell[semconv.CELL_OUTPUT_TOKENS] == sum(
-        s["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS] for s in chats)
+        s["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS] for s in chats
+    )
     assert cell[semconv.CELL_COST] == 0.0
     # LangChain: one chat span from the LangChain instrumentation under the cell; util-genai
     # suppresses the SDK's span for the same request, so no OpenAI-scope span sits below it.
     langchain = run.cell("01_chat", "langchain")
     (lc,) = run.under(langchain)
-    assert lc["name"] == f"chat {model}" and lc["scope"] == LANGCHAIN_SCOPE, (lc["name"], lc["scope"])
+    assert lc["name"] == f"chat {model}" and lc["scope"] == LANGCHAIN_SCOPE, (
+        lc["name"],
+        lc["scope"],
+    )
     assert lc["attributes"][semconv.GEN_AI_OPERATION_NAME] == "chat"
     assert_tokens_and_cost(lc)
     assert lc["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS] <= max_tokens
     assert not [s for s in run.descendants(langchain) if s["scope"] == OPENAI_SCOPE]
-    assert langchain["attributes"][semconv.CELL_OUTPUT_TOKENS] == \
-        lc["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+    assert (
+        langchain["attributes"][semconv.CELL_OUTPUT_TOKENS]
+        == lc["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+    )
     # Content capture: only the call made with SPAN_ONLY, in its own process, carries the prompt.
     capture_cell = run.cell("01_chat", "content-capture-on")
     (captured,) = run.under(capture_cell, "chat")
     assert captured["resource"]["process.pid"] != capture_cell["resource"]["process.pid"]
     assert "what is a trace?" in captured["attributes"][semconv.GEN_AI_INPUT_MESSAGES]
     assert semconv.GEN_AI_OUTPUT_MESSAGES in captured["attributes"]
-    with_content = [s for s in run.spans if semconv.GEN_AI_INPUT_MESSAGES in s["attributes"]
-                    or semconv.CELL_SOURCE in s["attributes"]]
+    with_content = [
+        s
+        for s in run.spans
+        if semconv.GEN_AI_INPUT_MESSAGES in s["attributes"]
+        or semconv.CELL_SOURCE in s["attributes"]
+    ]
     assert with_content == [captured], "content is recorded only where it was switched on"
 
 
@@ -300,8 +335,10 @@ def check_embeddings(run: Run) -> None:
     for span in batches:
         assert span["name"] == f"embeddings {model}"
         assert_tokens_and_cost(span, output=False)
-    assert sum(s["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS] for s in batches) == \
-        one["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS]
+    assert (
+        sum(s["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS] for s in batches)
+        == one["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS]
+    )
     # sentence-transformers in the kernel: an INTERNAL span from o11ylab's instrumentation.
     (local,) = run.under(run.cell("02_embeddings", "encode-in-kernel"))
     a = local["attributes"]
@@ -382,8 +419,12 @@ def check_rag_workflow(run: Run, workflow: Span, top_k: int) -> None:
     assert retrieval["attributes"][semconv.GEN_AI_RETRIEVAL_TOP_K] == top_k
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == (
         embeddings["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS]
-        + chat["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS])
-    assert a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == chat["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+        + chat["attributes"][semconv.GEN_AI_USAGE_INPUT_TOKENS]
+    )
+    assert (
+        a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+        == chat["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+    )
     assert a[semconv.GEN_AI_USAGE_COST] == 0.0
     assert a[semconv.RAG_SOURCE_IDS] == prompt["attributes"][semconv.RAG_SOURCE_IDS]
     assert 1 <= a[semconv.RAG_SOURCE_COUNT] <= top_k
@@ -418,8 +459,10 @@ def check_plain_rag(run: Run, pipeline: Span, params: dict[str, Any]) -> None:
     assert chat["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS] <= params["max_tokens"]
     served(run, embedding, "/v1/embeddings", "embeddings")
     generation = served(run, chat, "/v1/chat/completions", "chat")
-    assert generation["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == \
-        chat["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+    assert (
+        generation["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+        == chat["attributes"][semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+    )
     assert_tokens_and_cost(generation)
     whole = [pipeline, *run.descendants(pipeline)]
     assert {s["trace_id"] for s in whole} == {run.trace_id}, "one trace, across processes"
@@ -438,9 +481,12 @@ def check_rag_pipeline(run: Run) -> None:
     for pipeline in every:
         check_plain_rag(run, pipeline, params)
     # The notebook printed the cross-process tree, with the endpoint's spans in it.
-    text = "".join(str(o.get("data", {}).get("text/plain", "")) + o.get("text", "")
-                   for c in run.executed("05_rag_pipeline").cells if c.cell_type == "code"
-                   for o in c.outputs)
+    text = "".join(
+        str(o.get("data", {}).get("text/plain", "")) + o.get("text", "")
+        for c in run.executed("05_rag_pipeline").cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert "POST /v1/chat/completions" in text and "o11ylab-serve" in text
     assert "o11ylab.ai" not in (NOTEBOOKS / "05_rag_pipeline.ipynb").read_text(encoding="utf-8")
 
@@ -470,8 +516,9 @@ def check_failure_modes(run: Run) -> None:
         assert span["attributes"][semconv.ERROR_TYPE] == operation_error
 
     def failed_under(name: str) -> Span:
-        return next(s for s in run.under(run.cell("06_failure_modes", name))
-                    if s["status"] == "ERROR")
+        return next(
+            s for s in run.under(run.cell("06_failure_modes", name)) if s["status"] == "ERROR"
+        )
 
     assert failed_under("bad-key")["attributes"][semconv.HTTP_RESPONSE_STATUS_CODE] == 401
     assert failed_under("unknown-model")["attributes"][semconv.HTTP_RESPONSE_STATUS_CODE] == 404
@@ -494,7 +541,9 @@ def check_load_test(run: Run) -> None:
     assert all(r["parent_span_id"] is None for r in roots), "each request starts a new trace"
     traces = {r["trace_id"] for r in roots}
     assert len(traces) == requests and run.trace_id not in traces
-    users = {(r["attributes"]["load_test.user"], r["attributes"]["load_test.request"]) for r in roots}
+    users = {
+        (r["attributes"]["load_test.user"], r["attributes"]["load_test.request"]) for r in roots
+    }
     assert len(users) == requests
     cell = run.cell("07_load_test", "load-test")
     assert cell["attributes"][semconv.CELL_SPAN_COUNT] == 0, "no request span nests under the cell"
@@ -503,13 +552,19 @@ def check_load_test(run: Run) -> None:
         check_rag_workflow(run, workflow, params["top_k"])
         in_trace = [s for s in run.spans if s["trace_id"] == root["trace_id"]]
         assert len(in_trace) == 1 + len(run.descendants(root)), "whole: all of it under its root"
-        kernel_side = [s for s in in_trace if str(s["resource"].get(semconv.NOTEBOOK_PATH, ""))
-                       .endswith("07_load_test.ipynb")]
-        assert len(kernel_side) == 6, "and nothing else: " + ", ".join(s["name"] for s in kernel_side)
+        kernel_side = [
+            s
+            for s in in_trace
+            if str(s["resource"].get(semconv.NOTEBOOK_PATH, "")).endswith("07_load_test.ipynb")
+        ]
+        assert len(kernel_side) == 6, "and nothing else: " + ", ".join(
+            s["name"] for s in kernel_side
+        )
         assert any(s["name"].startswith("POST /v1/") for s in in_trace), "the server joined it"
     executed = run.executed("07_load_test")
-    text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
-                   for o in c.outputs)
+    text = "".join(
+        o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs
+    )
     assert "no spans lost" in text
 
 
@@ -519,14 +574,21 @@ def check_load_test(run: Run) -> None:
 def write_notebook(path: Path, *cells: tuple[str, list[str]]) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})]
-    nb.cells += [nbformat.v4.new_code_cell(source, metadata={"tags": tags}) for source, tags in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells += [
+        nbformat.v4.new_code_cell(source, metadata={"tags": tags}) for source, tags in cells
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, path)
     return path
 
 
 def test_cells_tagged_raises_exception_fail_without_failing_the_run(
-    tmp_path: Path, run_env: dict[str, str],
+    tmp_path: Path,
+    run_env: dict[str, str],
 ) -> None:
     expected = write_notebook(
         tmp_path / "expected.ipynb",
@@ -542,12 +604,19 @@ def test_cells_tagged_raises_exception_fail_without_failing_the_run(
         ("print('never')", []),
     )
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "o11ylab", "run", str(expected), str(unexpected),
-                           "--out", str(out)], check=False, env=run_env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "o11ylab", "run", str(expected), str(unexpected), "--out", str(out)],
+        check=False,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
-    summary = {Path(n["notebook"]).name: n for n in json.loads((out / "summary.json").read_text())
-               ["notebooks"]}
+    summary = {
+        Path(n["notebook"]).name: n
+        for n in json.loads((out / "summary.json").read_text())["notebooks"]
+    }
     assert summary["expected.ipynb"]["status"] == "ok"
     assert summary["unexpected.ipynb"]["status"] == "failed"
     assert "KeyError" in summary["unexpected.ipynb"]["error"]
@@ -555,4 +624,6 @@ def test_cells_tagged_raises_exception_fail_without_failing_the_run(
     assert not any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in ran.cells)
     assert "ran on" in ran.cells[-1].outputs[0]["text"]
     (cell,) = [s for s in read_spans(out) if s["name"] == "meant-to-fail"]
-    assert cell["status"] == "ERROR" and cell["attributes"][semconv.ERROR_TYPE] == "ZeroDivisionError"
+    assert (
+        cell["status"] == "ERROR" and cell["attributes"][semconv.ERROR_TYPE] == "ZeroDivisionError"
+    )

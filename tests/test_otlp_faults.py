@@ -43,9 +43,14 @@ for line in sys.stdin:
 
 class Kernel:
     def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen([sys.executable, "-c", KERNEL], env=env, text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", KERNEL],
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert self._read() == {"ready": True}
 
     def _read(self) -> dict[str, Any]:
@@ -68,9 +73,13 @@ class Kernel:
 
 def test_collector_down_back_hostile_and_dying(run_env: dict[str, str]) -> None:
     port = free_port()
-    env = dict(run_env, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
-               OTEL_EXPORTER_OTLP_TIMEOUT="1", OTEL_METRICS_EXPORTER="none",
-               OTEL_LOGS_EXPORTER="none")
+    env = dict(
+        run_env,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+    )
     kernel = Kernel(env)
     try:
         down = kernel.cell("while-down")

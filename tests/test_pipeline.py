@@ -59,11 +59,11 @@ def test_index_persists_and_reindexing_replaces(indexed: Path, local: LocalServe
     assert store.count() == len(load_documents())
 
 
-def test_ask_is_one_workflow_span_with_a_child_per_stage(store: object,
-                                                         local: LocalServer) -> None:
+def test_ask_is_one_workflow_span_with_a_child_per_stage(store: object, local: LocalServer) -> None:
     with capture_spans() as spans:
-        answer = ask("What does the W3C traceparent header carry?", store=store, top_k=3,
-                     max_tokens=8)
+        answer = ask(
+            "What does the W3C traceparent header carry?", store=store, top_k=3, max_tokens=8
+        )
     assert span_tree(spans) == [
         (0, "invoke_workflow rag"),
         (1, "embeddings all-MiniLM-L6-v2"),
@@ -86,9 +86,14 @@ def test_ask_is_one_workflow_span_with_a_child_per_stage(store: object,
     attributes = workflow.attributes
     assert attributes[semconv.GEN_AI_OPERATION_NAME] == semconv.WORKFLOW_OPERATION
     assert attributes[semconv.GEN_AI_WORKFLOW_NAME] == "rag"
-    assert attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == (
-        embedding.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS]
-        + generation.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS]) == answer.usage.input_tokens
+    assert (
+        attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS]
+        == (
+            embedding.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS]
+            + generation.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS]
+        )
+        == answer.usage.input_tokens
+    )
     assert attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 8
     assert attributes[semconv.GEN_AI_USAGE_COST] == 0.0 == answer.cost_usd
     assert list(attributes[semconv.RAG_SOURCE_IDS]) == [s.id for s in answer.sources]
@@ -100,8 +105,9 @@ def test_ask_is_one_workflow_span_with_a_child_per_stage(store: object,
 
 
 def test_filters_restrict_the_sources(store: object, local: LocalServer) -> None:
-    answer = ask("How is energy measured?", store=store, where={"topic": "gpu"}, top_k=2,
-                 max_tokens=2)
+    answer = ask(
+        "How is energy measured?", store=store, where={"topic": "gpu"}, top_k=2, max_tokens=2
+    )
     assert answer.sources and {s.topic for s in answer.sources} == {"gpu"}
 
 
@@ -111,9 +117,11 @@ def test_a_cell_running_the_pipeline_counts_each_token_once(
     shell.push({"rag_store": store})  # type: ignore[attr-defined]
     with capture_spans() as spans:
         shell.run_cell_magic(  # type: ignore[attr-defined]
-            "traced", "rag-cell",
+            "traced",
+            "rag-cell",
             "from o11ylab.ai.pipeline import ask\n"
-            "rag_answer = ask('What is a span?', store=rag_store, max_tokens=3)\n")
+            "rag_answer = ask('What is a span?', store=rag_store, max_tokens=3)\n",
+        )
     answer = shell.user_ns["rag_answer"]  # type: ignore[attr-defined]
     (cell,) = [s for s in spans if s.name == "rag-cell"]
     assert cell.attributes["o11ylab.cell.input_tokens"] == answer.usage.input_tokens
@@ -134,8 +142,7 @@ def test_empty_collection_says_how_to_fill_it(tmp_path: Path, local: LocalServer
 
 def test_a_failing_stage_fails_the_workflow_span(store: object, local: LocalServer) -> None:
     with capture_spans() as spans, pytest.raises(ContextTooLong):
-        ask("Tell me everything", store=store, top_k=12, max_context_chars=20_000,
-            max_tokens=2)
+        ask("Tell me everything", store=store, top_k=12, max_context_chars=20_000, max_tokens=2)
     workflow = next(s for s in spans if s.name == "invoke_workflow rag")
     assert workflow.status.status_code is StatusCode.ERROR
     assert workflow.attributes[semconv.ERROR_TYPE].endswith("ContextTooLong")

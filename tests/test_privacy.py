@@ -56,25 +56,35 @@ def sentinel_run(tmp_path_factory: pytest.TempPathFactory) -> SentinelRun:
     env.pop("O11YLAB_RUN_DIR", None)
     env.pop("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", None)
     with OtlpReceiver() as collector:
-        env.update({
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
-            "OTEL_EXPORTER_OTLP_HEADERS":
-                f"authorization=Bearer%20{SENTINEL_TOKEN},x-scope-orgid={SENTINEL_ORG}",
-            "O11YLAB_PROMETHEUS_PORT": "0",
-        })
+        env.update(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+                "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer%20{SENTINEL_TOKEN},x-scope-orgid={SENTINEL_ORG}",
+                "O11YLAB_PROMETHEUS_PORT": "0",
+            }
+        )
         serve_dir = out / "serve-telemetry"
         serve_env = dict(env, O11YLAB_RUN_DIR=str(serve_dir))
         with LocalEndpoint(env=serve_env) as endpoint:
             run_env = dict(env, OPENAI_BASE_URL=endpoint.base_url, OPENAI_API_KEY=SENTINEL_KEY)
             done = subprocess.run(
                 [sys.executable, "-m", "o11ylab", "run", str(NOTEBOOKS), "--out", str(out / "run")],
-                env=run_env, capture_output=True, text=True, timeout=2000, check=False,
+                env=run_env,
+                capture_output=True,
+                text=True,
+                timeout=2000,
+                check=False,
             )
             endpoint_files = [endpoint.log_path] if endpoint.log_path else []
             endpoint_log = endpoint.log_path.read_bytes() if endpoint.log_path else b""
         (out / "serve.log").write_bytes(endpoint_log)
-    return SentinelRun(out / "run", done.stdout + done.stderr, done.returncode, collector,
-                       [out / "serve.log", *sorted(serve_dir.rglob("*"))])
+    return SentinelRun(
+        out / "run",
+        done.stdout + done.stderr,
+        done.returncode,
+        collector,
+        [out / "serve.log", *sorted(serve_dir.rglob("*"))],
+    )
 
 
 def _files(folder: Path) -> list[Path]:
@@ -85,7 +95,9 @@ def test_the_sentinel_run_completed_and_the_headers_reached_the_collector(
     sentinel_run: SentinelRun,
 ) -> None:
     assert sentinel_run.returncode == 0, sentinel_run.output[-4000:]
-    received = [h.get("authorization") or h.get("Authorization") for h in sentinel_run.collector.headers]
+    received = [
+        h.get("authorization") or h.get("Authorization") for h in sentinel_run.collector.headers
+    ]
     assert f"Bearer {SENTINEL_TOKEN}" in received, "the sentinel headers were in use"
     assert sentinel_run.collector.spans, "the collector received the run's spans"
 
@@ -99,11 +111,17 @@ def test_no_secret_in_any_artifact(sentinel_run: SentinelRun) -> None:
         places[f"collector request {index} {path}"] = body
     assert any(p.endswith(".ipynb") for p in places), "the executed notebooks were scanned"
     assert any("traces." in p for p in places) and any("logs." in p for p in places)
-    leaks = [(where, secret) for where, data in places.items() for secret in SENTINELS
-             if secret.encode() in data]
+    leaks = [
+        (where, secret)
+        for where, data in places.items()
+        for secret in SENTINELS
+        if secret.encode() in data
+    ]
     assert not leaks, leaks
-    print(f"\nscanned {len(places)} artifacts "
-          f"({sum(len(d) for d in places.values()) / 2**20:.1f} MiB) for {len(SENTINELS)} secrets")
+    print(
+        f"\nscanned {len(places)} artifacts "
+        f"({sum(len(d) for d in places.values()) / 2**20:.1f} MiB) for {len(SENTINELS)} secrets"
+    )
 
 
 # --- content ------------------------------------------------------------------------------------
@@ -118,17 +136,24 @@ def content_strings() -> list[str]:
         for cell in nbformat.read(path, as_version=4).cells:
             if cell.cell_type != "code":
                 continue
-            source = "\n".join(line for line in cell.source.splitlines()
-                               if not line.lstrip().startswith(("%", "!")))
+            source = "\n".join(
+                line
+                for line in cell.source.splitlines()
+                if not line.lstrip().startswith(("%", "!"))
+            )
             try:
                 tree = ast.parse(source)
             except SyntaxError:
                 continue
             for node in ast.walk(tree):
                 value = getattr(node, "value", None)
-                if (isinstance(node, ast.Constant) and isinstance(value, str)
-                        and value[:1].isupper() and value.rstrip()[-1:] in "?."
-                        and len(value.split()) >= 4):
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(value, str)
+                    and value[:1].isupper()
+                    and value.rstrip()[-1:] in "?."
+                    and len(value.split()) >= 4
+                ):
                     texts.add(value)
     return sorted(texts)
 
@@ -164,19 +189,30 @@ def test_with_capture_off_no_content_reaches_telemetry(sentinel_run: SentinelRun
         haystacks[str(path)] = path.read_text()
     collected = _outside_opted_in_cell(sentinel_run.collector.spans)
     haystacks.update({f"collector span {s['name']}": repr(s["attributes"]) for s in collected})
-    haystacks.update({f"collector {p} {i}": b.decode("utf-8", "replace")
-                      for i, (p, b) in enumerate(sentinel_run.collector.bodies)
-                      if not p.endswith("/v1/traces")})
+    haystacks.update(
+        {
+            f"collector {p} {i}": b.decode("utf-8", "replace")
+            for i, (p, b) in enumerate(sentinel_run.collector.bodies)
+            if not p.endswith("/v1/traces")
+        }
+    )
     assert not _leaked(texts, haystacks)
 
 
-def test_with_capture_on_the_same_content_is_recorded(tmp_path: Path, run_env: dict[str, str]) -> None:
+def test_with_capture_on_the_same_content_is_recorded(
+    tmp_path: Path, run_env: dict[str, str]
+) -> None:
     notebook = NOTEBOOKS / "05_rag_pipeline.ipynb"
     env = dict(run_env, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="SPAN_ONLY")
     env.pop("O11YLAB_RUN_DIR")
-    done = subprocess.run([sys.executable, "-m", "o11ylab", "run", str(notebook),
-                           "--out", str(tmp_path / "on")],
-                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "o11ylab", "run", str(notebook), "--out", str(tmp_path / "on")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     attributes = " ".join(repr(s["attributes"]) for s in read_spans(tmp_path / "on"))
     found = [text for text in content_strings() if text in attributes]

@@ -50,8 +50,13 @@ def test_prometheus_scrapes_the_kernel_metrics(tmp_path: Path, run_env: dict[str
     binary = prometheus_binary()
     metrics_port, prom_port = free_port(), free_port()
     env = dict(run_env, O11YLAB_PROMETHEUS_PORT=str(metrics_port))
-    kernel = subprocess.Popen([sys.executable, "-c", KERNEL], env=env, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    kernel = subprocess.Popen(
+        [sys.executable, "-c", KERNEL],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n"
@@ -65,9 +70,14 @@ def test_prometheus_scrapes_the_kernel_metrics(tmp_path: Path, run_env: dict[str
             if line.strip() == "ready":
                 break
         prometheus = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline, ok, failed = time.monotonic() + 60, [], []
         while time.monotonic() < deadline and not (ok and failed):

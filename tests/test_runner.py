@@ -22,20 +22,32 @@ def write_notebook(path: Path, *sources: str) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})]
     nb.cells += [nbformat.v4.new_code_cell(source) for source in sources]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, path)
     return path
 
 
 def o11ylab_run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "o11ylab", "run", *args], env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "o11ylab", "run", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
-def test_a_run_is_one_trace_root_then_notebook_then_cells(tmp_path: Path, run_env: dict[str, str]) -> None:
+def test_a_run_is_one_trace_root_then_notebook_then_cells(
+    tmp_path: Path, run_env: dict[str, str]
+) -> None:
     out = tmp_path / "out"
-    done = o11ylab_run(run_env, str(NOTEBOOKS / "00_quickstart.ipynb"), "--out", str(out),
-                       "-p", "n_items", "7")
+    done = o11ylab_run(
+        run_env, str(NOTEBOOKS / "00_quickstart.ipynb"), "--out", str(out), "-p", "n_items", "7"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1/1 notebooks ok" in done.stdout
     spans = read_spans(out)
@@ -67,20 +79,27 @@ def test_a_run_is_one_trace_root_then_notebook_then_cells(tmp_path: Path, run_en
 
 
 def test_a_notebook_of_plain_library_code_is_traced_without_loading_o11ylab(
-    tmp_path: Path, run_env: dict[str, str],
+    tmp_path: Path,
+    run_env: dict[str, str],
 ) -> None:
     # No %load_ext, no o11ylab import: the runner's kernel loads the extension with autotrace.
     notebook = tmp_path / "plain.ipynb"
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in (
-        "import chromadb\n"
-        "collection = chromadb.EphemeralClient().get_or_create_collection('notes', "
-        "embedding_function=None)\n"
-        "collection.add(ids=['a', 'b'], embeddings=[[1.0, 0.0], [0.0, 1.0]])",
-        "hits = collection.query(query_embeddings=[[0.9, 0.1]], n_results=1)\nhits['ids']",
-    )]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell(source)
+        for source in (
+            "import chromadb\n"
+            "collection = chromadb.EphemeralClient().get_or_create_collection('notes', "
+            "embedding_function=None)\n"
+            "collection.add(ids=['a', 'b'], embeddings=[[1.0, 0.0], [0.0, 1.0]])",
+            "hits = collection.query(query_embeddings=[[0.9, 0.1]], n_results=1)\nhits['ids']",
+        )
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, notebook)
     out = tmp_path / "out"
     done = o11ylab_run(run_env, str(notebook), "--out", str(out))
@@ -129,10 +148,16 @@ def test_a_failing_traced_cell_stops_the_run_there(tmp_path: Path, run_env: dict
 def test_nbmake_kernels_join_the_callers_trace(tmp_path: Path, run_env: dict[str, str]) -> None:
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     env = dict(run_env, TRACEPARENT=f"00-{trace_id}-{parent_id}-01")
-    notebook = write_notebook(tmp_path / "nbmake_me.ipynb", "%load_ext o11ylab", "%%traced under-ci\ny = 2")
+    notebook = write_notebook(
+        tmp_path / "nbmake_me.ipynb", "%load_ext o11ylab", "%%traced under-ci\ny = 2"
+    )
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", str(notebook)],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     (cell,) = [s for s in read_spans(Path(run_env["O11YLAB_RUN_DIR"])) if s["name"] == "under-ci"]

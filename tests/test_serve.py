@@ -59,8 +59,13 @@ def client(endpoint: LocalEndpoint) -> openai.OpenAI:
     return openai.OpenAI(base_url=endpoint.base_url, api_key="unused", max_retries=0, timeout=60)
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         raw: bytes | None = None) -> tuple[int, dict[str, Any] | str]:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, dict[str, Any] | str]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     headers = {"content-type": "application/json", **(headers or {})}
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
@@ -75,8 +80,9 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         return status, text
 
 
-def server_spans(run_dir: Path, trace_id: str, wanted: int,
-                 timeout: float = 15) -> list[dict[str, Any]]:
+def server_spans(
+    run_dir: Path, trace_id: str, wanted: int, timeout: float = 15
+) -> list[dict[str, Any]]:
     """Spans of one trace from the server's OTLP-JSON file, waiting for its batch export."""
     deadline = time.monotonic() + timeout
     found: list[dict[str, Any]] = []
@@ -85,8 +91,9 @@ def server_spans(run_dir: Path, trace_id: str, wanted: int,
         for path in glob.glob(str(run_dir / "traces.*.jsonl")):
             for line in Path(path).read_text().splitlines():
                 for resource_spans in json.loads(line)["resourceSpans"]:
-                    resource = {a["key"]: a["value"]
-                                for a in resource_spans["resource"]["attributes"]}
+                    resource = {
+                        a["key"]: a["value"] for a in resource_spans["resource"]["attributes"]
+                    }
                     for scope_spans in resource_spans["scopeSpans"]:
                         for span in scope_spans["spans"]:
                             if span["traceId"] == trace_id:
@@ -118,7 +125,8 @@ def test_health_and_models(endpoint: LocalEndpoint, client: openai.OpenAI) -> No
 
 def test_chat_returns_an_answer_with_usage(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "Say something"}], max_tokens=5)
+        model="tiny", messages=[{"role": "user", "content": "Say something"}], max_tokens=5
+    )
     choice = answer.choices[0]
     assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
     assert choice.finish_reason in ("stop", "length")
@@ -130,20 +138,28 @@ def test_chat_returns_an_answer_with_usage(client: openai.OpenAI) -> None:
 
 def test_streaming_chat_with_and_without_usage(client: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": "Stream it"}]
-    chunks = list(client.chat.completions.create(
-        model="tiny", messages=messages, max_tokens=6, stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=messages,
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    finishes = [c.choices[0].finish_reason for c in chunks
-                if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes in (["stop"], ["length"])
     usage = chunks[-1].usage
     assert chunks[-1].choices == [] and usage is not None
     assert 1 <= usage.completion_tokens <= 6 and usage.prompt_tokens > 0
     whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6)
     assert text == whole.choices[0].message.content  # greedy: the same answer either way
-    plain = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=3,
-                                                stream=True))
+    plain = list(
+        client.chat.completions.create(model="tiny", messages=messages, max_tokens=3, stream=True)
+    )
     assert all(c.usage is None for c in plain)
 
 
@@ -151,8 +167,9 @@ def test_embeddings_are_384_normalized_dimensions(client: openai.OpenAI) -> None
     texts = ["spans and traces", "a cell"]
     # The SDK asks for base64 by itself and decodes it; floats are the other encoding.
     by_default = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
-    as_floats = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts,
-                                         encoding_format="float")
+    as_floats = client.embeddings.create(
+        model="all-MiniLM-L6-v2", input=texts, encoding_format="float"
+    )
     for result in (by_default, as_floats):
         assert [d.index for d in result.data] == [0, 1]
         vector = result.data[0].embedding
@@ -165,22 +182,27 @@ def test_embeddings_are_384_normalized_dimensions(client: openai.OpenAI) -> None
     assert len(struct.unpack("<384f", packed)) == 384
 
 
-def test_metrics_serve_the_genai_server_metrics(endpoint: LocalEndpoint,
-                                                client: openai.OpenAI) -> None:
-    client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "m"}],
-                                   max_tokens=4)
+def test_metrics_serve_the_genai_server_metrics(
+    endpoint: LocalEndpoint, client: openai.OpenAI
+) -> None:
+    client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "m"}], max_tokens=4
+    )
     status, text = http("GET", endpoint.url + "/metrics")
     assert status == 200 and isinstance(text, str)
-    for name in ("gen_ai_server_request_duration_seconds_count",
-                 "gen_ai_server_time_to_first_token_seconds_count",
-                 "gen_ai_server_time_per_output_token_seconds_count",
-                 "gen_ai_client_token_usage_count"):
+    for name in (
+        "gen_ai_server_request_duration_seconds_count",
+        "gen_ai_server_time_to_first_token_seconds_count",
+        "gen_ai_server_time_per_output_token_seconds_count",
+        "gen_ai_client_token_usage_count",
+    ):
         assert name in text, name
     assert 'gen_ai_operation_name="chat"' in text and 'gen_ai_request_model="tiny"' in text
 
 
-def test_the_server_continues_the_callers_trace(endpoint: LocalEndpoint,
-                                                client: openai.OpenAI) -> None:
+def test_the_server_continues_the_callers_trace(
+    endpoint: LocalEndpoint, client: openai.OpenAI
+) -> None:
     from opentelemetry.propagate import inject
 
     from o11ylab.telemetry import get_telemetry
@@ -188,18 +210,27 @@ def test_the_server_continues_the_callers_trace(endpoint: LocalEndpoint,
     from o11ylab.testing import capture_spans
 
     headers: dict[str, str] = {}
-    with capture_spans() as made, \
-            get_telemetry().tracer.start_as_current_span("caller") as caller:
+    with capture_spans() as made, get_telemetry().tracer.start_as_current_span("caller") as caller:
         inject(headers)
-        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "t"}],
-                                       max_tokens=3, extra_headers=headers)
+        client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "t"}],
+            max_tokens=3,
+            extra_headers=headers,
+        )
     trace_id = format(caller.get_span_context().trace_id, "032x")
     # The parent is the caller's span, or the SDK's chat span under it when the openai SDK is
     # instrumented in this process (o11ylab's openai_http sends that span's traceparent).
-    chat_spans = [s for s in made if s.name == "chat tiny" and s.parent is not None
-                  and s.parent.span_id == caller.get_span_context().span_id]
-    caller_id = format((chat_spans[0].context if chat_spans else caller.get_span_context())
-                       .span_id, "016x")
+    chat_spans = [
+        s
+        for s in made
+        if s.name == "chat tiny"
+        and s.parent is not None
+        and s.parent.span_id == caller.get_span_context().span_id
+    ]
+    caller_id = format(
+        (chat_spans[0].context if chat_spans else caller.get_span_context()).span_id, "016x"
+    )
     spans = server_spans(endpoint.run_dir, trace_id, wanted=2)  # type: ignore[attr-defined]
     by_name = {s["name"]: s for s in spans}
     server = by_name["POST /v1/chat/completions"]
@@ -230,14 +261,22 @@ def test_bad_bodies_are_400s_in_the_openai_shape(endpoint: LocalEndpoint) -> Non
         http("POST", url, raw=b'{"model": "tiny", "messages": ['),
         http("POST", url, body=[1, 2]),
         http("POST", url, body={"messages": [{"role": "user", "content": "no model"}]}),
-        http("POST", url, body={"model": "tiny", "messages": [{"role": "user", "content": "x"}],
-                                "max_tokens": 0}),
-        http("POST", url, body={"model": "tiny", "messages": [{"role": "wizard",
-                                                               "content": "x"}]}),
-        http("POST", endpoint.base_url + "/embeddings", body={"model": "all-MiniLM-L6-v2",
-                                                              "input": []}),
-        http("POST", endpoint.base_url + "/embeddings", body={"model": "all-MiniLM-L6-v2",
-                                                              "input": "x", "dimensions": 1536}),
+        http(
+            "POST",
+            url,
+            body={"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+        ),
+        http("POST", url, body={"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}),
+        http(
+            "POST",
+            endpoint.base_url + "/embeddings",
+            body={"model": "all-MiniLM-L6-v2", "input": []},
+        ),
+        http(
+            "POST",
+            endpoint.base_url + "/embeddings",
+            body={"model": "all-MiniLM-L6-v2", "input": "x", "dimensions": 1536},
+        ),
     ]
     for status, body in cases:
         assert status == 400, body
@@ -249,13 +288,15 @@ def test_empty_messages_and_too_long_prompts_are_400s(client: openai.OpenAI) -> 
     with pytest.raises(openai.BadRequestError, match="messages is empty"):
         client.chat.completions.create(model="tiny", messages=[])
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="tiny",
-                                       messages=[{"role": "user", "content": "word " * 400}])
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "word " * 400}]
+        )
     assert caught.value.code == "context_length_exceeded"
     assert "context window of 256 tokens" in caught.value.message
     with pytest.raises(openai.BadRequestError, match="context window"):
-        client.chat.completions.create(model="tiny", stream=True, max_tokens=5000,
-                                       messages=[{"role": "user", "content": "hi"}])
+        client.chat.completions.create(
+            model="tiny", stream=True, max_tokens=5000, messages=[{"role": "user", "content": "hi"}]
+        )
 
 
 def test_unknown_routes_answer_json(endpoint: LocalEndpoint) -> None:
@@ -274,13 +315,22 @@ def test_concurrent_clients_are_all_served(client: openai.OpenAI) -> None:
         try:
             messages = [{"role": "user", "content": f"client {index}"}]
             if index % 2:
-                chunks = list(client.chat.completions.create(
-                    model="tiny", messages=messages, max_tokens=5, stream=True,
-                    stream_options={"include_usage": True}))
+                chunks = list(
+                    client.chat.completions.create(
+                        model="tiny",
+                        messages=messages,
+                        max_tokens=5,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    )
+                )
                 answers.append(chunks[-1].usage)
             else:
-                answers.append(client.chat.completions.create(
-                    model="tiny", messages=messages, max_tokens=5).usage)
+                answers.append(
+                    client.chat.completions.create(
+                        model="tiny", messages=messages, max_tokens=5
+                    ).usage
+                )
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -293,8 +343,9 @@ def test_concurrent_clients_are_all_served(client: openai.OpenAI) -> None:
     assert len(answers) == 8 and all(1 <= u.completion_tokens <= 5 for u in answers)
 
 
-def test_a_client_that_leaves_mid_stream_stops_the_model(endpoint: LocalEndpoint,
-                                                         client: openai.OpenAI) -> None:
+def test_a_client_that_leaves_mid_stream_stops_the_model(
+    endpoint: LocalEndpoint, client: openai.OpenAI
+) -> None:
     from opentelemetry.propagate import inject
 
     from o11ylab.telemetry import get_telemetry
@@ -303,18 +354,26 @@ def test_a_client_that_leaves_mid_stream_stops_the_model(endpoint: LocalEndpoint
     with get_telemetry().tracer.start_as_current_span("leaving caller") as caller:
         inject(headers)
         stream = client.chat.completions.create(
-            model="tiny", max_tokens=230, stream=True, extra_headers=headers,
-            messages=[{"role": "user", "content": "long"}])
+            model="tiny",
+            max_tokens=230,
+            stream=True,
+            extra_headers=headers,
+            messages=[{"role": "user", "content": "long"}],
+        )
         next(iter(stream))
         stream.close()
-    answer = client.chat.completions.create(model="tiny", max_tokens=2,
-                                            messages=[{"role": "user", "content": "next"}])
+    answer = client.chat.completions.create(
+        model="tiny", max_tokens=2, messages=[{"role": "user", "content": "next"}]
+    )
     assert answer.usage is not None
     trace_id = format(caller.get_span_context().trace_id, "032x")
     spans = server_spans(endpoint.run_dir, trace_id, wanted=2)  # type: ignore[attr-defined]
     generation = next(s for s in spans if s["name"] == "chat tiny")
-    finish = next(item["value"] for item in generation["attributes"]
-                  if item["key"] == "gen_ai.response.finish_reasons")
+    finish = next(
+        item["value"]
+        for item in generation["attributes"]
+        if item["key"] == "gen_ai.response.finish_reasons"
+    )
     assert finish == {"arrayValue": {"values": [{"stringValue": "cancelled"}]}}
     assert int(attribute(generation, "gen_ai.usage.output_tokens")) < 230
 
@@ -324,17 +383,30 @@ def test_a_client_that_leaves_mid_stream_stops_the_model(endpoint: LocalEndpoint
 
 def test_binding_off_loopback_needs_a_key(tiny: Path, tmp_path: Path) -> None:
     done = subprocess.run(
-        [PYTHON, "-m", "o11ylab", "serve", "--host", "0.0.0.0", "--port", str(free_port()),
-         "--model", str(tiny)],
-        env=server_env(tmp_path), capture_output=True, text=True, timeout=60)
+        [
+            PYTHON,
+            "-m",
+            "o11ylab",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+            "--model",
+            str(tiny),
+        ],
+        env=server_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "without an API key" in done.stderr and serve.API_KEY_ENV in done.stderr
 
 
 def test_a_key_is_checked_on_every_v1_request(tiny: Path, tmp_path: Path) -> None:
     key = "s3cret-test-key"
-    with LocalEndpoint(model=str(tiny), api_key=key, env=server_env(tmp_path),
-                       echo=False) as keyed:
+    with LocalEndpoint(model=str(tiny), api_key=key, env=server_env(tmp_path), echo=False) as keyed:
         for given in (None, "wrong"):
             headers = {"authorization": f"Bearer {given}"} if given else {}
             status, body = http("GET", keyed.base_url + "/models", headers=headers)
@@ -344,7 +416,8 @@ def test_a_key_is_checked_on_every_v1_request(tiny: Path, tmp_path: Path) -> Non
             openai.OpenAI(base_url=keyed.base_url, api_key="wrong", max_retries=0).models.list()
         good = openai.OpenAI(base_url=keyed.base_url, api_key=key, max_retries=0)
         assert good.chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": "k"}], max_tokens=2).usage
+            model="tiny", messages=[{"role": "user", "content": "k"}], max_tokens=2
+        ).usage
         assert http("GET", keyed.url + "/health")[0] == 200  # health stays open for probes
     assert not keyed.running()
 
@@ -360,18 +433,18 @@ def test_the_default_host_is_loopback() -> None:
 # --- ensure_local_endpoint ------------------------------------------------------------------------
 
 
-def test_ensure_reuses_a_healthy_configured_endpoint(endpoint: LocalEndpoint,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ensure_reuses_a_healthy_configured_endpoint(
+    endpoint: LocalEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(serve.LOCAL_ENDPOINT_ENV, endpoint.url)  # /v1 is added
     started = time.perf_counter()
     assert serve.ensure_local_endpoint() == endpoint.base_url
     assert time.perf_counter() - started < 5
 
 
-def test_ensure_starts_one_when_none_answers_and_reuses_it(tiny: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]
-                                                           ) -> None:
+def test_ensure_starts_one_when_none_answers_and_reuses_it(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(serve.LOCAL_ENDPOINT_ENV, f"http://127.0.0.1:{free_port()}/v1")
     monkeypatch.setenv("LOCAL_MODEL_NAME", str(tiny))
     monkeypatch.setenv("O11YLAB_RUN_DIR", str(tmp_path))
@@ -390,8 +463,12 @@ def test_ensure_starts_one_when_none_answers_and_reuses_it(tiny: Path, tmp_path:
 
 
 def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> None:
-    endpoint = LocalEndpoint(model=str(tmp_path / "no-such-model"), env=server_env(tmp_path),
-                             echo=False, start_timeout_s=60)
+    endpoint = LocalEndpoint(
+        model=str(tmp_path / "no-such-model"),
+        env=server_env(tmp_path),
+        echo=False,
+        start_timeout_s=60,
+    )
     with pytest.raises(serve.EndpointError) as caught:
         endpoint.start()
     assert "exited with status 1" in str(caught.value)

@@ -55,8 +55,11 @@ def served_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, 
     tiny = models.build_tiny_model(tmp_path_factory.mktemp("schema-models") / "tiny")
     app = serve.create_app(serve.ServeConfig(model=str(tiny)))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+    )
     thread = threading.Thread(target=server.run, name="schema-fuzz-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -81,8 +84,14 @@ def api_schema(served_app: tuple[Any, str]) -> Any:
 
 
 # Every route users call; test_the_schema_lists_exactly_these_routes keeps this list honest.
-ROUTES = [("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings"), ("GET", "/v1/models"),
-          ("GET", "/v1/models/{model_id}"), ("GET", "/health"), ("GET", "/metrics")]
+ROUTES = [
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/embeddings"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model_id}"),
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+]
 
 
 def keep_generation_short(body: Any) -> None:
@@ -91,8 +100,11 @@ def keep_generation_short(body: Any) -> None:
         return
     for key in ("max_tokens", "max_completion_tokens"):
         value = body.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and value > MAX_NEW_TOKENS:  # JSON's integers include 7.0
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and value > MAX_NEW_TOKENS
+        ):  # JSON's integers include 7.0
             body[key] = MAX_NEW_TOKENS
     if "max_tokens" not in body and "max_completion_tokens" not in body:
         body["max_tokens"] = MAX_NEW_TOKENS
@@ -115,7 +127,10 @@ def name_the_served_model(body: dict[str, Any], served: str, text: str) -> None:
 def assert_openai_style_error(response: Any) -> None:
     content_type = response.headers.get("content-type", [""])[0]  # schemathesis: name -> values
     assert content_type.startswith("application/json"), (
-        response.status_code, content_type, response.text[:300])
+        response.status_code,
+        content_type,
+        response.text[:300],
+    )
     error = response.json().get("error")
     assert isinstance(error, dict), response.text[:300]
     assert isinstance(error.get("message"), str) and error["message"].strip(), error
@@ -130,15 +145,23 @@ def check_one_call(case: Any, base_url: str, clamp: bool = True) -> Any:
     response = case.call(base_url=base_url, timeout=CALL_LIMIT_S)
     elapsed = time.monotonic() - started
     assert elapsed < CALL_LIMIT_S, f"{case.method} {case.path} took {elapsed:.1f} s"
-    case.validate_response(response, checks=[
-        not_a_server_error, response_schema_conformance, content_type_conformance,
-        response_headers_conformance,
-    ])
+    case.validate_response(
+        response,
+        checks=[
+            not_a_server_error,
+            response_schema_conformance,
+            content_type_conformance,
+            response_headers_conformance,
+        ],
+    )
     if 400 <= response.status_code < 500:
         assert_openai_style_error(response)
     if response.headers.get("content-type", [""])[0].startswith("text/event-stream"):
-        events = [line.removeprefix("data: ") for line in response.text.splitlines()
-                  if line.startswith("data: {")]
+        events = [
+            line.removeprefix("data: ")
+            for line in response.text.splitlines()
+            if line.startswith("data: {")
+        ]
         failed = [event for event in events if "error" in json.loads(event)]
         assert not failed, f"the stream started, then failed: {failed}"
     return response
@@ -154,18 +177,26 @@ CASES = [(method, path, GenerationMode.POSITIVE) for method, path in ROUTES] + [
 
 # schemathesis' own pytest plugin (schema.parametrize) does not run under pytest 9, so each
 # route and generation mode is one test driving the operation's hypothesis strategy directly.
-@pytest.mark.parametrize(("method", "path", "mode"), CASES,
-                         ids=[f"{m} {p} {mode.value}" for m, p, mode in CASES])
+@pytest.mark.parametrize(
+    ("method", "path", "mode"), CASES, ids=[f"{m} {p} {mode.value}" for m, p, mode in CASES]
+)
 def test_every_route_answers_by_its_schema_without_5xx_or_hanging(
     api_schema: Any, base_url: str, method: str, path: str, mode: GenerationMode
 ) -> None:
     operation = api_schema[path][method]
     served = SERVED.get(path)
 
-    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(case=operation.as_strategy(generation_mode=mode), use_served_model=st.booleans(),
-           text=st.text(min_size=1, max_size=40).filter(str.strip))
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        case=operation.as_strategy(generation_mode=mode),
+        use_served_model=st.booleans(),
+        text=st.text(min_size=1, max_size=40).filter(str.strip),
+    )
     def calls(case: Any, use_served_model: bool, text: str) -> None:
         # A random model name only ever meets the 404, random messages a 400; half the cases
         # name the served model and end on a user's question, so generation, streaming and
@@ -181,35 +212,100 @@ def test_every_route_answers_by_its_schema_without_5xx_or_hanging(
 # each must get: the path, the body (the served model is added), the status and error code.
 HAND_PICKED: list[tuple[str, dict[str, Any], int, str | None]] = [
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, 200, None),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": True,
-                              "stream_options": {"include_usage": True}, "max_tokens": 4},
-     200, None),
-    ("/v1/chat/completions", {"messages": [{"role": "system", "content": "Be brief."},
-                                           {"role": "user", "content": "<script>x</script>"},
-                                           {"role": "assistant", "content": "ok"},
-                                           {"role": "user", "content": "again"}],
-                              "temperature": 2, "top_p": 1e-9, "seed": -1, "stop": ["a", ""],
-                              "n": 1, "max_completion_tokens": 1, "unknown_field": [1]},
-     200, None),
-    ("/v1/chat/completions", {"messages": [{"role": "user",
-                                            "content": [{"type": "text", "text": "hi"}]}],
-                              "max_tokens": 4}, 200, None),
-    ("/v1/chat/completions", {"messages": [{"role": "tool", "content": "42"}], "stop": "x",
-                              "max_tokens": 4}, 200, None),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "é🙂\u0000" * 400}]},
-     400, "context_length_exceeded"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": True,
-                              "max_tokens": 10_000}, 400, "context_length_exceeded"),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": 4,
+        },
+        200,
+        None,
+    ),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "<script>x</script>"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "again"},
+            ],
+            "temperature": 2,
+            "top_p": 1e-9,
+            "seed": -1,
+            "stop": ["a", ""],
+            "n": 1,
+            "max_completion_tokens": 1,
+            "unknown_field": [1],
+        },
+        200,
+        None,
+    ),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            "max_tokens": 4,
+        },
+        200,
+        None,
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "tool", "content": "42"}], "stop": "x", "max_tokens": 4},
+        200,
+        None,
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "é🙂\u0000" * 400}]},
+        400,
+        "context_length_exceeded",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 10_000},
+        400,
+        "context_length_exceeded",
+    ),
     # Found by the fuzzing above: a temperature near 0 made NaN probabilities (500), a seed
     # beyond 64 bits overflowed torch's (500).
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
-                              "temperature": 1e-300, "max_tokens": 4}, 200, None),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
-                              "temperature": 5e-324, "max_tokens": 4, "stream": True}, 200, None),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
-                              "seed": 2**70, "max_tokens": 4}, 400, "invalid_value"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
-                              "seed": -(2**63), "max_tokens": 4, "stream": True}, 200, None),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "temperature": 1e-300, "max_tokens": 4},
+        200,
+        None,
+    ),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "temperature": 5e-324,
+            "max_tokens": 4,
+            "stream": True,
+        },
+        200,
+        None,
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "seed": 2**70, "max_tokens": 4},
+        400,
+        "invalid_value",
+    ),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "seed": -(2**63),
+            "max_tokens": 4,
+            "stream": True,
+        },
+        200,
+        None,
+    ),
     ("/v1/embeddings", {"input": ["one", "two", "é🙂"], "encoding_format": "base64"}, 200, None),
     ("/v1/embeddings", {"input": "x" * 20_000, "dimensions": 384}, 200, None),
     ("/v1/embeddings", {"input": ["", "not empty"]}, 400, "invalid_value"),
@@ -218,11 +314,13 @@ HAND_PICKED: list[tuple[str, dict[str, Any], int, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "status", "code"), HAND_PICKED,
-                         ids=[f"{p} {i}" for i, (p, *_) in enumerate(HAND_PICKED)])
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    HAND_PICKED,
+    ids=[f"{p} {i}" for i, (p, *_) in enumerate(HAND_PICKED)],
+)
 def test_hand_picked_requests_get_the_answer_a_client_expects(
-    api_schema: Any, base_url: str, path: str, body: dict[str, Any], status: int,
-    code: str | None
+    api_schema: Any, base_url: str, path: str, body: dict[str, Any], status: int, code: str | None
 ) -> None:
     operation = api_schema[path]["POST"]
     case = operation.Case(body={"model": SERVED[path], **body}, media_type="application/json")
@@ -234,8 +332,10 @@ def test_hand_picked_requests_get_the_answer_a_client_expects(
 
 def test_the_schema_lists_exactly_these_routes(api_schema: Any) -> None:
     """The fuzzing above reaches every route the app has, and the module docstring names."""
-    operations = {(op.method.upper(), op.path) for op in
-                  (result.ok() for result in api_schema.get_all_operations())}
+    operations = {
+        (op.method.upper(), op.path)
+        for op in (result.ok() for result in api_schema.get_all_operations())
+    }
     assert operations == set(ROUTES)
 
 
@@ -243,10 +343,13 @@ def test_a_stream_is_answered_as_the_schema_says(base_url: str, api_schema: Any)
     """Streaming is one boolean away from the plain answer: its content type is documented."""
     import requests
 
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": MAX_NEW_TOKENS, "stream": True}
-    response = requests.post(f"{base_url}/v1/chat/completions", json=body,
-                             timeout=CALL_LIMIT_S)
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": MAX_NEW_TOKENS,
+        "stream": True,
+    }
+    response = requests.post(f"{base_url}/v1/chat/completions", json=body, timeout=CALL_LIMIT_S)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.text.rstrip().endswith("data: [DONE]")

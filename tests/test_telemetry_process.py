@@ -24,20 +24,33 @@ ip = InteractiveShell.instance()
 """
 
 
-def run_python(code: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def run_python(
+    code: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_service_name_and_resource_attributes_come_from_the_environment(
     run_env: dict[str, str],
 ) -> None:
-    env = dict(run_env, OTEL_SERVICE_NAME="churn-model",
-               OTEL_RESOURCE_ATTRIBUTES="deployment.environment=ci,service.version=7")
-    done = run_python("""
+    env = dict(
+        run_env,
+        OTEL_SERVICE_NAME="churn-model",
+        OTEL_RESOURCE_ATTRIBUTES="deployment.environment=ci,service.version=7",
+    )
+    done = run_python(
+        """
         ip.run_line_magic("load_ext", "o11ylab")
         ip.run_cell("%%traced resourceful\\npass")
-    """, env)
+    """,
+        env,
+    )
     assert done.returncode == 0, done.stderr
     (span,) = read_spans(Path(env["O11YLAB_RUN_DIR"]))
     resource = span["resource"]
@@ -54,21 +67,29 @@ def test_a_taken_metrics_port_is_one_warning_and_a_working_kernel(run_env: dict[
         taken.listen(1)
         port = taken.getsockname()[1]
         env = dict(run_env, O11YLAB_PROMETHEUS_PORT=str(port))
-        done = run_python("""
+        done = run_python(
+            """
             ip.run_line_magic("load_ext", "o11ylab")
             result = ip.run_cell("%%traced still-works\\nx = 2 + 2")
             assert result.success
             print("status:", ip.run_line_magic("o11y", "status"))
-        """, env)
+        """,
+            env,
+        )
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if "o11ylab" in line]
-    assert len(warnings) == 1 and f"port {port}" in warnings[0] and "O11YLAB_PROMETHEUS_PORT" in warnings[0]
+    assert (
+        len(warnings) == 1
+        and f"port {port}" in warnings[0]
+        and "O11YLAB_PROMETHEUS_PORT" in warnings[0]
+    )
     assert "Traceback" not in done.stderr
     assert re.search(r"^/metrics +off$", done.stdout, re.MULTILINE), done.stdout
 
 
 def test_the_users_own_providers_are_used_not_replaced(run_env: dict[str, str]) -> None:
-    done = run_python("""
+    done = run_python(
+        """
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -82,14 +103,18 @@ def test_the_users_own_providers_are_used_not_replaced(run_env: dict[str, str]) 
         assert trace.get_tracer_provider() is provider
         print("names:", [s.name for s in mine.get_finished_spans()])
         print(ip.run_line_magic("o11y", "status"))
-    """, run_env)
+    """,
+        run_env,
+    )
     assert done.returncode == 0, done.stderr
     assert "names: ['into-my-exporter']" in done.stdout
     assert "using the tracer provider you set" in done.stdout
     assert not list(Path(run_env["O11YLAB_RUN_DIR"]).glob("traces.*")), "no second exporter"
 
 
-def test_an_unwritable_run_folder_warns_once_and_counts(tmp_path: Path, run_env: dict[str, str]) -> None:
+def test_an_unwritable_run_folder_warns_once_and_counts(
+    tmp_path: Path, run_env: dict[str, str]
+) -> None:
     # A path under a regular file cannot be created, even by root (CI runs as root).
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
@@ -137,9 +162,14 @@ def test_exit_flushes_within_a_bound_with_a_hanging_collector(run_env: dict[str,
     with socket.socket() as hang:
         hang.bind(("127.0.0.1", 0))
         hang.listen(16)
-        env = dict(run_env, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{hang.getsockname()[1]}",
-                   OTEL_EXPORTER_OTLP_TIMEOUT="1", O11YLAB_PROMETHEUS_PORT=str(free_port()))
-        done = run_python("""
+        env = dict(
+            run_env,
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{hang.getsockname()[1]}",
+            OTEL_EXPORTER_OTLP_TIMEOUT="1",
+            O11YLAB_PROMETHEUS_PORT=str(free_port()),
+        )
+        done = run_python(
+            """
             import time
             ip.run_line_magic("load_ext", "o11ylab")
             t0 = time.perf_counter()
@@ -149,7 +179,10 @@ def test_exit_flushes_within_a_bound_with_a_hanging_collector(run_env: dict[str,
             import atexit, sys
             t_exit = time.perf_counter()
             atexit.register(lambda: print(f"exit flush took {time.perf_counter() - t_exit:.2f}", file=sys.stderr))
-        """, env, timeout=60)
+        """,
+            env,
+            timeout=60,
+        )
     assert done.returncode == 0, done.stderr
     cells_s = float(done.stdout.split("cells took ")[1].split()[0])
     assert cells_s < 1.0, "a hanging collector does not slow cells"

@@ -28,7 +28,8 @@ from .conftest import free_port
 pytestmark = pytest.mark.integration
 
 CLI = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which(
-    "transformers")
+    "transformers"
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,9 @@ def served_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     server = subprocess.Popen(
         [CLI, "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -74,8 +77,7 @@ def served_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
 
 
 @pytest.fixture
-def pointed_at(served_model: tuple[str, str], monkeypatch: pytest.MonkeyPatch
-               ) -> Iterator[str]:
+def pointed_at(served_model: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     base_url, model = served_model
     monkeypatch.setenv("OPENAI_BASE_URL", base_url)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -99,8 +101,10 @@ def test_chat_against_transformers_serve(pointed_at: str) -> None:
     # A third-party server's model has no price: cost unknown, never 0.
     assert semconv.GEN_AI_USAGE_COST not in attributes and attributes[semconv.COST_UNKNOWN]
     assert reply.cost_usd is None
-    assert metrics.count("gen_ai.client.operation.duration",
-                         **{"gen_ai.request.model": pointed_at}) == 1
+    assert (
+        metrics.count("gen_ai.client.operation.duration", **{"gen_ai.request.model": pointed_at})
+        == 1
+    )
     assert metrics.sum("gen_ai.client.token.usage", **{"gen_ai.token.type": "output"}) == 5
 
 

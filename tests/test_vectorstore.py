@@ -49,12 +49,22 @@ DOCS = {
     "chroma": "Chroma is an open-source vector database for embeddings and similarity search.",
     "pasta": "Boil the pasta in salted water and keep a cup of the cooking water for the sauce.",
 }
-TOPICS = {"tempo": "traces", "mimir": "metrics", "loki": "logs", "nvml": "gpu",
-          "chroma": "vectors", "pasta": "cooking"}
+TOPICS = {
+    "tempo": "traces",
+    "mimir": "metrics",
+    "loki": "logs",
+    "nvml": "gpu",
+    "chroma": "vectors",
+    "pasta": "cooking",
+}
 
 # Unit vectors along the axes of a 4-dimensional space: the nearest neighbour is obvious.
-AXES = {"x": [1.0, 0.0, 0.0, 0.0], "y": [0.0, 1.0, 0.0, 0.0], "z": [0.0, 0.0, 1.0, 0.0],
-        "w": [0.0, 0.0, 0.0, 1.0]}
+AXES = {
+    "x": [1.0, 0.0, 0.0, 0.0],
+    "y": [0.0, 1.0, 0.0, 0.0],
+    "z": [0.0, 0.0, 1.0, 0.0],
+    "w": [0.0, 0.0, 0.0, 1.0],
+}
 
 
 @pytest.fixture(scope="session")
@@ -174,8 +184,9 @@ def test_get_delete_and_count(vectors: VectorStore) -> None:
 
 def test_upsert_updates_and_is_safe_to_run_twice(vectors: VectorStore) -> None:
     for _ in range(2):
-        vectors.upsert(["x, renamed"], ids=["x"], embeddings=[AXES["y"]],
-                       metadatas=[{"group": "new"}])
+        vectors.upsert(
+            ["x, renamed"], ids=["x"], embeddings=[AXES["y"]], metadatas=[{"group": "new"}]
+        )
 
     assert vectors.count() == 4
     (record,) = vectors.get(["x"])
@@ -187,8 +198,9 @@ def test_upsert_updates_and_is_safe_to_run_twice(vectors: VectorStore) -> None:
 def test_adds_in_batches_of_the_size_asked(chroma_dir: Path) -> None:
     store = VectorStore("batches", path=chroma_dir, embedder=None, batch_size=3)
     with capture_spans() as spans:
-        ids = store.add(ids=[f"v{i}" for i in range(10)],
-                        embeddings=[[float(i), 1.0] for i in range(10)])
+        ids = store.add(
+            ids=[f"v{i}" for i in range(10)], embeddings=[[float(i), 1.0] for i in range(10)]
+        )
 
     assert ids == [f"v{i}" for i in range(10)] and store.count() == 10
     # One Chroma add (one span from ChromaInstrumentor) per batch.
@@ -226,11 +238,20 @@ def test_data_survives_across_processes(chroma_dir: Path, run_env: dict[str, str
                           "hits": [[h.id, h.document, h.metadata] for h in hits]}))
     """)
     for script in (write, read):
-        done = subprocess.run([PYTHON, "-c", script], env=run_env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=120, check=False)
+        done = subprocess.run(
+            [PYTHON, "-c", script],
+            env=run_env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
-        "count": 1, "hits": [["p1", "from process one", {"pid": 1}]]}
+        "count": 1,
+        "hits": [["p1", "from process one", {"pid": 1}]],
+    }
 
 
 def test_any_chroma_embedding_function_and_client() -> None:
@@ -520,7 +541,8 @@ def test_collection_names_at_the_limits(chroma_dir: Path, name: str) -> None:
 
 def test_a_collection_keeps_its_distance(chroma_dir: Path) -> None:
     VectorStore("euclid", path=chroma_dir, embedder=None, space="l2").add(
-        ids=["o", "far"], embeddings=[[0.0, 0.0], [3.0, 4.0]])
+        ids=["o", "far"], embeddings=[[0.0, 0.0], [3.0, 4.0]]
+    )
 
     reopened = VectorStore("euclid", path=chroma_dir, embedder=None)
     assert reopened.space == "l2"
@@ -575,9 +597,17 @@ def test_no_chroma_server_at_chroma_host(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_every_error_is_a_vector_store_error() -> None:
-    for error in (ChromaConnectionError, CollectionNameError, DimensionMismatchError,
-                  DuplicateIdError, EmptyQueryError, ModelMismatchError, NoEmbedderError,
-                  StorePathError, TopKError):
+    for error in (
+        ChromaConnectionError,
+        CollectionNameError,
+        DimensionMismatchError,
+        DuplicateIdError,
+        EmptyQueryError,
+        ModelMismatchError,
+        NoEmbedderError,
+        StorePathError,
+        TopKError,
+    ):
         assert issubclass(error, VectorStoreError)
 
 
@@ -592,9 +622,18 @@ def chroma_server(tmp_path: Path) -> Iterator[int]:
     port = free_port()
     log = (tmp_path / "chroma-server.log").open("w")
     server = subprocess.Popen(
-        [str(chroma), "run", "--path", str(tmp_path / "server-data"), "--host", "127.0.0.1",
-         "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(chroma),
+            "run",
+            "--path",
+            str(tmp_path / "server-data"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         import chromadb

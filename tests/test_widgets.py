@@ -90,10 +90,21 @@ def test_values_follow_the_gpu_while_the_kernel_is_busy(fake_sampler: Sampler) -
 
 
 def test_missing_fields_show_na(fake_sampler: Sampler) -> None:
-    sampler = Sampler(FakeNvml([FakeGpu(unsupported={"nvmlDeviceGetPowerUsage",
-                                                      "nvmlDeviceGetEnforcedPowerLimit",
-                                                      "nvmlDeviceGetTemperature"})]),
-                      interval_s=0.2, settings=HardwareSettings())
+    sampler = Sampler(
+        FakeNvml(
+            [
+                FakeGpu(
+                    unsupported={
+                        "nvmlDeviceGetPowerUsage",
+                        "nvmlDeviceGetEnforcedPowerLimit",
+                        "nvmlDeviceGetTemperature",
+                    }
+                )
+            ]
+        ),
+        interval_s=0.2,
+        settings=HardwareSettings(),
+    )
     monitor = HardwareMonitor(sampler)
     try:
         assert wait_for(lambda: texts(monitor, "o11y-gpu-power") == ["n/a"])
@@ -106,8 +117,9 @@ def test_missing_fields_show_na(fake_sampler: Sampler) -> None:
 
 def test_text_from_the_driver_is_escaped() -> None:
     hostile = '<img src=x onerror="alert(1)">'
-    sampler = Sampler(FakeNvml([FakeGpu(name=hostile)]), interval_s=0.2,
-                      settings=HardwareSettings())
+    sampler = Sampler(
+        FakeNvml([FakeGpu(name=hostile)]), interval_s=0.2, settings=HardwareSettings()
+    )
     monitor = HardwareMonitor(sampler)
     try:
         assert wait_for(lambda: bool(monitor._panels) and "img" in monitor._panels[0].title.value)
@@ -164,8 +176,12 @@ def test_several_monitors_share_one_sampler_thread(fake_sampler: Sampler) -> Non
         assert fake_sampler.subscribers == 2
         threads = [t for t in threading.enumerate() if t.name == "o11ylab-hardware"]
         assert len([t for t in threads if t is fake_sampler._thread]) == 1
-        assert wait_for(lambda: texts(first, "o11y-gpu-utilization") != []
-                        and texts(second, "o11y-gpu-utilization") != [])
+        assert wait_for(
+            lambda: (
+                texts(first, "o11y-gpu-utilization") != []
+                and texts(second, "o11y-gpu-utilization") != []
+            )
+        )
         taken = fake_sampler.samples_taken
         time.sleep(0.5)
         # Two monitors do not double the sampling rate.
@@ -232,5 +248,5 @@ def test_sparkline_is_numbers_only_and_breaks_at_gaps() -> None:
     svg = sparkline_svg([0.0, 0.5, None, 1.0, 2.0], 1.0, width=40, height=22)
     lines = re.findall(r'points="([^"]+)"', svg)
     assert lines == ["0.0,21.0 10.0,11.0", "30.0,1.0 40.0,1.0"]  # a gap; 2.0 clipped to the top
-    assert re.fullmatch(r'[\d.,\s]+', " ".join(lines))
+    assert re.fullmatch(r"[\d.,\s]+", " ".join(lines))
     assert "<polyline" not in sparkline_svg([None, 1.0], 1.0)

@@ -12,22 +12,51 @@ from typing import Any
 # ``import o11ylab.ai`` stays cheap. Add yours here.
 _LAZY: dict[str, str] = {
     # chat and embeddings over the instrumented openai SDK (chat is imported below)
-    "embed": "embeddings", "aembed": "embeddings", "EmbeddingResult": "embeddings",
+    "embed": "embeddings",
+    "aembed": "embeddings",
+    "EmbeddingResult": "embeddings",
     # clients, endpoint choice, instrumentation and errors
-    "get_client": "client", "get_async_client": "client", "resolve_endpoint": "client",
-    "Endpoint": "client", "instrument": "client", "uninstrument": "client",
-    "AIError": "client", "InvalidInput": "client", "AuthenticationFailed": "client",
-    "ModelNotFound": "client", "RateLimited": "client", "ServerError": "client",
-    "EndpointTimeout": "client", "EndpointUnreachable": "client", "ContextTooLong": "client",
+    "get_client": "client",
+    "get_async_client": "client",
+    "resolve_endpoint": "client",
+    "Endpoint": "client",
+    "instrument": "client",
+    "uninstrument": "client",
+    "AIError": "client",
+    "InvalidInput": "client",
+    "AuthenticationFailed": "client",
+    "ModelNotFound": "client",
+    "RateLimited": "client",
+    "ServerError": "client",
+    "EndpointTimeout": "client",
+    "EndpointUnreachable": "client",
+    "ContextTooLong": "client",
     "BadRequest": "client",
     # the vector store on Chroma
-    **{name: "vectorstore" for name in (
-        "VectorStore", "Hit", "Record", "VectorStoreError", "CollectionNameError",
-        "StorePathError", "ChromaConnectionError", "NoEmbedderError", "DimensionMismatchError",
-        "ModelMismatchError", "DuplicateIdError", "EmptyQueryError", "TopKError")},
+    **{
+        name: "vectorstore"
+        for name in (
+            "VectorStore",
+            "Hit",
+            "Record",
+            "VectorStoreError",
+            "CollectionNameError",
+            "StorePathError",
+            "ChromaConnectionError",
+            "NoEmbedderError",
+            "DimensionMismatchError",
+            "ModelMismatchError",
+            "DuplicateIdError",
+            "EmptyQueryError",
+            "TopKError",
+        )
+    },
     # the RAG pipeline
-    "ask": "pipeline", "RagAnswer": "pipeline", "Source": "pipeline",
-    "index_documents": "pipeline", "load_documents": "pipeline",
+    "ask": "pipeline",
+    "RagAnswer": "pipeline",
+    "Source": "pipeline",
+    "index_documents": "pipeline",
+    "load_documents": "pipeline",
 }
 
 # The function `chat` shares its name with its module, and importing a submodule sets the
@@ -36,7 +65,13 @@ from .chat import AsyncChatStream, ChatResult, ChatStream, Usage, achat, chat
 
 # Built from _LAZY so that a name added there is public at once (hence the noqa).
 __all__ = [  # noqa: PLE0604
-    *_LAZY, "AsyncChatStream", "ChatResult", "ChatStream", "Usage", "achat", "chat",
+    *_LAZY,
+    "AsyncChatStream",
+    "ChatResult",
+    "ChatStream",
+    "Usage",
+    "achat",
+    "chat",
 ]
 
 

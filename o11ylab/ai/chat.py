@@ -86,20 +86,27 @@ def build_messages(messages: Messages, system: str | None = None) -> list[dict[s
                 f"{type(messages).__name__}",
             )
         if not messages:
-            raise InvalidInput("messages is empty",
-                               hint="Pass a prompt string or at least one user message.")
+            raise InvalidInput(
+                "messages is empty", hint="Pass a prompt string or at least one user message."
+            )
         built = []
         for index, message in enumerate(messages):
             if not isinstance(message, Mapping):
-                raise InvalidInput(f"messages[{index}] is not a dict with 'role' and 'content' "
-                                   f"(got {type(message).__name__})")
+                raise InvalidInput(
+                    f"messages[{index}] is not a dict with 'role' and 'content' "
+                    f"(got {type(message).__name__})"
+                )
             role = message.get("role")
             if role not in _ROLES:
-                raise InvalidInput(f"messages[{index}] has role {role!r}; use one of "
-                                   f"{', '.join(_ROLES)}")
+                raise InvalidInput(
+                    f"messages[{index}] has role {role!r}; use one of {', '.join(_ROLES)}"
+                )
             content = message.get("content")
-            empty = content is None or (isinstance(content, str) and not content.strip()) or (
-                isinstance(content, Sequence) and not isinstance(content, str) and not content)
+            empty = (
+                content is None
+                or (isinstance(content, str) and not content.strip())
+                or (isinstance(content, Sequence) and not isinstance(content, str) and not content)
+            )
             if empty and not (role == "assistant" and message.get("tool_calls")):
                 raise InvalidInput(f"messages[{index}] ({role}) has no content")
             built.append(dict(message))
@@ -110,14 +117,22 @@ def build_messages(messages: Messages, system: str | None = None) -> list[dict[s
     return built
 
 
-def _request(client: Any, messages: Messages, model: str | None, system: str | None,
-             max_tokens: int | None, temperature: float | None, stream: bool,
-             extra: dict[str, Any]) -> tuple[Endpoint, str, dict[str, Any]]:
+def _request(
+    client: Any,
+    messages: Messages,
+    model: str | None,
+    system: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    stream: bool,
+    extra: dict[str, Any],
+) -> tuple[Endpoint, str, dict[str, Any]]:
     built = build_messages(messages, system)
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise InvalidInput("model is empty", hint="Pass a model name, or None for the default.")
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
-                                   or max_tokens < 1):
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
         raise InvalidInput(f"max_tokens must be a whole number >= 1, not {max_tokens!r}")
     pricing.load_table()  # a broken O11YLAB_PRICING_FILE is reported now, not after the call
     endpoint = endpoint_of(client)
@@ -139,17 +154,24 @@ def _usage(raw: Any) -> Usage | None:
         return None
     details = getattr(raw, "prompt_tokens_details", None)
     cached = getattr(details, "cached_tokens", None) or 0
-    return Usage(int(raw.prompt_tokens or 0), int(getattr(raw, "completion_tokens", 0) or 0),
-                 int(cached))
+    return Usage(
+        int(raw.prompt_tokens or 0), int(getattr(raw, "completion_tokens", 0) or 0), int(cached)
+    )
 
 
-def _cost(endpoint: Endpoint, request_model: str, response_model: str | None,
-          usage: Usage | None) -> float | None:
+def _cost(
+    endpoint: Endpoint, request_model: str, response_model: str | None, usage: Usage | None
+) -> float | None:
     if usage is None:
         return None
-    cost = pricing.price_call(request_model, response_model, usage.input_tokens,
-                              usage.output_tokens, usage.cached_input_tokens,
-                              server=endpoint.server)
+    cost = pricing.price_call(
+        request_model,
+        response_model,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        server=endpoint.server,
+    )
     return None if cost is None else cost.amount
 
 
@@ -187,8 +209,9 @@ def chat(
     and has ``.result`` once drained. ``extra`` goes to ``chat.completions.create`` as is.
     """
     client = client or get_client()
-    endpoint, chosen, kwargs = _request(client, messages, model, system, max_tokens,
-                                        temperature, stream, extra)
+    endpoint, chosen, kwargs = _request(
+        client, messages, model, system, max_tokens, temperature, stream, extra
+    )
     with translate_errors(endpoint, chosen):
         response = client.chat.completions.create(**kwargs)
     if stream:
@@ -305,8 +328,9 @@ async def achat(
     if model is None:
         # Finding the default model lists the server's models once, synchronously.
         model = default_model("chat", get_client(endpoint_of(client)))
-    endpoint, chosen, kwargs = _request(client, messages, model, system, max_tokens,
-                                        temperature, stream, extra)
+    endpoint, chosen, kwargs = _request(
+        client, messages, model, system, max_tokens, temperature, stream, extra
+    )
     with translate_errors(endpoint, chosen):
         response = await client.chat.completions.create(**kwargs)
     if stream:

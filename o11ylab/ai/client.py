@@ -87,8 +87,15 @@ class AIError(RuntimeError):
 
     hint = ""
 
-    def __init__(self, message: str, *, endpoint: str = "", status_code: int | None = None,
-                 error_type: str | None = None, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str = "",
+        status_code: int | None = None,
+        error_type: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.status_code = status_code
         self.error_type = error_type
@@ -105,8 +112,10 @@ class InvalidInput(AIError, ValueError):
 
 
 class AuthenticationFailed(AIError):
-    hint = ("Check OPENAI_API_KEY (the key was rejected; it is not shown here), or unset it "
-            "and OPENAI_BASE_URL to use the local endpoint.")
+    hint = (
+        "Check OPENAI_API_KEY (the key was rejected; it is not shown here), or unset it "
+        "and OPENAI_BASE_URL to use the local endpoint."
+    )
 
 
 class ModelNotFound(AIError):
@@ -114,8 +123,10 @@ class ModelNotFound(AIError):
 
 
 class RateLimited(AIError):
-    hint = ("The SDK already retried; wait and run again, lower the request rate, or raise "
-            "O11YLAB_OPENAI_MAX_RETRIES.")
+    hint = (
+        "The SDK already retried; wait and run again, lower the request rate, or raise "
+        "O11YLAB_OPENAI_MAX_RETRIES."
+    )
 
 
 class ServerError(AIError):
@@ -127,8 +138,9 @@ class EndpointTimeout(AIError):
 
 
 class EndpointUnreachable(AIError):
-    hint = ("Is the server running? Check OPENAI_BASE_URL, or unset it to use o11ylab's "
-            "local endpoint.")
+    hint = (
+        "Is the server running? Check OPENAI_BASE_URL, or unset it to use o11ylab's local endpoint."
+    )
 
 
 class ContextTooLong(AIError):
@@ -148,8 +160,9 @@ def scrub(text: str) -> str:
     for key in _known_keys:
         if key and len(key) >= 4:
             text = text.replace(key, "***")
-    return _KEY_PATTERN.sub(lambda m: m.group(0)[:3] + "***" if m.group(0).startswith("sk-")
-                            else "Bearer ***", text)
+    return _KEY_PATTERN.sub(
+        lambda m: m.group(0)[:3] + "***" if m.group(0).startswith("sk-") else "Bearer ***", text
+    )
 
 
 # --- endpoint ------------------------------------------------------------------------------------
@@ -236,8 +249,10 @@ def resolve_endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
     if base:
         parsed = urlparse(base)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ConfigError("OPENAI_BASE_URL is not an http(s) URL with a host; set it like "
-                              "http://127.0.0.1:8000/v1.")
+            raise ConfigError(
+                "OPENAI_BASE_URL is not an http(s) URL with a host; set it like "
+                "http://127.0.0.1:8000/v1."
+            )
         if is_local_url(base):  # the relay %load_ext set up, or `o11ylab run`'s shared server
             from .. import pricing
 
@@ -246,8 +261,9 @@ def resolve_endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
             if local_key:
                 _known_keys.add(local_key)
             key = "" if key == PLACEHOLDER_KEY else key
-            return Endpoint("local", base.rstrip("/"), timeout, retries,
-                            key or local_key or _NO_KEY)  # a key the user set wins
+            return Endpoint(
+                "local", base.rstrip("/"), timeout, retries, key or local_key or _NO_KEY
+            )  # a key the user set wins
         return Endpoint("custom", base.rstrip("/"), timeout, retries, key or _NO_KEY)
     if key:
         return Endpoint("openai", OPENAI_URL, timeout, retries, key)
@@ -325,8 +341,13 @@ _async_clients: dict[tuple[Any, ...], tuple[Callable[[], Any], Any]] = {}
 
 def _key(endpoint: Endpoint) -> tuple[Any, ...]:
     # hash() of the key, not the key: this tuple may be printed while debugging.
-    return (endpoint.kind, endpoint.base_url, endpoint.timeout_s, endpoint.max_retries,
-            hash(endpoint.api_key))
+    return (
+        endpoint.kind,
+        endpoint.base_url,
+        endpoint.timeout_s,
+        endpoint.max_retries,
+        hash(endpoint.api_key),
+    )
 
 
 def get_client(endpoint: Endpoint | None = None) -> openai.OpenAI:
@@ -341,8 +362,10 @@ def get_client(endpoint: Endpoint | None = None) -> openai.OpenAI:
         client = _clients.get(key)
         if client is None:
             client = openai.OpenAI(
-                api_key=endpoint.api_key, base_url=endpoint.base_url,
-                timeout=endpoint.timeout_s, max_retries=endpoint.max_retries,
+                api_key=endpoint.api_key,
+                base_url=endpoint.base_url,
+                timeout=endpoint.timeout_s,
+                max_retries=endpoint.max_retries,
             )
             client._o11ylab_endpoint = endpoint  # type: ignore[attr-defined]
             _clients[key] = client
@@ -367,8 +390,10 @@ def get_async_client(endpoint: Endpoint | None = None) -> openai.AsyncOpenAI:
         if entry is not None and entry[0]() is loop:
             return entry[1]
         client = openai.AsyncOpenAI(
-            api_key=endpoint.api_key, base_url=endpoint.base_url,
-            timeout=endpoint.timeout_s, max_retries=endpoint.max_retries,
+            api_key=endpoint.api_key,
+            base_url=endpoint.base_url,
+            timeout=endpoint.timeout_s,
+            max_retries=endpoint.max_retries,
         )
         client._o11ylab_endpoint = endpoint  # type: ignore[attr-defined]
         _async_clients[key] = ((weakref.ref(loop) if loop is not None else (lambda: None)), client)
@@ -473,10 +498,18 @@ def _error_code(exc: Any) -> str:
 
 def _is_context_error(message: str, code: str) -> bool:
     text = f"{code} {message}".lower()
-    return any(marker in text for marker in (
-        "context_length_exceeded", "context length", "context window", "maximum context",
-        "too many tokens", "prompt is too long", "longer than the model",
-    ))
+    return any(
+        marker in text
+        for marker in (
+            "context_length_exceeded",
+            "context length",
+            "context window",
+            "maximum context",
+            "too many tokens",
+            "prompt is too long",
+            "longer than the model",
+        )
+    )
 
 
 def translate(exc: BaseException, endpoint: Endpoint, model: str | None = None) -> AIError | None:
@@ -488,17 +521,25 @@ def translate(exc: BaseException, endpoint: Endpoint, model: str | None = None) 
     if isinstance(exc, openai.APITimeoutError):
         return EndpointTimeout(
             f"No answer from {endpoint}{about} within {endpoint.timeout_s:g} s "
-            f"(after {endpoint.max_retries} retries)", endpoint=where, error_type="timeout")
+            f"(after {endpoint.max_retries} retries)",
+            endpoint=where,
+            error_type="timeout",
+        )
     if isinstance(exc, openai.APIConnectionError):
         hint = None
         if endpoint.kind == "local":
             _local_url.clear()  # the next call starts (or finds) the local endpoint again
             # OPENAI_BASE_URL (the class hint) is not what a user of the local endpoint set.
-            hint = ("o11ylab's local endpoint stopped answering; run the call again and a new "
-                    "one is started.")
+            hint = (
+                "o11ylab's local endpoint stopped answering; run the call again and a new "
+                "one is started."
+            )
         return EndpointUnreachable(
-            f"Cannot connect to {endpoint} ({_cause(exc)})", endpoint=where,
-            error_type="connection", hint=hint)
+            f"Cannot connect to {endpoint} ({_cause(exc)})",
+            endpoint=where,
+            error_type="connection",
+            hint=hint,
+        )
     if not isinstance(exc, openai.APIStatusError):
         return None
     status = exc.status_code
@@ -509,15 +550,20 @@ def translate(exc: BaseException, endpoint: Endpoint, model: str | None = None) 
     if status in (401, 403):
         return AuthenticationFailed(f"{endpoint} refused the API key (HTTP {status})", **kwargs)
     if status == 404:
-        return ModelNotFound(f"{endpoint} does not serve model {model!r} (HTTP 404){said}"
-                             if model else f"{endpoint} answered HTTP 404{said}", **kwargs)
+        return ModelNotFound(
+            f"{endpoint} does not serve model {model!r} (HTTP 404){said}"
+            if model
+            else f"{endpoint} answered HTTP 404{said}",
+            **kwargs,
+        )
     if status == 429:
         return RateLimited(f"{endpoint} is rate limiting{about} (HTTP 429){said}", **kwargs)
     if status >= 500:
         return ServerError(f"{endpoint} failed{about} (HTTP {status}){said}", **kwargs)
     if _is_context_error(detail, code):
-        return ContextTooLong(f"The prompt is longer than the context window{about} "
-                              f"(HTTP {status}){said}", **kwargs)
+        return ContextTooLong(
+            f"The prompt is longer than the context window{about} (HTTP {status}){said}", **kwargs
+        )
     return BadRequest(f"{endpoint} refused the request{about} (HTTP {status}){said}", **kwargs)
 
 

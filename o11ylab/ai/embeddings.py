@@ -52,21 +52,29 @@ def _texts(texts: str | Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         texts = [texts]
     elif not isinstance(texts, Sequence):
-        raise InvalidInput(f"texts must be a string or a list of strings, not "
-                           f"{type(texts).__name__}")
+        raise InvalidInput(
+            f"texts must be a string or a list of strings, not {type(texts).__name__}"
+        )
     if not texts:
         raise InvalidInput("No texts to embed", hint="Pass at least one non-empty string.")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise InvalidInput(f"texts[{index}] is not a string (got {type(text).__name__})")
         if not text.strip():
-            raise InvalidInput(f"texts[{index}] is empty",
-                               hint="Embeddings of empty text mean nothing; drop it first.")
+            raise InvalidInput(
+                f"texts[{index}] is empty",
+                hint="Embeddings of empty text mean nothing; drop it first.",
+            )
     return list(texts)
 
 
-def _prepare(client: Any, texts: str | Sequence[str], model: str | None, batch_size: int,
-             dimensions: int | None) -> tuple[Endpoint, str, list[str], dict[str, Any]]:
+def _prepare(
+    client: Any,
+    texts: str | Sequence[str],
+    model: str | None,
+    batch_size: int,
+    dimensions: int | None,
+) -> tuple[Endpoint, str, list[str], dict[str, Any]]:
     items = _texts(texts)
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise InvalidInput("model is empty", hint="Pass a model name, or None for the default.")
@@ -116,7 +124,7 @@ def embed(
     responses = []
     with translate_errors(endpoint, chosen):
         for start in range(0, len(items), batch_size):
-            batch = items[start:start + batch_size]
+            batch = items[start : start + batch_size]
             responses.append(client.embeddings.create(model=chosen, input=batch, **extra))
     return _collect(endpoint, chosen, responses)
 
@@ -135,6 +143,6 @@ async def aembed(
     responses = []
     with translate_errors(endpoint, chosen):
         for start in range(0, len(items), batch_size):
-            batch = items[start:start + batch_size]
+            batch = items[start : start + batch_size]
             responses.append(await client.embeddings.create(model=chosen, input=batch, **extra))
     return _collect(endpoint, chosen, responses)

@@ -88,8 +88,10 @@ class ContextWindowExceededError(LocalModelError, ValueError):
         if input_tokens >= context_window:
             detail = f"the prompt alone is {input_tokens} tokens"
         else:
-            detail = (f"the prompt is {input_tokens} tokens and {max_new_tokens} more were asked "
-                      f"for ({input_tokens + max_new_tokens} in all)")
+            detail = (
+                f"the prompt is {input_tokens} tokens and {max_new_tokens} more were asked "
+                f"for ({input_tokens + max_new_tokens} in all)"
+            )
         super().__init__(
             f"{model} has a context window of {context_window} tokens, but {detail}. "
             "Shorten the prompt or ask for fewer new tokens (max_new_tokens / max_tokens)."
@@ -138,8 +140,11 @@ def choose_device(env: Mapping[str, str] | None = None) -> tuple[str, str]:
     if raw not in ("", "auto", "1", "true", "yes", "on"):
         raise LocalModelError(f"USE_GPU={raw!r} is not a yes/no value: use 1, 0 or leave it unset.")
     if not torch.cuda.is_available():
-        why = "USE_GPU is set but torch sees no CUDA device" if raw not in ("", "auto") else (
-            "no CUDA device")
+        why = (
+            "USE_GPU is set but torch sees no CUDA device"
+            if raw not in ("", "auto")
+            else ("no CUDA device")
+        )
         return "cpu", why
     count = torch.cuda.device_count()
     id_raw = env.get("GPU_DEVICE_ID", "0").strip() or "0"
@@ -233,8 +238,9 @@ class _Cancel:
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool,
-                          device=input_ids.device)
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
 
 
 @dataclasses.dataclass
@@ -282,7 +288,8 @@ class LocalModel:
         started = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(str(ref.path), local_files_only=True)
         loaded = AutoModelForCausalLM.from_pretrained(
-            str(ref.path), dtype=self._dtype, local_files_only=True)
+            str(ref.path), dtype=self._dtype, local_files_only=True
+        )
         self.model = loaded.to(self.device)  # type: ignore[arg-type]  # transformers' stub
         self.model.eval()
         self.dtype = str(self._dtype).removeprefix("torch.")
@@ -300,8 +307,12 @@ class LocalModel:
         self._torch = torch
         _ensure_instrumented()
         if verbose:
-            print(f"o11ylab: local model {self.name} on {self.device} ({self.dtype}; {why}), "
-                  f"loaded in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
+            print(
+                f"o11ylab: local model {self.name} on {self.device} ({self.dtype}; {why}), "
+                f"loaded in {time.perf_counter() - started:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _context_window(self) -> int:
         config = self.model.config
@@ -334,8 +345,16 @@ class LocalModel:
         """Continue one prompt (returns a ``Generation``) or a batch (a list of them)."""
         single = isinstance(prompt, str)
         prompts = [prompt] if isinstance(prompt, str) else [str(p) for p in prompt]
-        request = self._request(semconv.TEXT_COMPLETION_OPERATION, prompts, None, max_new_tokens,
-                                temperature, top_p, seed, stop)
+        request = self._request(
+            semconv.TEXT_COMPLETION_OPERATION,
+            prompts,
+            None,
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed,
+            stop,
+        )
         results = self._run(request)
         return results[0] if single else results
 
@@ -351,21 +370,39 @@ class LocalModel:
     ) -> Generation:
         """Answer a conversation (OpenAI-style messages) through the model's chat template."""
         prompt, normalized = self._render_chat(messages)
-        request = self._request(semconv.CHAT_OPERATION, [prompt], normalized, max_new_tokens,
-                                temperature, top_p, seed, stop)
+        request = self._request(
+            semconv.CHAT_OPERATION,
+            [prompt],
+            normalized,
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed,
+            stop,
+        )
         return self._run(request)[0]
 
     def stream(self, prompt: str, **options: Any) -> TokenStream:
         """Like ``generate`` for one prompt, yielding text as it is produced."""
-        request = self._request(semconv.TEXT_COMPLETION_OPERATION, [prompt], None,
-                                options.pop("max_new_tokens", None), **_sampling(options))
+        request = self._request(
+            semconv.TEXT_COMPLETION_OPERATION,
+            [prompt],
+            None,
+            options.pop("max_new_tokens", None),
+            **_sampling(options),
+        )
         return TokenStream(self, request, otel_context.get_current())
 
     def stream_chat(self, messages: Sequence[Mapping[str, Any]], **options: Any) -> TokenStream:
         """Like ``chat``, yielding text as it is produced; ``.result`` holds the totals."""
         prompt, normalized = self._render_chat(messages)
-        request = self._request(semconv.CHAT_OPERATION, [prompt], normalized,
-                                options.pop("max_new_tokens", None), **_sampling(options))
+        request = self._request(
+            semconv.CHAT_OPERATION,
+            [prompt],
+            normalized,
+            options.pop("max_new_tokens", None),
+            **_sampling(options),
+        )
         return TokenStream(self, request, otel_context.get_current())
 
     # -- preparing a request -----------------------------------------------------------------------
@@ -382,17 +419,24 @@ class LocalModel:
             role = message.get("role")
             if role not in _ROLES:
                 raise LocalModelError(
-                    f"messages[{index}].role is {role!r}: use one of {', '.join(sorted(_ROLES))}.")
-            normalized.append({"role": "system" if role == "developer" else str(role),
-                               "content": message_text(message.get("content"))})
+                    f"messages[{index}].role is {role!r}: use one of {', '.join(sorted(_ROLES))}."
+                )
+            normalized.append(
+                {
+                    "role": "system" if role == "developer" else str(role),
+                    "content": message_text(message.get("content")),
+                }
+            )
         if not any(m["content"].strip() for m in normalized):
             raise EmptyPromptError("every message is empty: give the model something to answer.")
         if not self.has_chat_template:
             raise LocalModelError(
                 f"{self.name} has no chat template, so it cannot take messages: use "
-                "generate(prompt) with plain text, or a model with a chat template.")
-        prompt = self.tokenizer.apply_chat_template(normalized, tokenize=False,
-                                                    add_generation_prompt=True)
+                "generate(prompt) with plain text, or a model with a chat template."
+            )
+        prompt = self.tokenizer.apply_chat_template(
+            normalized, tokenize=False, add_generation_prompt=True
+        )
         return str(prompt), normalized
 
     def _request(
@@ -413,8 +457,9 @@ class LocalModel:
         if seed is not None and not -(2**63) <= seed < 2**63:  # torch's and OTLP's int64
             raise LocalModelError(f"seed must be a 64-bit integer, not {seed}.")
         # Chat templates already hold the special tokens the model expects.
-        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True,
-                                 add_special_tokens=messages is None)
+        encoded = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=messages is None
+        )
         lengths = [int(n) for n in encoded["attention_mask"].sum(dim=1).tolist()]
         longest = int(encoded["input_ids"].shape[1])
         room = self.context_window - longest
@@ -423,12 +468,23 @@ class LocalModel:
                 raise ContextWindowExceededError(self.name, longest, 1, self.context_window)
             max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, room)
         elif max_new_tokens > room:
-            raise ContextWindowExceededError(self.name, longest, max_new_tokens,
-                                             self.context_window)
+            raise ContextWindowExceededError(
+                self.name, longest, max_new_tokens, self.context_window
+            )
         stops = [stop] if isinstance(stop, str) else [s for s in (stop or ()) if s]
-        return _Request(operation, prompts, messages, encoded["input_ids"],
-                        encoded["attention_mask"], lengths, int(max_new_tokens), temperature,
-                        top_p, seed, stops)
+        return _Request(
+            operation,
+            prompts,
+            messages,
+            encoded["input_ids"],
+            encoded["attention_mask"],
+            lengths,
+            int(max_new_tokens),
+            temperature,
+            top_p,
+            seed,
+            stops,
+        )
 
     # -- running it --------------------------------------------------------------------------------
 
@@ -448,10 +504,19 @@ class LocalModel:
             attributes[semconv.GEN_AI_REQUEST_SEED] = request.seed
         if request.stop:
             attributes[semconv.GEN_AI_REQUEST_STOP_SEQUENCES] = request.stop
-        messages = request.messages if request.messages is not None else [
-            {"role": "user", "content": p} for p in request.prompts]
-        return span_notes(attributes, model=self.name, operation=request.operation,
-                          messages=messages, tokenizer=self.tokenizer, time_first_token=True)
+        messages = (
+            request.messages
+            if request.messages is not None
+            else [{"role": "user", "content": p} for p in request.prompts]
+        )
+        return span_notes(
+            attributes,
+            model=self.name,
+            operation=request.operation,
+            messages=messages,
+            tokenizer=self.tokenizer,
+            time_first_token=True,
+        )
 
     def _generate_locked(
         self, request: _Request, clock: _TokenClock | None, cancel: _Cancel | None
@@ -514,11 +579,11 @@ class LocalModel:
         duration = time.perf_counter() - started
         ttft = _first_token(notes.outcome, queue_time)
         results = []
-        for row, input_tokens in zip(output[:, prompt_width:].tolist(), request.input_tokens,
-                                     strict=True):
+        for row, input_tokens in zip(
+            output[:, prompt_width:].tolist(), request.input_tokens, strict=True
+        ):
             text, count, finish = self._decode(request, row)
-            results.append(Generation(text, self.name, input_tokens, count, finish, ttft,
-                                      duration))
+            results.append(Generation(text, self.name, input_tokens, count, finish, ttft, duration))
         return results
 
 
@@ -553,8 +618,10 @@ def message_text(content: Any) -> str:
                 texts.append(part)
             else:
                 kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise LocalModelError(f"message content of type {kind!r} is not supported by a "
-                                      "local text model; send text parts only.")
+                raise LocalModelError(
+                    f"message content of type {kind!r} is not supported by a "
+                    "local text model; send text parts only."
+                )
         return "".join(texts)
     raise LocalModelError("message content must be a string or a list of text parts.")
 
@@ -591,8 +658,9 @@ class TokenStream:
     def start(self) -> TokenStream:
         with self._start_lock:
             if self._worker is None:
-                self._worker = threading.Thread(target=self._work, name="o11ylab-generate",
-                                                daemon=True)
+                self._worker = threading.Thread(
+                    target=self._work, name="o11ylab-generate", daemon=True
+                )
                 self._worker.start()
         return self
 
@@ -647,15 +715,18 @@ class TokenStream:
             if token in eos:
                 state["finish"] = "stop"
                 return
-            text = str(engine.tokenizer.decode([t for t in tokens if t not in eos],
-                                               skip_special_tokens=True))
+            text = str(
+                engine.tokenizer.decode(
+                    [t for t in tokens if t not in eos], skip_special_tokens=True
+                )
+            )
             if text.endswith("\ufffd"):
                 return  # half of a multi-byte character: wait for the rest
             for stop in request.stop:
                 cut = text.find(stop)
                 if cut >= 0:
                     text, state["finish"] = text[:cut], "stop"
-            piece = text[len(state["emitted"]):]
+            piece = text[len(state["emitted"]) :]
             if piece and text.startswith(state["emitted"]):
                 if self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
@@ -663,8 +734,11 @@ class TokenStream:
                 self._pieces.put(piece)
 
         def cancelled() -> bool:
-            return (self._cancel.event.is_set() and state["finish"] != "stop"
-                    and len(tokens) < request.max_new_tokens)
+            return (
+                self._cancel.event.is_set()
+                and state["finish"] != "stop"
+                and len(tokens) < request.max_new_tokens
+            )
 
         clock = _TokenClock(on_token)
         error: BaseException | None = None
@@ -674,12 +748,21 @@ class TokenStream:
                 with engine._notes(request, queue_time) as notes:  # noqa: SLF001 - same module
                     notes.on_end = lambda _outcome: (
                         {semconv.GEN_AI_RESPONSE_FINISH_REASONS: ["cancelled"]}
-                        if cancelled() else None)
+                        if cancelled()
+                        else None
+                    )
                     engine._generate_locked(request, clock, self._cancel)  # noqa: SLF001
             finish = "cancelled" if cancelled() else state["finish"]
             ttft = clock.times[0] - started if clock.times else None
-            self.result = Generation(state["emitted"], engine.name, request.input_tokens[0],
-                                     len(tokens), finish, ttft, time.perf_counter() - started)
+            self.result = Generation(
+                state["emitted"],
+                engine.name,
+                request.input_tokens[0],
+                len(tokens),
+                finish,
+                ttft,
+                time.perf_counter() - started,
+            )
         except BaseException as exc:  # handed to the consumer, raised there
             error = exc
         finally:
@@ -693,8 +776,9 @@ class TokenStream:
 class LocalEmbedder:
     """A sentence-transformers model (default all-MiniLM-L6-v2), instrumented like LocalModel."""
 
-    def __init__(self, model: str | Path | None = None, *, device: str | None = None,
-                 verbose: bool = True) -> None:
+    def __init__(
+        self, model: str | Path | None = None, *, device: str | None = None, verbose: bool = True
+    ) -> None:
         ref = models.resolve_embedding_model(str(model) if model is not None else None)
         if device is None:
             device, _why = choose_device()
@@ -710,16 +794,21 @@ class LocalEmbedder:
         self.device = str(device)
         self.model = SentenceTransformer(str(ref.path), device=self.device, local_files_only=True)
         # get_sentence_embedding_dimension was renamed in sentence-transformers 6.
-        dimension = (getattr(self.model, "get_embedding_dimension", None)
-                     or self.model.get_sentence_embedding_dimension)
+        dimension = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         self.dimensions = int(dimension() or 0)
         self.max_tokens = int(self.model.max_seq_length or 512)
         self.lock = threading.Lock()
         _ensure_instrumented(embeddings=True)
         if verbose:
-            print(f"o11ylab: embedding model {self.name} on {self.device} ({self.dimensions} "
-                  f"dimensions), loaded in {time.perf_counter() - started:.1f}s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"o11ylab: embedding model {self.name} on {self.device} ({self.dimensions} "
+                f"dimensions), loaded in {time.perf_counter() - started:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         encoded = self.model.tokenizer(list(texts), truncation=True, max_length=self.max_tokens)
@@ -732,8 +821,9 @@ class LocalEmbedder:
             raise EmptyPromptError("nothing to embed: pass one or more non-empty strings.")
         _ensure_instrumented(embeddings=True)
         with self.lock, span_notes(model=self.name) as notes:
-            array = self.model.encode(items, normalize_embeddings=True, convert_to_numpy=True,
-                                      show_progress_bar=False)
+            array = self.model.encode(
+                items, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
         vectors = array.astype("float32").tolist()
         counted = notes.outcome.input_tokens if notes.outcome is not None else 0
         return EmbeddingResult(vectors, self.name, counted or self.count_tokens(items))
@@ -764,4 +854,3 @@ def get_local_embedder(model: str | Path | None = None, **options: Any) -> Local
     """The process's shared ``LocalEmbedder`` (default: ``EMBEDDING_MODEL`` or all-MiniLM-L6-v2)."""
     model = model if model is not None else (os.environ.get("EMBEDDING_MODEL", "").strip() or None)
     return _shared("embedding", model, lambda: LocalEmbedder(model, **options))  # type: ignore[no-any-return]
-

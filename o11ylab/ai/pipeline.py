@@ -121,16 +121,21 @@ def index_documents(
     tracer = _tracer()
     with tracer.start_as_current_span(
         f"{semconv.RAG_STAGE_SPAN_PREFIX} index",
-        attributes={semconv.DB_COLLECTION_NAME: store.name,
-                    semconv.RAG_CONTEXT_DOCUMENTS: len(documents)},
+        attributes={
+            semconv.DB_COLLECTION_NAME: store.name,
+            semconv.RAG_CONTEXT_DOCUMENTS: len(documents),
+        },
     ):
-        vectors = embed([f"{d.title}. {d.text}" for d in documents], embedding_model,
-                        batch_size=batch_size)
+        vectors = embed(
+            [f"{d.title}. {d.text}" for d in documents], embedding_model, batch_size=batch_size
+        )
         store.upsert(
             [d.text for d in documents],
             ids=[d.id for d in documents],
-            metadatas=[{"title": d.title, "topic": d.topic, "embedding_model": vectors.model}
-                       for d in documents],
+            metadatas=[
+                {"title": d.title, "topic": d.topic, "embedding_model": vectors.model}
+                for d in documents
+            ],
             embeddings=vectors.vectors,
         )
     return len(documents)
@@ -164,8 +169,9 @@ class RagAnswer:
         return f"{self.answer}\n\nSources: {cited}"
 
 
-def build_prompt(question: str, sources: list[Source],
-                 max_context_chars: int = DEFAULT_MAX_CONTEXT_CHARS) -> tuple[str, list[Source]]:
+def build_prompt(
+    question: str, sources: list[Source], max_context_chars: int = DEFAULT_MAX_CONTEXT_CHARS
+) -> tuple[str, list[Source]]:
     """The user message for the chat stage, and the sources that fit into it (best first)."""
     used: list[Source] = []
     blocks: list[str] = []
@@ -214,8 +220,13 @@ def ask(
         vectors = embed([question], embedding_model)
         hits = store.search(embedding=vectors.vectors[0], top_k=top_k, where=where)
         found = [
-            Source(hit.id, str(hit.metadata.get("title", hit.id)),
-                   str(hit.metadata.get("topic", "")), float(hit.score), hit.document or "")
+            Source(
+                hit.id,
+                str(hit.metadata.get("title", hit.id)),
+                str(hit.metadata.get("topic", "")),
+                float(hit.score),
+                hit.document or "",
+            )
             for hit in hits
         ]
         with _tracer().start_as_current_span(f"{semconv.RAG_STAGE_SPAN_PREFIX} prompt") as span:
@@ -224,18 +235,26 @@ def ask(
                 span.set_attribute(semconv.RAG_CONTEXT_DOCUMENTS, len(used))
                 span.set_attribute(semconv.RAG_SOURCE_IDS, [s.id for s in used])
                 span.set_attribute(semconv.RAG_PROMPT_CHARS, len(prompt))
-        reply = chat(prompt, model, system=system, max_tokens=max_tokens,
-                     temperature=temperature)
+        reply = chat(prompt, model, system=system, max_tokens=max_tokens, temperature=temperature)
         assert isinstance(reply, ChatResult)
         invocation.output_messages = [
-            OutputMessage(role="assistant", parts=[TextPart(reply.text)],
-                          finish_reason=reply.finish_reason or "stop")
+            OutputMessage(
+                role="assistant",
+                parts=[TextPart(reply.text)],
+                finish_reason=reply.finish_reason or "stop",
+            )
         ]
         chat_usage = reply.usage or Usage(0, 0)
-        usage = Usage(vectors.input_tokens + chat_usage.input_tokens, chat_usage.output_tokens,
-                      chat_usage.cached_input_tokens)
-        cost = (None if vectors.cost_usd is None or reply.cost_usd is None
-                else vectors.cost_usd + reply.cost_usd)
+        usage = Usage(
+            vectors.input_tokens + chat_usage.input_tokens,
+            chat_usage.output_tokens,
+            chat_usage.cached_input_tokens,
+        )
+        cost = (
+            None
+            if vectors.cost_usd is None or reply.cost_usd is None
+            else vectors.cost_usd + reply.cost_usd
+        )
         totals: dict[str, Any] = {
             semconv.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
             semconv.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
@@ -252,8 +271,14 @@ def ask(
         invocation.attributes.update(totals)
         trace_id = format(invocation.span.get_span_context().trace_id, "032x")
     return RagAnswer(
-        question=question, answer=reply.text, sources=used, model=reply.model, usage=usage,
-        cost_usd=cost, trace_id=trace_id, chat_result=reply,
+        question=question,
+        answer=reply.text,
+        sources=used,
+        model=reply.model,
+        usage=usage,
+        cost_usd=cost,
+        trace_id=trace_id,
+        chat_result=reply,
     )
 
 
@@ -278,11 +303,13 @@ def _handler() -> Any:
         from ..telemetry import get_telemetry
 
         get_telemetry()
-        _HANDLER.append(TelemetryHandler(
-            tracer_provider=trace.get_tracer_provider(),
-            meter_provider=metrics.get_meter_provider(),
-            logger_provider=_logs.get_logger_provider(),
-            instrumentation_scope_name=f"{semconv.SCOPE}.ai.pipeline",
-            instrumentation_scope_version=__version__,
-        ))
+        _HANDLER.append(
+            TelemetryHandler(
+                tracer_provider=trace.get_tracer_provider(),
+                meter_provider=metrics.get_meter_provider(),
+                logger_provider=_logs.get_logger_provider(),
+                instrumentation_scope_name=f"{semconv.SCOPE}.ai.pipeline",
+                instrumentation_scope_version=__version__,
+            )
+        )
     return _HANDLER[0]

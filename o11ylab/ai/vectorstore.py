@@ -202,9 +202,7 @@ def default_path() -> Path:
 def check_collection_name(name: object) -> str:
     """``name`` if Chroma accepts it as a collection name, else ``CollectionNameError``."""
     if not isinstance(name, str):
-        raise CollectionNameError(
-            f"A collection name must be a string, not {type(name).__name__}."
-        )
+        raise CollectionNameError(f"A collection name must be a string, not {type(name).__name__}.")
     problem = None
     if not 3 <= len(name) <= 512:
         problem = f"it has {len(name)} characters; Chroma needs 3 to 512"
@@ -385,7 +383,6 @@ def _saved_configuration(collection: Collection) -> _Saved:
 # --- instrumentation ---------------------------------------------------------------------------
 
 
-
 def _ensure_instrumented() -> None:
     """Switch on ``ChromaInstrumentor`` (global providers: o11ylab's telemetry) unless it is on,
     or the user turned it off with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``. Idempotent."""
@@ -453,8 +450,11 @@ class VectorStore:
         # the first time it needs to.
         self._saved_model = None if self._embedder else saved.model
         self.embedding_model: str | None = (
-            self._embedder.name if self._embedder
-            else _readable(self._saved_model) if self._saved_model else None
+            self._embedder.name
+            if self._embedder
+            else _readable(self._saved_model)
+            if self._saved_model
+            else None
         )
 
     # -- set-up ----------------------------------------------------------------------------
@@ -706,7 +706,7 @@ class VectorStore:
         step = self._client.get_max_batch_size()
         existing: list[str] = []
         for start in range(0, len(id_list), step):
-            found = self.collection.get(ids=id_list[start:start + step], include=[])
+            found = self.collection.get(ids=id_list[start : start + step], include=[])
             existing.extend(found["ids"])
         if existing:
             raise DuplicateIdError(

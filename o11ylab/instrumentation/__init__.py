@@ -26,8 +26,15 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-__all__ = ["Instrumentation", "InstrumentorEntry", "activate", "deactivate", "ensure", "get",
-           "status"]
+__all__ = [
+    "Instrumentation",
+    "InstrumentorEntry",
+    "activate",
+    "deactivate",
+    "ensure",
+    "get",
+    "status",
+]
 
 GROUP = "opentelemetry_instrumentor"
 DISABLED_ENV = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
@@ -56,9 +63,11 @@ def is_genai_distribution(name: str) -> bool:
     """The GenAI family: the official ``opentelemetry-instrumentation-genai-*`` packages (and
     google-genai's, named before the family was), plus o11ylab's own instrumentors."""
     canonical = name.lower().replace("_", "-")
-    return (canonical.startswith("opentelemetry-instrumentation-genai-")
-            or canonical == "opentelemetry-instrumentation-google-genai"
-            or canonical == _OWN_DISTRIBUTION)
+    return (
+        canonical.startswith("opentelemetry-instrumentation-genai-")
+        or canonical == "opentelemetry-instrumentation-google-genai"
+        or canonical == _OWN_DISTRIBUTION
+    )
 
 
 def disabled_names(env: dict[str, str] | None = None) -> set[str]:
@@ -136,17 +145,28 @@ class Instrumentation:
 
     # -- life cycle --------------------------------------------------------------------------
 
-    def activate(self, *, tracer_provider: Any = None, meter_provider: Any = None,
-                 logger_provider: Any = None) -> None:
+    def activate(
+        self,
+        *,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        logger_provider: Any = None,
+    ) -> None:
         """Instrument what is imported, and hook the rest to its first import. Idempotent."""
         with self._lock:
             if self.active:
                 return
             self.active = True
             self._generation += 1
-            self._providers = {k: v for k, v in (
-                ("tracer_provider", tracer_provider), ("meter_provider", meter_provider),
-                ("logger_provider", logger_provider)) if v is not None}
+            self._providers = {
+                k: v
+                for k, v in (
+                    ("tracer_provider", tracer_provider),
+                    ("meter_provider", meter_provider),
+                    ("logger_provider", logger_provider),
+                )
+                if v is not None
+            }
             disabled = disabled_names()
             self.entries = self.discover()
             waiting = []
@@ -165,7 +185,8 @@ class Instrumentation:
                 # wrapt calls the hook once the module has finished importing (at once if it
                 # already has: a race with another thread's import is harmless).
                 wrapt.register_post_import_hook(
-                    lambda _module, e=entry: self._instrument(e, generation), entry.module)
+                    lambda _module, e=entry: self._instrument(e, generation), entry.module
+                )
 
     def _instrument(self, entry: InstrumentorEntry, generation: int) -> None:
         with self._lock:
@@ -193,8 +214,11 @@ class Instrumentation:
             except Exception as exc:  # an instrumentor must never break the user's import
                 entry.state = "failed"
                 entry.reason = f"{type(exc).__name__}: {exc}"[:300]
-                print(f"o11ylab: could not instrument {entry.module} with {entry.target} "
-                      f"({entry.reason}); the library works untraced.", file=sys.stderr)
+                print(
+                    f"o11ylab: could not instrument {entry.module} with {entry.target} "
+                    f"({entry.reason}); the library works untraced.",
+                    file=sys.stderr,
+                )
 
     def deactivate(self) -> None:
         """Uninstrument everything ``activate`` instrumented; leave the user's own alone."""
@@ -208,8 +232,11 @@ class Instrumentation:
                     try:
                         entry._instrumentor.uninstrument()
                     except Exception as exc:
-                        print(f"o11ylab: uninstrumenting {entry.module} failed "
-                              f"({type(exc).__name__}: {exc})", file=sys.stderr)
+                        print(
+                            f"o11ylab: uninstrumenting {entry.module} failed "
+                            f"({type(exc).__name__}: {exc})",
+                            file=sys.stderr,
+                        )
                         continue
                     entry.state = "waiting"
 
@@ -223,16 +250,25 @@ class Instrumentation:
                 for entry in self.entries:
                     if entry.name == name:
                         instrumentor = entry._instrumentor
-                        if entry.state in ("instrumented", "yours") and instrumentor is not \
-                                None and not instrumentor.is_instrumented_by_opentelemetry:
+                        if (
+                            entry.state in ("instrumented", "yours")
+                            and instrumentor is not None
+                            and not instrumentor.is_instrumented_by_opentelemetry
+                        ):
                             entry.state = "waiting"  # someone uninstrumented it since
                         if entry.state == "waiting":
                             self._instrument(entry, self._generation)
                         return
             if is_disabled(name):
                 return
-            point = next((p for p in metadata.entry_points(group=GROUP, name=name)
-                          if is_genai_distribution(getattr(p.dist, "name", ""))), None)
+            point = next(
+                (
+                    p
+                    for p in metadata.entry_points(group=GROUP, name=name)
+                    if is_genai_distribution(getattr(p.dist, "name", ""))
+                ),
+                None,
+            )
             if point is None:
                 return
             instrumentor = point.load()()

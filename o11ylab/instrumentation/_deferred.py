@@ -36,20 +36,22 @@ _QUEUE_LIMIT = 65_536  # about 4 MB of pending tuples at most
 class DeferredHistogram:
     """``record`` queues; the meter's next collection records into the real histogram."""
 
-    def __init__(self, meter: Meter, name: str, *, unit: str, description: str,
-                 limit: int = _QUEUE_LIMIT) -> None:
+    def __init__(
+        self, meter: Meter, name: str, *, unit: str, description: str, limit: int = _QUEUE_LIMIT
+    ) -> None:
         self._histogram = meter.create_histogram(name, unit=unit, description=description)
-        self._pending: deque[tuple[float, Mapping[str, Any], Context]] = deque(
-            maxlen=limit)
+        self._pending: deque[tuple[float, Mapping[str, Any], Context]] = deque(maxlen=limit)
         _LIVE.add(self)
         # Never observes anything, so it exports no points: it is only the collection hook.
         # One per meter: a meter hands back the instrument it already has for a name, with the
         # callbacks it was made with, so the callback drains every live queue, not just this.
-        meter.create_observable_gauge(_HOOK, callbacks=[_drain_all],
-                                      description="Internal: records queued measurements.")
+        meter.create_observable_gauge(
+            _HOOK, callbacks=[_drain_all], description="Internal: records queued measurements."
+        )
 
-    def record(self, value: float, attributes: Mapping[str, Any],
-               context: Context | None = None) -> None:
+    def record(
+        self, value: float, attributes: Mapping[str, Any], context: Context | None = None
+    ) -> None:
         """Queue one measurement, made in ``context`` (default: the current one, as ``record``)."""
         self._pending.append((value, attributes, get_current() if context is None else context))
 

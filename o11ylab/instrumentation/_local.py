@@ -73,17 +73,29 @@ class SpanNotes:
 
 
 _NOTES: contextvars.ContextVar[SpanNotes | None] = contextvars.ContextVar(
-    "o11ylab_span_notes", default=None)
+    "o11ylab_span_notes", default=None
+)
 
 
 @contextlib.contextmanager
-def span_notes(attributes: Mapping[str, Any] | None = None, *, model: str | None = None,
-               operation: str | None = None, messages: Sequence[Mapping[str, str]] | None = None,
-               tokenizer: Any = None, time_first_token: bool = False) -> Iterator[SpanNotes]:
+def span_notes(
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    model: str | None = None,
+    operation: str | None = None,
+    messages: Sequence[Mapping[str, str]] | None = None,
+    tokenizer: Any = None,
+    time_first_token: bool = False,
+) -> Iterator[SpanNotes]:
     """Add to the next generation / embedding span started in this context (see the module)."""
-    notes = SpanNotes(dict(attributes or {}), model, operation,
-                      [dict(m) for m in messages] if messages is not None else None,
-                      tokenizer, time_first_token)
+    notes = SpanNotes(
+        dict(attributes or {}),
+        model,
+        operation,
+        [dict(m) for m in messages] if messages is not None else None,
+        tokenizer,
+        time_first_token,
+    )
     token = _NOTES.set(notes)
     try:
         yield notes
@@ -105,9 +117,11 @@ def take_notes() -> SpanNotes | None:
 
 def model_name(model: Any) -> str:
     """The model's ``name_or_path``, shortened to its folder's name when it is a path."""
-    raw = str(getattr(model, "name_or_path", "")
-              or getattr(getattr(model, "config", None), "_name_or_path", "")
-              or type(model).__name__)
+    raw = str(
+        getattr(model, "name_or_path", "")
+        or getattr(getattr(model, "config", None), "_name_or_path", "")
+        or type(model).__name__
+    )
     path = Path(raw)
     if path.is_absolute() or raw.startswith((".", "~")) or path.exists():
         if path.name.lower() in _GENERIC_FOLDERS:
@@ -141,16 +155,30 @@ def error_type(error: BaseException) -> str:
 
 def messages_json(messages: Sequence[Mapping[str, str]]) -> str:
     """Messages in the GenAI conventions' JSON message format."""
-    return json.dumps([{"role": m.get("role", "user"),
-                        "parts": [{"type": "text", "content": m.get("content", "")}]}
-                       for m in messages], ensure_ascii=False)
+    return json.dumps(
+        [
+            {
+                "role": m.get("role", "user"),
+                "parts": [{"type": "text", "content": m.get("content", "")}],
+            }
+            for m in messages
+        ],
+        ensure_ascii=False,
+    )
 
 
 def completions_json(texts: Sequence[str], finish_reasons: Sequence[str]) -> str:
-    return json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": text}],
-                        "finish_reason": finish}
-                       for text, finish in zip(texts, finish_reasons, strict=False)],
-                      ensure_ascii=False)
+    return json.dumps(
+        [
+            {
+                "role": "assistant",
+                "parts": [{"type": "text", "content": text}],
+                "finish_reason": finish,
+            }
+            for text, finish in zip(texts, finish_reasons, strict=False)
+        ],
+        ensure_ascii=False,
+    )
 
 
 # --- telemetry ---------------------------------------------------------------------------------
@@ -164,17 +192,25 @@ class Instruments:
         self.tracer = trace.get_tracer(semconv.SCOPE, __version__, tracer_provider)
         meter = metrics.get_meter(semconv.SCOPE, __version__, meter_provider)
         self.duration = meter.create_histogram(
-            semconv.METRIC_GEN_AI_CLIENT_OPERATION_DURATION, unit="s",
-            description="Duration of GenAI operations.")
+            semconv.METRIC_GEN_AI_CLIENT_OPERATION_DURATION,
+            unit="s",
+            description="Duration of GenAI operations.",
+        )
         self.tokens = meter.create_histogram(
-            semconv.METRIC_GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}",
-            description="Input and output tokens used by GenAI operations.")
+            semconv.METRIC_GEN_AI_CLIENT_TOKEN_USAGE,
+            unit="{token}",
+            description="Input and output tokens used by GenAI operations.",
+        )
         self.first_chunk = meter.create_histogram(
-            semconv.METRIC_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK, unit="s",
-            description="Time from the request to the first output token.")
+            semconv.METRIC_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK,
+            unit="s",
+            description="Time from the request to the first output token.",
+        )
         self.per_chunk = meter.create_histogram(
-            semconv.METRIC_GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK, unit="s",
-            description="Time between consecutive output tokens.")
+            semconv.METRIC_GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK,
+            unit="s",
+            description="Time between consecutive output tokens.",
+        )
 
 
 # --- patching ----------------------------------------------------------------------------------
@@ -209,7 +245,8 @@ class Patches:
 # --- one call: its span, its metrics, its outcome ------------------------------------------------
 
 _ACTIVE: contextvars.ContextVar[ModelCall | None] = contextvars.ContextVar(
-    "o11ylab_model_call", default=None)
+    "o11ylab_model_call", default=None
+)
 
 
 def active_call() -> ModelCall | None:
@@ -229,9 +266,16 @@ class ModelCall:
     inside this one (a pipeline's ``generate``) add their counts here instead of making spans.
     """
 
-    def __init__(self, instruments: Instruments, operation: str, model: str,
-                 attributes: Mapping[str, Any], notes: SpanNotes | None, *,
-                 absorbs: bool = False) -> None:
+    def __init__(
+        self,
+        instruments: Instruments,
+        operation: str,
+        model: str,
+        attributes: Mapping[str, Any],
+        notes: SpanNotes | None,
+        *,
+        absorbs: bool = False,
+    ) -> None:
         self.instruments = instruments
         self.notes = notes
         self.operation = notes.operation if notes is not None and notes.operation else operation
@@ -245,8 +289,9 @@ class ModelCall:
         }
         if notes is not None:
             start.update(notes.attributes)
-        self.span = instruments.tracer.start_span(f"{self.operation} {self.model}",
-                                                  kind=trace.SpanKind.INTERNAL, attributes=start)
+        self.span = instruments.tracer.start_span(
+            f"{self.operation} {self.model}", kind=trace.SpanKind.INTERNAL, attributes=start
+        )
         self.recording = self.span.is_recording()
         self.capture = self.recording and content_on_spans()  # read only when recording
         self.started = _now()
@@ -254,7 +299,8 @@ class ModelCall:
         self.counted = False  # token counts are known
         self.chunk_times: list[float] = []  # a streamer's token times (streams only)
         self.input_messages: list[dict[str, str]] | None = (
-            notes.messages if notes is not None else None)
+            notes.messages if notes is not None else None
+        )
         self.completions: list[str] = []
         self.end_attributes: dict[str, Any] = {}  # set by the instrumentor before end()
         self.tokenizer: Any = None  # decodes completions for content capture (pipelines)
@@ -266,7 +312,8 @@ class ModelCall:
     @property
     def wants_first_token(self) -> bool:
         return self.outcome.time_to_first_token is None and (
-            self.recording or (self.notes is not None and self.notes.time_first_token))
+            self.recording or (self.notes is not None and self.notes.time_first_token)
+        )
 
     def first_token_at(self, moment: float | None) -> None:
         if moment is not None and self.outcome.time_to_first_token is None:
@@ -279,8 +326,12 @@ class ModelCall:
         self._context_token = otel_context.attach(trace.set_span_in_context(self.span))
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         from opentelemetry import context as otel_context
 
         otel_context.detach(self._context_token)
@@ -309,11 +360,13 @@ class ModelCall:
         embeddings = self.operation == semconv.EMBEDDINGS_OPERATION
         output_tokens = sum(outcome.output_tokens)
         if error is None and self.counted:
-            instruments.tokens.record(outcome.input_tokens, {
-                **metric_attributes, semconv.GEN_AI_TOKEN_TYPE: "input"})
+            instruments.tokens.record(
+                outcome.input_tokens, {**metric_attributes, semconv.GEN_AI_TOKEN_TYPE: "input"}
+            )
             if not embeddings:
-                instruments.tokens.record(output_tokens, {
-                    **metric_attributes, semconv.GEN_AI_TOKEN_TYPE: "output"})
+                instruments.tokens.record(
+                    output_tokens, {**metric_attributes, semconv.GEN_AI_TOKEN_TYPE: "output"}
+                )
         if self.chunk_times:  # the conventions ask for chunk timings on streams only
             instruments.first_chunk.record(self.chunk_times[0] - self.started, metric_attributes)
             for before, after in zip(self.chunk_times, self.chunk_times[1:], strict=False):
@@ -330,10 +383,12 @@ class ModelCall:
                     attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = outcome.finish_reasons
                     if outcome.duration > 0:
                         attributes[semconv.LOCAL_OUTPUT_TOKENS_PER_SECOND] = (
-                            output_tokens / outcome.duration)
+                            output_tokens / outcome.duration
+                        )
             if outcome.time_to_first_token is not None and not embeddings:
                 attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = (
-                    outcome.time_to_first_token)
+                    outcome.time_to_first_token
+                )
             attributes.update(self.end_attributes)
             if self.notes is not None and self.notes.on_end is not None and error is None:
                 try:
@@ -346,7 +401,8 @@ class ModelCall:
                 if self.completions and error is None:
                     finish = list(attributes.get(semconv.GEN_AI_RESPONSE_FINISH_REASONS, ()))
                     attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = completions_json(
-                        self.completions, finish)
+                        self.completions, finish
+                    )
             span.set_attributes(attributes)
             if error is not None:
                 span.set_attribute(semconv.ERROR_TYPE, error_type(error))

@@ -93,12 +93,20 @@ _log = logging.getLogger("o11ylab.instrumentation")
 class _Names:
     """Everything about one collection name that every call reuses (built once, never mutated)."""
 
-    __slots__ = ("data", "data_names", "duration_attributes", "retrieval_attributes",
-                 "retrieval_name", "rows_attributes")
+    __slots__ = (
+        "data",
+        "data_names",
+        "duration_attributes",
+        "retrieval_attributes",
+        "retrieval_name",
+        "rows_attributes",
+    )
 
     def __init__(self, name: str) -> None:
-        common = {semconv.DB_SYSTEM_NAME: semconv.DB_SYSTEM_CHROMA,
-                  semconv.DB_COLLECTION_NAME: name}
+        common = {
+            semconv.DB_SYSTEM_NAME: semconv.DB_SYSTEM_CHROMA,
+            semconv.DB_COLLECTION_NAME: name,
+        }
         self.retrieval_name = f"{semconv.RETRIEVAL_OPERATION} {name}"
         self.retrieval_attributes = {
             semconv.GEN_AI_OPERATION_NAME: semconv.RETRIEVAL_OPERATION,
@@ -106,9 +114,10 @@ class _Names:
             **common,
         }
         self.duration_attributes = {
-            semconv.GEN_AI_OPERATION_NAME: semconv.RETRIEVAL_OPERATION, **common}
-        self.rows_attributes = {semconv.DB_OPERATION_NAME: semconv.CHROMA_QUERY_OPERATION,
-                                **common}
+            semconv.GEN_AI_OPERATION_NAME: semconv.RETRIEVAL_OPERATION,
+            **common,
+        }
+        self.rows_attributes = {semconv.DB_OPERATION_NAME: semconv.CHROMA_QUERY_OPERATION, **common}
         self.data_names = {op: f"{op} {name}" for op in _DATA_OPERATIONS}
         self.data = {op: {semconv.DB_OPERATION_NAME: op, **common} for op in _DATA_OPERATIONS}
 
@@ -125,17 +134,20 @@ class ChromaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         import wrapt
         from chromadb.api.models.Collection import Collection
 
-        self._tracer = trace.get_tracer(semconv.SCOPE, __version__,
-                                        kwargs.get("tracer_provider"))
-        meter = metrics.get_meter(semconv.SCOPE, __version__,
-                                  meter_provider=kwargs.get("meter_provider"))
+        self._tracer = trace.get_tracer(semconv.SCOPE, __version__, kwargs.get("tracer_provider"))
+        meter = metrics.get_meter(
+            semconv.SCOPE, __version__, meter_provider=kwargs.get("meter_provider")
+        )
         # The same name, unit and description as o11ylab's other GenAI instruments, so one
         # meter hands every part of o11ylab one instrument.
         # Queued per call and recorded when metrics are read (see _deferred: a record right
         # after Chroma's native search costs 8x what it does warm).
         self._duration = DeferredHistogram(
-            meter, semconv.METRIC_GEN_AI_CLIENT_OPERATION_DURATION, unit="s",
-            description="Duration of GenAI operations.")
+            meter,
+            semconv.METRIC_GEN_AI_CLIENT_OPERATION_DURATION,
+            unit="s",
+            description="Duration of GenAI operations.",
+        )
         # Only the GenAI duration histogram: the opt-in db.client.response.returned_rows
         # histogram cost a third of a sampled-out query's overhead; the count is on the span.
         self._names: dict[str, _Names] = {}
@@ -236,28 +248,42 @@ class ChromaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 otel_context.detach(token)
             span.end()
 
-    def _query_failed(self, span: Any, current: Any, names: _Names, started: float,
-                      error: BaseException) -> None:
+    def _query_failed(
+        self, span: Any, current: Any, names: _Names, started: float, error: BaseException
+    ) -> None:
         try:
             kind = type(error).__qualname__
-            self._duration.record(time.perf_counter() - started,
-                                  {**names.duration_attributes, semconv.ERROR_TYPE: kind},
-                                  current)
+            self._duration.record(
+                time.perf_counter() - started,
+                {**names.duration_attributes, semconv.ERROR_TYPE: kind},
+                current,
+            )
             if span.is_recording():
                 _mark_failed(span, kind, error)
         except Exception:  # noqa: BLE001 - telemetry must never hide the user's own error
             _log.debug("o11ylab: Chroma span attributes failed", exc_info=True)
 
-    def _query_done(self, span: Any, current: Any, names: _Names, started: float,
-                    instance: Any, args: Any, kwargs: Any, result: Any) -> None:
+    def _query_done(
+        self,
+        span: Any,
+        current: Any,
+        names: _Names,
+        started: float,
+        instance: Any,
+        args: Any,
+        kwargs: Any,
+        result: Any,
+    ) -> None:
         try:
             # With the span's context, so exemplars point at it.
-            self._duration.record(time.perf_counter() - started, names.duration_attributes,
-                                  current)
+            self._duration.record(time.perf_counter() - started, names.duration_attributes, current)
             if span.is_recording():
                 ids = result["ids"]
-                span.set_attributes(_retrieval_attributes(instance, args, kwargs, result,
-                                                          sum(map(len, ids)), len(ids)))
+                span.set_attributes(
+                    _retrieval_attributes(
+                        instance, args, kwargs, result, sum(map(len, ids)), len(ids)
+                    )
+                )
         except Exception:  # noqa: BLE001 - a result of an unexpected shape: the user still gets it
             _log.debug("o11ylab: Chroma span attributes failed", exc_info=True)
 
@@ -268,8 +294,7 @@ class ChromaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             if not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
             names = self._names_for(instance)
-            span, _current, token = self._begin(names.data_names[operation],
-                                                names.data[operation])
+            span, _current, token = self._begin(names.data_names[operation], names.data[operation])
             try:
                 try:
                     result = wrapped(*args, **kwargs)
@@ -292,8 +317,7 @@ class ChromaInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             if not is_instrumentation_enabled():
                 return await wrapped(*args, **kwargs)
             names = self._names_for(instance)
-            span, _current, token = self._begin(names.data_names[operation],
-                                                names.data[operation])
+            span, _current, token = self._begin(names.data_names[operation], names.data[operation])
             try:
                 try:
                     result = await wrapped(*args, **kwargs)
@@ -324,8 +348,11 @@ def _drops_children(tracer: Any, parent: Any) -> bool:
     parent_context = parent.get_span_context()
     if not parent_context.is_valid or parent_context.trace_flags.sampled:
         return False
-    delegate = getattr(sampler, "_remote_parent_not_sampled" if parent_context.is_remote
-                       else "_local_parent_not_sampled", None)
+    delegate = getattr(
+        sampler,
+        "_remote_parent_not_sampled" if parent_context.is_remote else "_local_parent_not_sampled",
+        None,
+    )
     return delegate is ALWAYS_OFF
 
 
@@ -370,8 +397,9 @@ def _request_model(collection: Any) -> str | None:
     return type(function).__name__
 
 
-def _retrieval_attributes(collection: Any, args: Any, kwargs: Any, result: Any,
-                          returned: int, queries: int) -> dict[str, Any]:
+def _retrieval_attributes(
+    collection: Any, args: Any, kwargs: Any, result: Any, returned: int, queries: int
+) -> dict[str, Any]:
     attributes: dict[str, Any] = {semconv.DB_RESPONSE_RETURNED_ROWS: returned}
     top_k = _argument(args, kwargs, "n_results", 5)
     top_k = _QUERY_DEFAULT_TOP_K if top_k is None else top_k
@@ -391,8 +419,12 @@ def _retrieval_attributes(collection: Any, args: Any, kwargs: Any, result: Any,
     if content_capture().on_spans:
         if texts is not None:
             attributes[semconv.GEN_AI_RETRIEVAL_QUERY_TEXT] = (
-                texts if isinstance(texts, str)
-                else texts[0] if len(texts) == 1 else [str(t) for t in texts])
+                texts
+                if isinstance(texts, str)
+                else texts[0]
+                if len(texts) == 1
+                else [str(t) for t in texts]
+            )
         attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS] = _documents_json(collection, result)
     return attributes
 
@@ -425,8 +457,9 @@ def _scorer(collection: Any) -> Any:
     return lambda distance: 1.0 - distance
 
 
-def _set_data_attributes(span: Any, operation: str, collection: Any, args: Any, kwargs: Any,
-                         result: Any) -> None:
+def _set_data_attributes(
+    span: Any, operation: str, collection: Any, args: Any, kwargs: Any, result: Any
+) -> None:
     try:
         attributes: dict[str, Any] = {}
         if operation == "get":
@@ -438,9 +471,12 @@ def _set_data_attributes(span: Any, operation: str, collection: Any, args: Any, 
             ids = _argument(args, kwargs, "ids", 0)
             if ids is not None:
                 attributes[semconv.VECTORSTORE_RECORD_COUNT] = (
-                    1 if isinstance(ids, str) else len(ids))
-            if (_argument(args, kwargs, "embeddings", 1) is None
-                    and _argument(args, kwargs, "documents", 3) is not None):
+                    1 if isinstance(ids, str) else len(ids)
+                )
+            if (
+                _argument(args, kwargs, "embeddings", 1) is None
+                and _argument(args, kwargs, "documents", 3) is not None
+            ):
                 model = _request_model(collection)
                 if model:
                     attributes[semconv.GEN_AI_REQUEST_MODEL] = model

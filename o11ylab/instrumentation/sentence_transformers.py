@@ -60,8 +60,7 @@ class SentenceTransformersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         from sentence_transformers import SentenceTransformer
 
-        self._instruments = Instruments(kwargs.get("tracer_provider"),
-                                        kwargs.get("meter_provider"))
+        self._instruments = Instruments(kwargs.get("tracer_provider"), kwargs.get("meter_provider"))
         patches = Patches()
         patches.wrap(SentenceTransformer, "encode", self._wrap_encode)
         for name in ("preprocess", "tokenize"):  # preprocess in v6, tokenize before
@@ -86,8 +85,9 @@ class SentenceTransformersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         dimensions = _dimensions(instance)
         if dimensions:
             attributes[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dimensions
-        call = ModelCall(instruments, semconv.EMBEDDINGS_OPERATION, _name(instance), attributes,
-                         take_notes())
+        call = ModelCall(
+            instruments, semconv.EMBEDDINGS_OPERATION, _name(instance), attributes, take_notes()
+        )
         if call.capture and call.input_messages is None:
             inputs = args[0] if args else kwargs.get("inputs", kwargs.get("sentences"))
             texts = [inputs] if isinstance(inputs, str) else list(inputs or ())
@@ -111,8 +111,9 @@ def _count_inputs(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 
 def _dimensions(model: Any) -> int | None:
-    method = (getattr(model, "get_embedding_dimension", None)
-              or getattr(model, "get_sentence_embedding_dimension", None))
+    method = getattr(model, "get_embedding_dimension", None) or getattr(
+        model, "get_sentence_embedding_dimension", None
+    )
     try:
         value = method() if method is not None else None
     except Exception:  # noqa: BLE001 - an optional detail of a third-party model

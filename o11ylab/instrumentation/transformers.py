@@ -76,8 +76,12 @@ from ._local import (
 __all__ = ["Outcome", "SpanNotes", "TransformersInstrumentor", "span_notes"]
 
 _INSTRUMENTS = ("transformers >= 4.40",)
-_CONFIG_WINDOW_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length",
-                       "seq_length")
+_CONFIG_WINDOW_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_sequence_length",
+    "seq_length",
+)
 
 
 class TransformersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -94,8 +98,7 @@ class TransformersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from transformers import FeatureExtractionPipeline, TextGenerationPipeline
         from transformers.generation.utils import GenerationMixin
 
-        self._instruments = Instruments(kwargs.get("tracer_provider"),
-                                        kwargs.get("meter_provider"))
+        self._instruments = Instruments(kwargs.get("tracer_provider"), kwargs.get("meter_provider"))
         patches = Patches()
         patches.wrap(GenerationMixin, "generate", self._wrap_generate)
         patches.wrap(TextGenerationPipeline, "__call__", self._wrap_text_generation)
@@ -119,8 +122,13 @@ class TransformersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             if running.absorbs:  # a pipeline's generate: its span counts this call
                 return _run_generate(running, wrapped, instance, args, kwargs)
             return wrapped(*args, **kwargs)  # generate inside generate (an assistant model)
-        call = ModelCall(instruments, semconv.TEXT_COMPLETION_OPERATION, model_name(instance),
-                         _model_attributes(instance), take_notes())
+        call = ModelCall(
+            instruments,
+            semconv.TEXT_COMPLETION_OPERATION,
+            model_name(instance),
+            _model_attributes(instance),
+            take_notes(),
+        )
         with call:
             return _run_generate(call, wrapped, instance, args, kwargs)
 
@@ -130,34 +138,50 @@ class TransformersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         instruments = self._instruments
         inputs = args[0] if args else kwargs.get("text_inputs")
         kind = _prompt_kind(inputs)
-        if (instruments is None or kind is None or active_call() is not None
-                or not is_instrumentation_enabled()):
+        if (
+            instruments is None
+            or kind is None
+            or active_call() is not None
+            or not is_instrumentation_enabled()
+        ):
             return wrapped(*args, **kwargs)  # a lazy input (generator, dataset): per-generate spans
-        call = ModelCall(instruments, kind, model_name(instance.model),
-                         _model_attributes(instance.model), take_notes(), absorbs=True)
+        call = ModelCall(
+            instruments,
+            kind,
+            model_name(instance.model),
+            _model_attributes(instance.model),
+            take_notes(),
+            absorbs=True,
+        )
         call.tokenizer = getattr(instance, "tokenizer", None)
         if call.capture and call.input_messages is None:
             call.input_messages = _pipeline_messages(inputs)
         with call:
             return wrapped(*args, **kwargs)
 
-    def _wrap_feature_extraction(self, wrapped: Any, instance: Any, args: Any,
-                                 kwargs: Any) -> Any:
+    def _wrap_feature_extraction(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         instruments = self._instruments
         inputs = args[0] if args else kwargs.get("inputs")
         plain = isinstance(inputs, str) or (
-            isinstance(inputs, list | tuple) and bool(inputs)
-            and all(isinstance(i, str) for i in inputs))
-        if (instruments is None or not plain or active_call() is not None
-                or not is_instrumentation_enabled()):
+            isinstance(inputs, list | tuple)
+            and bool(inputs)
+            and all(isinstance(i, str) for i in inputs)
+        )
+        if (
+            instruments is None
+            or not plain
+            or active_call() is not None
+            or not is_instrumentation_enabled()
+        ):
             return wrapped(*args, **kwargs)
         model = instance.model
         attributes = _model_attributes(model, generation=False)
         dimensions = getattr(getattr(model, "config", None), "hidden_size", None)
         if isinstance(dimensions, int):
             attributes[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dimensions
-        call = ModelCall(instruments, semconv.EMBEDDINGS_OPERATION, model_name(model),
-                         attributes, take_notes())
+        call = ModelCall(
+            instruments, semconv.EMBEDDINGS_OPERATION, model_name(model), attributes, take_notes()
+        )
         if call.capture and call.input_messages is None:
             texts = [inputs] if isinstance(inputs, str) else list(inputs)
             call.input_messages = [{"role": "user", "content": t} for t in texts]
@@ -262,8 +286,9 @@ def _setting(name: str, kwargs: Mapping[str, Any], config: Any) -> Any:
     return getattr(config, name, None) if value is None else value
 
 
-def _count(call: ModelCall, model: Any, args: Any, kwargs: Mapping[str, Any], output: Any,
-           streamer: Any) -> None:
+def _count(
+    call: ModelCall, model: Any, args: Any, kwargs: Mapping[str, Any], output: Any, streamer: Any
+) -> None:
     sequences = getattr(output, "sequences", output)
     if getattr(sequences, "ndim", 0) != 2:
         return
@@ -279,8 +304,11 @@ def _count(call: ModelCall, model: Any, args: Any, kwargs: Mapping[str, Any], ou
         embeds = kwargs.get("inputs_embeds")
         width = 0
         batch = int(embeds.shape[0]) if getattr(embeds, "ndim", 0) == 3 else int(sequences.shape[0])
-        input_tokens = int(mask.sum()) if getattr(mask, "ndim", 0) == 2 else (
-            batch * int(embeds.shape[1]) if embeds is not None else 0)
+        input_tokens = (
+            int(mask.sum())
+            if getattr(mask, "ndim", 0) == 2
+            else (batch * int(embeds.shape[1]) if embeds is not None else 0)
+        )
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         new = sequences[:, 1:]  # after the decoder's start token
     else:
@@ -325,20 +353,34 @@ def _count(call: ModelCall, model: Any, args: Any, kwargs: Mapping[str, Any], ou
     if call.batch > 1:
         call.end_attributes[semconv.LOCAL_BATCH_SIZE] = call.batch
     if call.capture:
-        tokenizer = (call.notes.tokenizer if call.notes is not None else None) or kwargs.get(
-            "tokenizer") or getattr(streamer, "tokenizer", None) or call.tokenizer
+        tokenizer = (
+            (call.notes.tokenizer if call.notes is not None else None)
+            or kwargs.get("tokenizer")
+            or getattr(streamer, "tokenizer", None)
+            or call.tokenizer
+        )
         if tokenizer is not None:
             stops = _setting("stop_strings", kwargs, config)
             stops = [stops] if isinstance(stops, str) else list(stops or ())
             for kept in kept_rows:
-                call.completions.append(_cut(str(tokenizer.decode(
-                    kept, skip_special_tokens=True)), stops))
+                call.completions.append(
+                    _cut(str(tokenizer.decode(kept, skip_special_tokens=True)), stops)
+                )
             if call.input_messages is None and inputs is not None:
                 rows = inputs.tolist()
                 masks = mask.tolist() if getattr(mask, "ndim", 0) == 2 else None
-                call.input_messages = [{"role": "user", "content": str(tokenizer.decode(
-                    [t for j, t in enumerate(row) if masks is None or masks[i][j]],
-                    skip_special_tokens=True))} for i, row in enumerate(rows)]
+                call.input_messages = [
+                    {
+                        "role": "user",
+                        "content": str(
+                            tokenizer.decode(
+                                [t for j, t in enumerate(row) if masks is None or masks[i][j]],
+                                skip_special_tokens=True,
+                            )
+                        ),
+                    }
+                    for i, row in enumerate(rows)
+                ]
 
 
 def _cut(text: str, stops: Sequence[str]) -> str:
@@ -369,16 +411,19 @@ def _max_new_tokens(kwargs: Mapping[str, Any], config: Any, width: int) -> int |
     return limit - width if isinstance(limit, int) and limit > width else None
 
 
-def _request_attributes(kwargs: Mapping[str, Any], config: Any,
-                        max_new: int | None) -> dict[str, Any]:
+def _request_attributes(
+    kwargs: Mapping[str, Any], config: Any, max_new: int | None
+) -> dict[str, Any]:
     """Passed parameters, and the config's sampling settings when it samples."""
     attributes: dict[str, Any] = {}
     if max_new is not None:
         attributes[semconv.GEN_AI_REQUEST_MAX_TOKENS] = max_new
     sampling = bool(_setting("do_sample", kwargs, config))
-    for name, key in (("temperature", semconv.GEN_AI_REQUEST_TEMPERATURE),
-                      ("top_p", semconv.GEN_AI_REQUEST_TOP_P),
-                      ("top_k", semconv.GEN_AI_REQUEST_TOP_K)):
+    for name, key in (
+        ("temperature", semconv.GEN_AI_REQUEST_TEMPERATURE),
+        ("top_p", semconv.GEN_AI_REQUEST_TOP_P),
+        ("top_k", semconv.GEN_AI_REQUEST_TOP_K),
+    ):
         value = kwargs.get(name)
         if value is None and sampling:
             value = getattr(config, name, None)
@@ -387,7 +432,8 @@ def _request_attributes(kwargs: Mapping[str, Any], config: Any,
     stops = _setting("stop_strings", kwargs, config)
     if stops:
         attributes[semconv.GEN_AI_REQUEST_STOP_SEQUENCES] = (
-            [stops] if isinstance(stops, str) else [str(s) for s in stops])
+            [stops] if isinstance(stops, str) else [str(s) for s in stops]
+        )
     choices = _setting("num_return_sequences", kwargs, config)
     if isinstance(choices, int) and choices > 1:
         attributes[semconv.GEN_AI_REQUEST_CHOICE_COUNT] = choices
@@ -414,8 +460,11 @@ def _model_attributes(model: Any, generation: bool = True) -> dict[str, Any]:
 
 
 def _is_conversation(value: Any) -> bool:
-    return (isinstance(value, list | tuple) and bool(value)
-            and all(isinstance(m, Mapping) and "role" in m for m in value))
+    return (
+        isinstance(value, list | tuple)
+        and bool(value)
+        and all(isinstance(m, Mapping) and "role" in m for m in value)
+    )
 
 
 def _prompt_kind(inputs: Any) -> str | None:
@@ -438,8 +487,9 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(str(p.get("text", "")) if isinstance(p, Mapping) else str(p)
-                       for p in content)
+        return "".join(
+            str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in content
+        )
     return "" if content is None else str(content)
 
 
@@ -454,5 +504,8 @@ def _pipeline_messages(inputs: Any) -> list[dict[str, str]]:
         return [{"role": "user", "content": i} for i in inputs]
     else:
         conversations = list(inputs)
-    return [{"role": str(m["role"]), "content": _text(m.get("content"))}
-            for conversation in conversations for m in conversation]
+    return [
+        {"role": str(m["role"]), "content": _text(m.get("content"))}
+        for conversation in conversations
+        for m in conversation
+    ]
