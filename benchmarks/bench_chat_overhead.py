@@ -98,7 +98,7 @@ def main() -> int:
             "chat": (chat_call, True),
         }
         times: dict[str, list[float]] = {name: [] for name in sides}
-        cpu: dict[str, float] = {name: 0.0 for name in sides}
+        cpu: dict[str, float] = dict.fromkeys(sides, 0.0)
         names = list(sides)
         for name in names * 5:  # warm-up: connections, first spans, the server's caches
             _run(*sides[name], ai_client)

@@ -105,7 +105,7 @@ def bench_load() -> None:
             client.execute_interactive(
                 LOAD_PROBE,
                 timeout=60,
-                output_hook=lambda msg: (
+                output_hook=lambda msg, lines=lines: (
                     lines.append(msg["content"].get("text", ""))
                     if msg["msg_type"] == "stream"
                     else None

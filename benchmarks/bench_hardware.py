@@ -34,14 +34,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from o11ylab import semconv
-from o11ylab.hardware import (
+# After sys.path gains the repository root, for tests.fake_nvml.
+from o11ylab import semconv  # noqa: E402
+from o11ylab.hardware import (  # noqa: E402
     Attributor,
     HardwareSettings,
     Sampler,
     _SpanAttribution,
 )
-from tests.fake_nvml import FakeGpu, FakeNvml
+from tests.fake_nvml import FakeGpu, FakeNvml  # noqa: E402
 
 SETTINGS = HardwareSettings()
 

@@ -57,7 +57,7 @@ def run(
                     client.chat.completions.create(
                         model=model, messages=messages, max_tokens=tokens
                     )
-            except BaseException as exc:  # counted and reported
+            except BaseException as exc:  # noqa: BLE001 - counted and reported
                 with lock:
                     errors.append(exc)
                 continue

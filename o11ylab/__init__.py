@@ -108,7 +108,8 @@ def init(*, local_endpoint: bool = True, hardware: bool = True) -> None:
     ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` set, points the openai SDK at the local endpoint.
     Idempotent. Telemetry is flushed when the process exits.
     """
-    from . import activation, hardware as hw
+    from . import activation
+    from . import hardware as hw
     from .config import ConfigError
     from .telemetry import get_telemetry
 

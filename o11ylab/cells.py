@@ -114,7 +114,7 @@ class CellRun:
         span = self.span
         try:
             otel_context.detach(self._token)
-        except Exception:  # detached from another context (a cell that swapped contexts)
+        except Exception:  # noqa: BLE001 - detached from another context (a cell that swapped contexts)
             pass
         duration = time.perf_counter() - self.started
         extra: dict[str, str] = {}
@@ -155,7 +155,7 @@ class CellRun:
 def _safe(call: Callable[..., Any], *args: Any) -> Any:
     try:
         return call(*args)
-    except Exception as exc:  # an observer must never break a user's cell
+    except Exception as exc:  # noqa: BLE001 - an observer must never break a user's cell
         print(f"o11ylab: {type(exc).__name__} in a cell observer: {exc}")
         return None
 
@@ -234,7 +234,7 @@ class CellTracer:
             return  # the cell traces itself; one span per cell
         try:
             self._auto_run = self.start(self.default_name(), self.cell_attributes(source, True))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a hook must never break the user's cell
             print(f"o11ylab: autotrace could not start a span ({type(exc).__name__}: {exc})")
 
     def post_run_cell(self, result: Any) -> None:
@@ -255,7 +255,7 @@ class CellTracer:
             error = result.error_before_exec or result.error_in_exec
         try:
             self.finish(run, error, quiet=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a hook must never break the user's cell
             print(f"o11ylab: autotrace could not end its span ({type(exc).__name__}: {exc})")
 
     def close(self) -> None:

@@ -43,16 +43,16 @@ def set_ended_attributes(span: ReadableSpan, attributes: dict[str, Any]) -> None
     ``end()``. Unfreezing it for the duration of this call is the only way to enrich a span
     someone else created (the SDK has no public hook); attribute limits still apply.
     """
-    target = span._attributes  # noqa: SLF001 - see docstring
+    target = span._attributes
     if target is None:
         return
     frozen = getattr(target, "_immutable", False)
     try:
-        target._immutable = False  # noqa: SLF001
+        target._immutable = False
         for key, value in attributes.items():
             target[key] = value
     finally:
-        target._immutable = frozen  # noqa: SLF001
+        target._immutable = frozen
 
 
 class Enrichers(SpanProcessor):
@@ -90,14 +90,14 @@ class Enrichers(SpanProcessor):
         for name, hook in self._starts:
             try:
                 hook(span)
-            except Exception as exc:  # an enricher must never break a span or a cell
+            except Exception as exc:  # noqa: BLE001 - an enricher must never break a span or a cell
                 self._drop(name, exc)
 
     def on_end(self, span: ReadableSpan) -> None:
         for name, hook in self._ends:
             try:
                 extra = hook(span)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a broken enricher is dropped, the span still ends
                 self._drop(name, exc)
                 continue
             if extra:

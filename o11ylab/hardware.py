@@ -366,7 +366,7 @@ class Nvml:
         self._open = False
         try:
             self._module.nvmlShutdown()
-        except Exception:  # noqa: BLE001, S110 - a broken driver must not break unload
+        except Exception:  # noqa: BLE001 - a broken driver must not break unload
             pass
 
     def _text(self, call: Callable[..., Any], *args: Any) -> str | None:
@@ -591,7 +591,7 @@ class Sampler:
         for sink in list(self.note_sinks):
             try:
                 sink(f"hardware: {text}")
-            except Exception:  # noqa: BLE001, S110 - a closed notebook's sink: say it elsewhere
+            except Exception:  # noqa: BLE001 - a closed notebook's sink: say it elsewhere
                 pass
 
     # -- life cycle
@@ -665,7 +665,7 @@ class Sampler:
             for listener in list(self.stop_listeners):
                 try:
                     listener()
-                except Exception:  # noqa: BLE001, S110 - a closed widget must not block a stop
+                except Exception:  # noqa: BLE001 - a closed widget must not block a stop
                     pass
 
     def set_interval(self, seconds: float) -> None:
@@ -1069,7 +1069,7 @@ class Attributor:
             return Measurement(end_mono - start.mono, cpu, process_memory_peak_bytes=rss_peak)
 
         energy_total, source = None, None
-        for (begin_j, begin_source), position in zip(start.energy, gpus):
+        for (begin_j, begin_source), position in zip(start.energy, gpus, strict=False):
             if begin_j is None:
                 continue
             end_j, end_source = sampler.energy_now(position)
@@ -1248,7 +1248,7 @@ def _gpu_points(
     sample = sampler.latest
     if sample is None:
         return
-    for info, reading in zip(sampler.gpus, sample.gpus):
+    for info, reading in zip(sampler.gpus, sample.gpus, strict=False):
         if reading is None:
             continue
         number = value(reading, info)

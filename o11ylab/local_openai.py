@@ -87,7 +87,7 @@ class LocalRelay:
     def _serve(self, client: socket.socket) -> None:
         try:
             upstream = self._connect()
-        except Exception as exc:  # the endpoint cannot start: say why, in the SDK's terms
+        except Exception as exc:  # noqa: BLE001 - the endpoint cannot start: say why, in the SDK's terms
             _refuse(client, exc)
             return
         upstream.settimeout(None)

@@ -97,7 +97,7 @@ class O11yMagics(Magics):
             args = parse_argstring(self.traced, line)
         except UsageError:
             raise
-        except Exception as exc:  # argparse errors that escape magic_arguments
+        except Exception as exc:  # noqa: BLE001 - argparse errors that escape magic_arguments
             raise UsageError(f"%%traced: {exc}") from None
         return args, _attributes(args.attr)
 
@@ -105,7 +105,7 @@ class O11yMagics(Magics):
         try:
             transformed = self.shell.transform_cell(cell)
             return bool(self.shell.should_run_async(cell, transformed_cell=transformed))
-        except Exception:
+        except Exception:  # noqa: BLE001 - IPython's transforms may raise anything; run it synchronously
             return False
 
     @line_magic

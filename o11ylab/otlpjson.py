@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -50,7 +50,7 @@ class JsonLinesWriter:
     "Once" is per folder: the traces, metrics and logs files of a run share one warning.
     """
 
-    _warned_folders: set[Path] = set()
+    _warned_folders: ClassVar[set[Path]] = set()
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -268,7 +268,7 @@ def _run_one(
                     execution_timeout=cell_timeout,
                     extra_arguments=extra_arguments,
                 )
-        except Exception as exc:  # papermill's execution errors and kernel deaths alike
+        except Exception as exc:  # noqa: BLE001 - papermill's execution errors and kernel deaths alike
             failure = None if _only_expected_errors(exc, output) else exc
         if failure is not None:
             result.status = "failed"
@@ -428,7 +428,7 @@ def format_summary(results: list[NotebookResult], out: Path, trace_id: str) -> s
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     failed = [r for r in results if r.status != "ok"]
     for r in failed:

@@ -54,8 +54,8 @@ from . import models, semconv
 __all__ = [
     "API_KEY_ENV",
     "DEFAULT_PORT",
-    "EndpointError",
     "LOCAL_ENDPOINT_ENV",
+    "EndpointError",
     "LocalEndpoint",
     "ServeConfig",
     "add_arguments",
@@ -696,7 +696,7 @@ async def _sse(
             for piece in stream:
                 loop.call_soon_threadsafe(pieces.put_nowait, piece)
             loop.call_soon_threadsafe(pieces.put_nowait, end)
-        except BaseException as exc:  # handed to the loop, reported in-band below
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, reported in-band below
             loop.call_soon_threadsafe(pieces.put_nowait, exc)
 
     try:
@@ -971,7 +971,7 @@ class LocalEndpoint:
         tail: list[str] = []
         for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
-            tail = (tail + [line])[-20:]
+            tail = ([*tail, line])[-20:]
             if line.startswith("["):  # our step lines; transformers' bars stay out of the way
                 self._say(line)
         if process.wait() != 0:

@@ -27,11 +27,11 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from opentelemetry import metrics, trace
 from opentelemetry import _logs as otel_logs
+from opentelemetry import metrics, trace
 from opentelemetry._logs._internal import ProxyLoggerProvider
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics._internal import _ProxyMeterProvider
@@ -57,13 +57,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from . import semconv
 from ._version import __version__
 from .config import Settings, load_settings
-from .enrichment import Enrichers, set_ended_attributes  # noqa: F401 - re-exported
+from .enrichment import Enrichers, set_ended_attributes
 from .otlpjson import JsonLinesWriter
 
 __all__ = [
     "CellRollup",
     "SpanBuffer",
-    "SpanHooks",
     "Telemetry",
     "get_telemetry",
     "peek_telemetry",
@@ -110,7 +109,7 @@ class SpanBuffer(SpanProcessor):
 class Rollup:
     """What ran under one cell span: counts and sums of its GenAI operation spans."""
 
-    __slots__ = ("cell_span_id", "spans", "errors", "sums", "members")
+    __slots__ = ("cell_span_id", "errors", "members", "spans", "sums")
 
     def __init__(self, cell_span_id: int) -> None:
         self.cell_span_id = cell_span_id
@@ -235,7 +234,7 @@ class CountingSpanExporter(SpanExporter):
         self.taken += len(spans)  # the SDK runs one export at a time (its export lock)
         try:
             result = self.inner.export(spans)
-        except Exception as exc:  # an exporter must never take the worker thread down
+        except Exception as exc:  # noqa: BLE001 - an exporter must never take the worker thread down
             self.counts.record(False, len(spans), type(exc).__name__)
             return SpanExportResult.FAILURE
         self.counts.record(result is SpanExportResult.SUCCESS, len(spans))
@@ -296,7 +295,7 @@ class CountingLogExporter(LogRecordExporter):
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         try:
             result = self.inner.export(batch)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - an exporter must never take the worker thread down
             self.counts.record(False, len(batch), type(exc).__name__)
             return LogRecordExportResult.FAILURE
         self.counts.record(result is LogRecordExportResult.SUCCESS, len(batch))
@@ -312,8 +311,8 @@ class CountingLogExporter(LogRecordExporter):
 class CountingMetricExporter(MetricExporter):
     def __init__(self, inner: MetricExporter, counts: ExportCounts) -> None:
         super().__init__(
-            preferred_temporality=inner._preferred_temporality,  # noqa: SLF001 - must match inner
-            preferred_aggregation=inner._preferred_aggregation,  # noqa: SLF001
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
         )
         self.inner = inner
         self.counts = counts
@@ -323,7 +322,7 @@ class CountingMetricExporter(MetricExporter):
     ) -> MetricExportResult:
         try:
             result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - an exporter must never take the worker thread down
             self.counts.record(False, 1, type(exc).__name__)
             return MetricExportResult.FAILURE
         self.counts.record(result is MetricExportResult.SUCCESS, 1)
@@ -393,7 +392,7 @@ class FileMetricExporter(MetricExporter):
 class OtelLogHandler(logging.Handler):
     """Python ``logging`` records to OTel logs, with the active trace and span ids."""
 
-    _SEVERITY = {
+    _SEVERITY: ClassVar[dict[int, tuple[int, str]]] = {
         logging.DEBUG: (5, "DEBUG"),
         logging.INFO: (9, "INFO"),
         logging.WARNING: (13, "WARN"),
@@ -432,7 +431,7 @@ class OtelLogHandler(logging.Handler):
                 body=record.getMessage(),
                 attributes=attributes,
             )
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging's own contract: handleError, never raise
             self.handleError(record)
 
 
@@ -661,8 +660,8 @@ class Telemetry:
         )
         atexit.register(self.shutdown)
 
-    _OK = {semconv.STATUS: "ok"}
-    _ERROR = {semconv.STATUS: "error"}
+    _OK: ClassVar[dict[str, str]] = {semconv.STATUS: "ok"}
+    _ERROR: ClassVar[dict[str, str]] = {semconv.STATUS: "error"}
 
     def record_cell(self, duration_s: float, failed: bool) -> None:
         attributes = self._ERROR if failed else self._OK
@@ -905,7 +904,7 @@ def _price_data() -> str | None:
     version = getattr(pricing, "data_version", None)
     try:
         return version() if version is not None else None
-    except Exception as exc:  # a broken override file: status still answers
+    except Exception as exc:  # noqa: BLE001 - a broken override file: status still answers
         return f"unavailable ({type(exc).__name__}: {exc})"
 
 
@@ -948,7 +947,7 @@ def _kernel_id() -> str | None:
         from ipykernel.connect import get_connection_file
 
         name = Path(get_connection_file()).stem
-    except Exception:
+    except Exception:  # noqa: BLE001 - outside a kernel there is no connection file
         return None
     return name.removeprefix("kernel-") or None
 

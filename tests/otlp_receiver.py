@@ -35,7 +35,7 @@ class OtlpReceiver:
                 with receiver._lock:
                     receiver.connections.append(self.connection)
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self._body()
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)

@@ -403,8 +403,8 @@ def test_sigkill_during_chroma_adds_keeps_every_acknowledged_document(
 
 @pytest.mark.timeout(60)
 def test_a_gpu_failing_in_the_middle_of_a_cell_never_reaches_the_cell(
-    fake_gpu: tuple[Any, FakeNvml, Any],
-    capsys: pytest.CaptureFixture[str],  # noqa: F811
+    fake_gpu: tuple[Any, FakeNvml, Any],  # noqa: F811 - the fixture imported above
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from o11ylab.widgets import HardwareMonitor
 

@@ -171,9 +171,11 @@ def test_streaming_yields_the_text_as_it_comes_and_ends_one_span(engine: LocalMo
 
 
 def test_a_cancelled_stream_stops_the_model_and_says_so(engine: LocalModel) -> None:
-    with capture_spans() as spans:
-        with engine.stream("Observability means", max_new_tokens=200) as stream:
-            next(stream)
+    with (
+        capture_spans() as spans,
+        engine.stream("Observability means", max_new_tokens=200) as stream,
+    ):
+        next(stream)
     span = only(spans, "text_completion tiny")
     assert span.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("cancelled",)
     assert span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] < 200
@@ -221,7 +223,7 @@ def test_threads_take_turns_inside_the_model(
                 )
             else:
                 results.append(engine.generate(f"thread {index}", max_new_tokens=6))
-        except BaseException as exc:  # surfaced below
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
     with capture_spans() as spans:

@@ -75,7 +75,7 @@ def test_an_uncached_hub_id_fails_at_once_instead_of_retrying(
 
 def test_a_folder_that_is_not_a_model_is_named_as_such(tmp_path: Path, empty_cache: Path) -> None:
     (tmp_path / "notes").mkdir()
-    with pytest.raises(models.ModelNotFoundError, match="no config.json"):
+    with pytest.raises(models.ModelNotFoundError, match=r"no config.json"):
         models.resolve_chat_model(str(tmp_path / "notes"))
 
 

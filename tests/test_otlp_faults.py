@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -67,7 +66,7 @@ class Kernel:
         return self._read()
 
     def close(self) -> str:
-        out, err = self.process.communicate(timeout=30)
+        _out, err = self.process.communicate(timeout=30)
         return err
 
 

@@ -109,7 +109,7 @@ def test_cached_input_tokens_are_part_of_input_and_charged_at_the_cached_rate() 
     assert cost.cached_input_amount == pytest.approx(
         _expected("gpt-4o", "openai", input_tokens=800, cache_read_tokens=800)
     )
-    assert 0 < cost.cached_input_amount and cost.amount < uncached.amount
+    assert cost.cached_input_amount > 0 and cost.amount < uncached.amount
     assert cost.amount == pytest.approx(
         cost.input_amount + cost.cached_input_amount + cost.output_amount
     )

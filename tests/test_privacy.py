@@ -75,7 +75,6 @@ def sentinel_run(tmp_path_factory: pytest.TempPathFactory) -> SentinelRun:
                 timeout=2000,
                 check=False,
             )
-            endpoint_files = [endpoint.log_path] if endpoint.log_path else []
             endpoint_log = endpoint.log_path.read_bytes() if endpoint.log_path else b""
         (out / "serve.log").write_bytes(endpoint_log)
     return SentinelRun(

@@ -206,7 +206,6 @@ def test_the_server_continues_the_callers_trace(
     from opentelemetry.propagate import inject
 
     from o11ylab.telemetry import get_telemetry
-
     from o11ylab.testing import capture_spans
 
     headers: dict[str, str] = {}
@@ -331,7 +330,7 @@ def test_concurrent_clients_are_all_served(client: openai.OpenAI) -> None:
                         model="tiny", messages=messages, max_tokens=5
                     ).usage
                 )
-        except BaseException as exc:  # surfaced below
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
@@ -457,7 +456,7 @@ def test_ensure_starts_one_when_none_answers_and_reuses_it(
         listed = openai.OpenAI(base_url=base_url, api_key="unused").models.list()
         assert listed.data[0].id == "tiny"
     finally:
-        shared = serve._SHARED  # noqa: SLF001 - stop what this test started
+        shared = serve._SHARED
         if shared is not None:
             shared.stop()
 

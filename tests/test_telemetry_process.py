@@ -13,7 +13,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-
 from o11ylab.otlpjson import read_spans
 
 from .conftest import free_port

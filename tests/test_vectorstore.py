@@ -430,7 +430,7 @@ def test_dimension_mismatch_with_the_collection(vectors: VectorStore, minilm: An
     assert spans[-1].attributes["error.type"] == "InvalidArgumentError"
     assert vectors.count() == 4
 
-    with pytest.raises(DimensionMismatchError, match="4-dimensional.*3-dimensional"):
+    with pytest.raises(DimensionMismatchError, match=r"4-dimensional.*3-dimensional"):
         vectors.search(embedding=[1.0, 0.0, 0.0])
 
     # The same collection opened with a 384-dimensional text model.
@@ -447,9 +447,9 @@ def test_dimension_mismatch_with_the_collection(vectors: VectorStore, minilm: An
 
 
 def test_duplicate_ids(vectors: VectorStore, texts: VectorStore) -> None:
-    with pytest.raises(DuplicateIdError, match="already in collection 'axes'.*'x'.*upsert"):
+    with pytest.raises(DuplicateIdError, match=r"already in collection 'axes'.*'x'.*upsert"):
         vectors.add(["again"], ids=["x"], embeddings=[AXES["x"]])
-    with pytest.raises(DuplicateIdError, match="more than once.*'q'"):
+    with pytest.raises(DuplicateIdError, match=r"more than once.*'q'"):
         vectors.add(ids=["q", "q"], embeddings=[AXES["x"], AXES["y"]])
     assert vectors.count() == 4
     assert [r.document for r in vectors.get(["x"])] == ["the x axis"]  # not overwritten
@@ -498,9 +498,9 @@ def test_top_k_larger_than_the_collection_returns_what_there_is(vectors: VectorS
 def test_a_store_path_that_cannot_be_written(tmp_path: Path) -> None:
     a_file = tmp_path / "not-a-folder"
     a_file.write_text("x")
-    with pytest.raises(StorePathError, match="is a file, not a folder.*CHROMA_PATH"):
+    with pytest.raises(StorePathError, match=r"is a file, not a folder.*CHROMA_PATH"):
         VectorStore("docs", path=a_file, embedder=None)
-    with pytest.raises(StorePathError, match="Cannot create.*CHROMA_PATH"):
+    with pytest.raises(StorePathError, match=r"Cannot create.*CHROMA_PATH"):
         VectorStore("docs", path=a_file / "chroma", embedder=None)
 
 
@@ -510,7 +510,7 @@ def test_a_read_only_store_folder(tmp_path: Path) -> None:
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        with pytest.raises(StorePathError, match="Cannot write to.*CHROMA_PATH"):
+        with pytest.raises(StorePathError, match=r"Cannot write to.*CHROMA_PATH"):
             VectorStore("docs", path=locked, embedder=None)
     finally:
         locked.chmod(0o700)
@@ -571,7 +571,7 @@ def test_a_collection_refuses_another_embedding_model(
 
 
 def test_text_without_a_model(vectors: VectorStore) -> None:
-    with pytest.raises(NoEmbedderError, match="no embedding model.*embedder='default'"):
+    with pytest.raises(NoEmbedderError, match=r"no embedding model.*embedder='default'"):
         vectors.search("x axis")
     with pytest.raises(NoEmbedderError, match="precomputed vectors"):
         vectors.add(["a text and no vector"])

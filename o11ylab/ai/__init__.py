@@ -33,9 +33,8 @@ _LAZY: dict[str, str] = {
     "ContextTooLong": "client",
     "BadRequest": "client",
     # the vector store on Chroma
-    **{
-        name: "vectorstore"
-        for name in (
+    **dict.fromkeys(
+        (
             "VectorStore",
             "Hit",
             "Record",
@@ -49,8 +48,9 @@ _LAZY: dict[str, str] = {
             "DuplicateIdError",
             "EmptyQueryError",
             "TopKError",
-        )
-    },
+        ),
+        "vectorstore",
+    ),
     # the RAG pipeline
     "ask": "pipeline",
     "RagAnswer": "pipeline",
@@ -61,10 +61,10 @@ _LAZY: dict[str, str] = {
 
 # The function `chat` shares its name with its module, and importing a submodule sets the
 # package attribute of that name, so it cannot be lazy: importing it here is cheap (no openai).
-from .chat import AsyncChatStream, ChatResult, ChatStream, Usage, achat, chat
+from .chat import AsyncChatStream, ChatResult, ChatStream, Usage, achat, chat  # noqa: E402
 
 # Built from _LAZY so that a name added there is public at once (hence the noqa).
-__all__ = [  # noqa: PLE0604
+__all__ = [
     *_LAZY,
     "AsyncChatStream",
     "ChatResult",

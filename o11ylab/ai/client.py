@@ -41,7 +41,6 @@ from urllib.parse import urlparse
 
 from opentelemetry.trace import Status, StatusCode
 
-from .. import semconv
 from ..config import ConfigError
 
 if TYPE_CHECKING:

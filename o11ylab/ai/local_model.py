@@ -49,8 +49,8 @@ from ..instrumentation._local import Outcome, span_notes
 
 __all__ = [
     "ContextWindowExceededError",
-    "EmptyPromptError",
     "EmbeddingResult",
+    "EmptyPromptError",
     "Generation",
     "LocalEmbedder",
     "LocalModel",
@@ -707,7 +707,7 @@ class TokenStream:
         token_context = otel_context.attach(self._parent)  # the caller's span is the parent
         tokens: list[int] = []
         state = {"emitted": "", "finish": "length"}
-        eos = engine._eos_ids  # noqa: SLF001
+        eos = engine._eos_ids
 
         def on_token(ids: list[int]) -> None:
             token = int(ids[0])
@@ -745,13 +745,13 @@ class TokenStream:
         try:
             with engine.lock:
                 queue_time = time.perf_counter() - started
-                with engine._notes(request, queue_time) as notes:  # noqa: SLF001 - same module
+                with engine._notes(request, queue_time) as notes:
                     notes.on_end = lambda _outcome: (
                         {semconv.GEN_AI_RESPONSE_FINISH_REASONS: ["cancelled"]}
                         if cancelled()
                         else None
                     )
-                    engine._generate_locked(request, clock, self._cancel)  # noqa: SLF001
+                    engine._generate_locked(request, clock, self._cancel)
             finish = "cancelled" if cancelled() else state["finish"]
             ttft = clock.times[0] - started if clock.times else None
             self.result = Generation(
@@ -763,7 +763,7 @@ class TokenStream:
                 ttft,
                 time.perf_counter() - started,
             )
-        except BaseException as exc:  # handed to the consumer, raised there
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             error = exc
         finally:
             otel_context.detach(token_context)

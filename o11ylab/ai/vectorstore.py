@@ -763,7 +763,10 @@ class VectorStore:
         )
         docs = raw.get("documents") or [None] * len(raw["ids"])
         metas = raw.get("metadatas") or [None] * len(raw["ids"])
-        return [Record(i, d, dict(m) if m else {}) for i, d, m in zip(raw["ids"], docs, metas)]
+        return [
+            Record(i, d, dict(m) if m else {})
+            for i, d, m in zip(raw["ids"], docs, metas, strict=False)
+        ]
 
     def search(
         self,
@@ -877,7 +880,7 @@ class VectorStore:
         dists = raw.get("distances") or [None] * len(ids_per_query)
         negate = self.space == "l2"
         out: list[list[Hit]] = []
-        for ids, qdocs, qmetas, qdists in zip(ids_per_query, docs, metas, dists):
+        for ids, qdocs, qmetas, qdists in zip(ids_per_query, docs, metas, dists, strict=False):
             n = len(ids)
             qdocs = qdocs or [None] * n
             qmetas = qmetas or [None] * n
@@ -885,7 +888,7 @@ class VectorStore:
             out.append(
                 [
                     Hit(i, d, m or {}, x, -x if negate else 1.0 - x)
-                    for i, d, m, x in zip(ids, qdocs, qmetas, qdists)
+                    for i, d, m, x in zip(ids, qdocs, qmetas, qdists, strict=False)
                 ]
             )
         return out

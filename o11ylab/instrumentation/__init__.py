@@ -211,7 +211,7 @@ class Instrumentation:
                 entry.state = "instrumenting"
                 instrumentor.instrument(skip_dep_check=True, **self._providers)
                 entry.state = "instrumented"
-            except Exception as exc:  # an instrumentor must never break the user's import
+            except Exception as exc:  # noqa: BLE001 - an instrumentor must never break the user's import
                 entry.state = "failed"
                 entry.reason = f"{type(exc).__name__}: {exc}"[:300]
                 print(
@@ -231,7 +231,7 @@ class Instrumentation:
                 if entry.state == "instrumented" and entry._instrumentor is not None:
                     try:
                         entry._instrumentor.uninstrument()
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - one instrumentor failing must not stop the rest
                         print(
                             f"o11ylab: uninstrumenting {entry.module} failed "
                             f"({type(exc).__name__}: {exc})",
@@ -288,7 +288,7 @@ def _library_of(instrumentor: Any, module: str) -> tuple[str, str]:
     """The distribution the instrumentor instruments and its installed version."""
     try:
         requirements = list(instrumentor.instrumentation_dependencies())
-    except Exception:
+    except Exception:  # noqa: BLE001 - a third-party instrumentor may raise anything
         requirements = []
     from packaging.requirements import InvalidRequirement, Requirement
 
@@ -309,7 +309,7 @@ def _conflict(instrumentor: Any) -> str:
 
     try:
         conflict = get_dependency_conflicts(list(instrumentor.instrumentation_dependencies()))
-    except Exception:
+    except Exception:  # noqa: BLE001 - a third-party instrumentor may raise anything
         return ""
     return str(conflict) if conflict else ""
 
