@@ -1,5 +1,6 @@
 # make demo   – set everything up, then run every notebook headless in one trace
 # make test   – set everything up (Debian packages too), then run the whole test suite
+# make lint   – ruff (lint and format) and mypy, as CI runs them
 # Each target does its own set-up; running it again only redoes what changed.
 
 VENV    ?= .venv
@@ -12,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: demo test setup system-deps models clean
+.PHONY: demo test lint setup system-deps models clean
 
 setup: $(STAMP)
 
@@ -36,6 +37,11 @@ demo: $(STAMP) models
 
 test: $(STAMP) system-deps models
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
