@@ -49,9 +49,16 @@ class LocalRelay:
     def close(self) -> None:
         self._closed = True
         try:
+            # close() alone does not wake a thread blocked in accept() on Linux; shutdown does.
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self._listener.close()
         except OSError:
             pass
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
 
     def _accept_loop(self) -> None:
         while not self._closed:
