@@ -20,10 +20,13 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+if TYPE_CHECKING:
+    from opentelemetry.attributes import BoundedAttributes
 
 __all__ = ["Enricher", "Enrichers", "set_ended_attributes"]
 
@@ -43,7 +46,8 @@ def set_ended_attributes(span: ReadableSpan, attributes: dict[str, Any]) -> None
     ``end()``. Unfreezing it for the duration of this call is the only way to enrich a span
     someone else created (the SDK has no public hook); attribute limits still apply.
     """
-    target = span._attributes
+    # Declared a Mapping; the SDK's spans hold a BoundedAttributes (with its _immutable flag).
+    target = cast("BoundedAttributes | None", span._attributes)
     if target is None:
         return
     frozen = getattr(target, "_immutable", False)

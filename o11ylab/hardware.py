@@ -267,7 +267,7 @@ class Nvml:
     def __init__(
         self, module: Any | None = None, say: Callable[[str, int], None] | None = None
     ) -> None:
-        self._module = module
+        self._module: Any = module  # a pynvml-like module; None until open() imports pynvml
         self._say = say or (lambda text, level: _log.log(level, text))
         self.calls = 0
         self._states: list[_GpuState] = []
@@ -1090,12 +1090,12 @@ class Attributor:
                 end_used = sampler.nvml.memory_used(position)
                 values = [end_used] if end_used is not None else []
                 values += [
-                    s.gpus[position].memory_used
-                    for s in window  # type: ignore[misc]
+                    reading.memory_used
+                    for s in window
                     if position < len(s.gpus)
-                    and s.gpus[position] is not None
-                    and s.gpus[position].memory_used is not None
-                ]  # type: ignore[union-attr]
+                    and (reading := s.gpus[position]) is not None
+                    and reading.memory_used is not None
+                ]
                 if values:
                     total += max(values)
                     seen = True

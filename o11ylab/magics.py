@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import functools
 import shlex
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .cells import CellTracer
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 __all__ = ["O11yMagics"]
 
@@ -53,6 +56,9 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 @magics_class
 class O11yMagics(Magics):
+    # Optional on Magics; these magics are only ever built with the kernel's shell.
+    shell: InteractiveShell
+
     def __init__(self, shell: Any, tracer: CellTracer) -> None:
         super().__init__(shell)
         self.tracer = tracer

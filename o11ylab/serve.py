@@ -621,7 +621,7 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
                 code="invalid_value",
             )
         try:
-            result = model.embed(texts)  # type: ignore[arg-type]
+            result = model.embed(texts)
         except local_model.LocalModelError as exc:
             raise OpenAIError(400, str(exc), param="input", code="invalid_value") from None
         info["response_model"] = model.name

@@ -37,7 +37,7 @@ def _tapped(sinks: list[list[Any]]) -> Iterator[list[Any]]:
 
 def capture_spans() -> contextlib.AbstractContextManager[list[ReadableSpan]]:
     """Spans that end inside the block, in the order they end."""
-    return _tapped(get_telemetry().buffer.sinks)  # type: ignore[arg-type]
+    return _tapped(get_telemetry().buffer.sinks)
 
 
 def capture_logs() -> contextlib.AbstractContextManager[list[Any]]:

@@ -23,6 +23,7 @@ _STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:
     context = span.get_span_context()
+    assert context is not None  # Optional only for a ReadableSpan built by hand; the SDK's have one
     return {
         "trace_id": format(context.trace_id, "032x"),
         "span_id": format(context.span_id, "016x"),
@@ -40,7 +41,8 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
 
 
 def _ms(record: dict[str, Any]) -> float:
-    return max(0, record["end_ns"] - record["start_ns"]) / 1e6
+    elapsed_ns: int = record["end_ns"] - record["start_ns"]
+    return max(0, elapsed_ns) / 1e6
 
 
 def _fmt_ms(ms: float) -> str:

@@ -229,7 +229,7 @@ class _KernelPanel:
         )
 
 
-class HardwareMonitor(widgets.VBox):
+class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VBox is Any
     """A live panel of every GPU and of the kernel's CPU and memory.
 
     ``HardwareMonitor()`` follows the process's sampler (started if needed); pass ``sampler=``

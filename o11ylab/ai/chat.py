@@ -21,7 +21,7 @@ errors arrive as one ``AIError`` with a hint.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -274,7 +274,7 @@ class ChatStream(Iterator[str]):
         self._state = _StreamState(endpoint, model)
         self._pieces = self._read()
 
-    def _read(self) -> Iterator[str]:
+    def _read(self) -> Generator[str, None, None]:
         with translate_errors(self._state.endpoint, self._state.model):
             for chunk in self._stream:
                 piece = self._state.take(chunk)
@@ -346,7 +346,7 @@ class AsyncChatStream(AsyncIterator[str]):
         self._state = _StreamState(endpoint, model)
         self._pieces = self._read()
 
-    async def _read(self) -> AsyncIterator[str]:
+    async def _read(self) -> AsyncGenerator[str, None]:
         with translate_errors(self._state.endpoint, self._state.model):
             async for chunk in self._stream:
                 piece = self._state.take(chunk)

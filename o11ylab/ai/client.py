@@ -335,7 +335,7 @@ def _scrub_span(span: Any) -> dict[str, Any] | None:
 # --- clients -------------------------------------------------------------------------------------
 
 _clients: dict[tuple[Any, ...], Any] = {}
-_async_clients: dict[tuple[Any, ...], tuple[Callable[[], Any], Any]] = {}
+_async_clients: dict[tuple[Any, ...], tuple[Callable[[], Any], openai.AsyncOpenAI]] = {}
 
 
 def _key(endpoint: Endpoint) -> tuple[Any, ...]:
@@ -474,12 +474,12 @@ def _server_message(exc: Any) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"]
-        if isinstance(body.get("detail"), str):
-            return body["detail"]
-        if isinstance(body.get("message"), str):
-            return body["message"]
+        if isinstance(inner, dict) and isinstance(message := inner.get("message"), str):
+            return message
+        if isinstance(detail := body.get("detail"), str):
+            return detail
+        if isinstance(message := body.get("message"), str):
+            return message
     if isinstance(body, str) and body.strip():
         return body.strip()[:300]
     return getattr(exc, "message", "") or ""

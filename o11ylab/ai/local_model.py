@@ -191,7 +191,7 @@ def _ensure_instrumented(embeddings: bool = False) -> None:
                 SentenceTransformersInstrumentor as Instrumentor,
             )
         else:
-            from ..instrumentation.transformers import (  # type: ignore[assignment]
+            from ..instrumentation.transformers import (
                 TransformersInstrumentor as Instrumentor,
             )
         instrumentor = _INSTRUMENTORS[name] = Instrumentor()

@@ -91,11 +91,12 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
+    from chromadb.api.types import Space, WhereDocument
 
 __all__ = [
     "ChromaConnectionError",
@@ -305,7 +306,7 @@ def _local_function_class() -> type:
     if _LOCAL_FUNCTION is None:
         from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
 
-        class LocalEmbeddingFunction(SentenceTransformerEmbeddingFunction):  # type: ignore[misc]
+        class LocalEmbeddingFunction(SentenceTransformerEmbeddingFunction):
             """Saved as ``sentence_transformer`` with the model's folder, like the original."""
 
             def __init__(self, local: Any, folder: str) -> None:
@@ -498,7 +499,7 @@ class VectorStore:
             return self._client.get_or_create_collection(
                 self.name,
                 embedding_function=self._embedder.chroma_function if self._embedder else None,
-                configuration={"hnsw": {"space": self.space}},
+                configuration={"hnsw": {"space": cast("Space", self.space)}},  # one of SPACES
             )
         except Exception as exc:
             message = str(exc)
@@ -731,7 +732,8 @@ class VectorStore:
         result = self.collection.delete(
             ids=list(ids) if ids else None,
             where=dict(where) if where else None,
-            where_document=dict(where_document) if where_document else None,
+            # The caller's filter, as Chroma's typed operator dict (Chroma validates it).
+            where_document=cast("WhereDocument", dict(where_document)) if where_document else None,
         )
         return int((result or {}).get("deleted", 0))
 
@@ -756,13 +758,13 @@ class VectorStore:
         raw = self.collection.get(
             ids=list(ids) if ids is not None else None,
             where=dict(where) if where else None,
-            where_document=dict(where_document) if where_document else None,
+            where_document=cast("WhereDocument", dict(where_document)) if where_document else None,
             limit=limit,
             offset=offset,
             include=["documents", "metadatas"],
         )
-        docs = raw.get("documents") or [None] * len(raw["ids"])
-        metas = raw.get("metadatas") or [None] * len(raw["ids"])
+        docs: Sequence[str | None] = raw.get("documents") or [None] * len(raw["ids"])
+        metas: Sequence[Mapping[str, Any] | None] = raw.get("metadatas") or [None] * len(raw["ids"])
         return [
             Record(i, d, dict(m) if m else {})
             for i, d, m in zip(raw["ids"], docs, metas, strict=False)
@@ -821,7 +823,9 @@ class VectorStore:
                 query_embeddings=vectors if texts is None else None,
                 n_results=top_k,
                 where=dict(where) if where else None,
-                where_document=dict(where_document) if where_document else None,
+                where_document=(
+                    cast("WhereDocument", dict(where_document)) if where_document else None
+                ),
                 include=["documents", "metadatas", "distances"],
             )
         except Exception as exc:

@@ -24,7 +24,10 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 __all__ = [
     "Instrumentation",
@@ -184,9 +187,10 @@ class Instrumentation:
             else:
                 # wrapt calls the hook once the module has finished importing (at once if it
                 # already has: a race with another thread's import is harmless).
-                wrapt.register_post_import_hook(
-                    lambda _module, e=entry: self._instrument(e, generation), entry.module
-                )
+                def hook(_module: ModuleType, e: InstrumentorEntry = entry) -> None:
+                    self._instrument(e, generation)
+
+                wrapt.register_post_import_hook(hook, entry.module)
 
     def _instrument(self, entry: InstrumentorEntry, generation: int) -> None:
         with self._lock:

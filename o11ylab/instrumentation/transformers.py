@@ -294,14 +294,14 @@ def _count(
         return
     config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
     inputs = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
-    mask = kwargs.get("attention_mask")
+    mask: Any = kwargs.get("attention_mask")  # a tensor or None, told apart by its ndim
     if getattr(inputs, "ndim", 0) == 2:
         width = int(inputs.shape[1])
         batch = int(inputs.shape[0])
         input_tokens = int(mask.sum()) if getattr(mask, "ndim", 0) == 2 else int(inputs.numel())
     else:
         inputs = None
-        embeds = kwargs.get("inputs_embeds")
+        embeds: Any = kwargs.get("inputs_embeds")
         width = 0
         batch = int(embeds.shape[0]) if getattr(embeds, "ndim", 0) == 3 else int(sequences.shape[0])
         input_tokens = (
