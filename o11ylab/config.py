@@ -127,6 +127,14 @@ def _endpoint(env: Mapping[str, str], name: str) -> str | None:
         parsed.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise ConfigError(f"{name} has a port that is not a number in 0..65535.") from None
+    if parsed.query:
+        # The SDK's retry warnings print the URL with its query (urllib3's own message), so a
+        # key there would reach stderr, the serve log and `o11ylab run` output.
+        raise ConfigError(
+            f"{name} has a query string (not shown: it may hold a key), which the exporters' "
+            "warnings would print. Pass credentials as headers instead, e.g. "
+            "OTEL_EXPORTER_OTLP_HEADERS=api-key=..., and drop the '?...' part."
+        )
     return raw
 
 

@@ -25,9 +25,9 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlparse
 
 from opentelemetry import _logs as otel_logs
@@ -53,6 +53,9 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.view import View
 
 from . import semconv
 from ._version import __version__
@@ -80,6 +83,8 @@ def safe_url(url: str) -> str:
     """An endpoint for display: scheme, host, port and path; never user info or a query."""
     parsed = urlparse(url)
     host = parsed.hostname or ""
+    if ":" in host:  # IPv6: the brackets are part of the URL
+        host = f"[{host}]"
     port = f":{parsed.port}" if parsed.port else ""
     return f"{parsed.scheme}://{host}{port}{parsed.path}"
 
@@ -543,16 +548,22 @@ class Telemetry:
 
             return OTLPLogExporter(timeout=timeout)
         if signal == "traces":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter as HTTPSpanExporter,
+            )
 
-            return OTLPSpanExporter(timeout=timeout)
+            return HTTPSpanExporter(timeout=timeout)
         if signal == "metrics":
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter as HTTPMetricExporter,
+            )
 
-            return OTLPMetricExporter(timeout=timeout)
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+            return HTTPMetricExporter(timeout=timeout)
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+            OTLPLogExporter as HTTPLogExporter,
+        )
 
-        return OTLPLogExporter(timeout=timeout)
+        return HTTPLogExporter(timeout=timeout)
 
     def _span_processor(self, exporter: SpanExporter, counts: ExportCounts) -> BatchSpanProcessor:
         processor = CountingBatchSpanProcessor(
@@ -774,7 +785,11 @@ class Telemetry:
         """Export everything queued now; all exporters at once, bounded by the export timeout."""
         if self._shut_down:
             return
-        self._in_parallel([p.force_flush for p in [*self._span_processors, *self._log_processors]])
+        processors: list[BatchSpanProcessor | BatchLogRecordProcessor] = [
+            *self._span_processors,
+            *self._log_processors,
+        ]
+        self._in_parallel([p.force_flush for p in processors])
 
     def _in_parallel(self, calls: list[Callable[[], Any]]) -> None:
         # One slow destination must not hold up the others, and none may hold up the kernel
@@ -804,9 +819,11 @@ class Telemetry:
         self._stop_prometheus()
         self._flusher = None
         self._flush_wanted.set()  # the flusher sees it is retired and exits
-        calls: list[Callable[[], Any]] = [
-            p.shutdown for p in [*self._span_processors, *self._log_processors]
+        processors: list[BatchSpanProcessor | BatchLogRecordProcessor] = [
+            *self._span_processors,
+            *self._log_processors,
         ]
+        calls: list[Callable[[], Any]] = [p.shutdown for p in processors]
         provider = metrics.get_meter_provider()
         if self.owns_meter_provider and isinstance(provider, MeterProvider):
             timeout_ms = int(self.settings.export_timeout_s * 1000)
@@ -908,7 +925,7 @@ def _price_data() -> str | None:
         return f"unavailable ({type(exc).__name__}: {exc})"
 
 
-def _views() -> Iterable[Any]:
+def _views() -> list[View]:
     from opentelemetry.sdk.metrics import Histogram
     from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 

@@ -79,3 +79,21 @@ def test_capture_content_accepts_the_instrumentations_true_false() -> None:
     assert on.capture_content.on_spans
     both = load_settings({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "span_and_event"})
     assert both.capture_content is ContentCapture.SPAN_AND_EVENT
+
+
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+)
+def test_a_key_in_the_endpoints_query_string_is_refused_unseen(variable: str) -> None:
+    # The SDK's retry warnings print the URL with its query: the key would reach stderr.
+    with pytest.raises(ConfigError) as refused:
+        load_settings({variable: "https://otlp.example/v1/traces?api_key=sk-SECRET-123"})
+    message = str(refused.value)
+    assert variable in message and "OTEL_EXPORTER_OTLP_HEADERS" in message
+    assert "SECRET" not in message and "api_key" not in message
+
+
+def test_safe_url_keeps_ipv6_brackets_and_drops_the_rest() -> None:
+    from o11ylab.telemetry import safe_url
+
+    assert safe_url("http://u:pw@[::1]:4318/v1/traces?k=v") == "http://[::1]:4318/v1/traces"
