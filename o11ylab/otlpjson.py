@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from ._files import PRIVATE_FILE, private_folder
+
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
 SIGNAL_FILES = {"traces": "traces", "metrics": "metrics", "logs": "logs"}
 
@@ -61,10 +63,11 @@ class JsonLinesWriter:
         data = to_json_line(message)
         with self._lock:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_folder(self.path.parent)
                 # One os.write of the whole line on an O_APPEND descriptor: a full disk leaves
-                # at worst a truncated last line, never a corrupt earlier one.
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                # at worst a truncated last line, never a corrupt earlier one. 0600: with content
+                # capture on, the lines hold prompts and completions.
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
                 try:
                     written = os.write(fd, data)
                 finally:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import semconv
+from ._files import private_folder, write_private
 
 __all__ = ["NotebookResult", "add_arguments", "run_command", "run_notebooks"]
 
@@ -150,7 +151,7 @@ def run_notebooks(
     settings = load_settings()
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     out = (out or settings.runs_dir / run_id).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    private_folder(out)  # 0700: executed notebooks and traces may hold prompts
     # The runner's own telemetry goes to the same folder; it serves no /metrics (kernels do).
     with _environ({"O11YLAB_RUN_DIR": str(out), "O11YLAB_PROMETHEUS_PORT": "0"}):
         from .telemetry import get_telemetry
@@ -187,7 +188,7 @@ def run_notebooks(
         "out": str(out),
         "notebooks": [asdict(r) for r in results],
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_private(out / "summary.json", json.dumps(summary, indent=2))
     if echo:
         print(format_summary(results, out, trace_id))
     return results, trace_id

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.view import View
 
 from . import semconv
+from ._files import private_folder, write_private
 from ._version import __version__
 from .config import Settings, load_settings
 from .enrichment import Enrichers, set_ended_attributes
@@ -847,8 +848,8 @@ class Telemetry:
             "stranded": stranded,
         }
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / f"exports.{os.getpid()}.json").write_text(json.dumps(report))
+            private_folder(self.run_dir)
+            write_private(self.run_dir / f"exports.{os.getpid()}.json", json.dumps(report))
         except OSError:
             pass  # the file exporter already said the folder is unusable
 

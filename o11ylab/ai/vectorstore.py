@@ -93,6 +93,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from .._files import private_folder
+
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
@@ -229,7 +231,7 @@ def _ensure_writable(path: Path) -> Path:
     """Create ``path`` if needed and prove a file can be written there (root passes chmod)."""
     hint = "Set CHROMA_PATH (or pass path=...) to a folder you can write to."
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        private_folder(path)  # 0700 where o11ylab makes it: the store holds the documents
     except FileExistsError:
         raise StorePathError(
             f"The Chroma store path {path} is a file, not a folder. {hint}"
