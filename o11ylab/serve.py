@@ -2,7 +2,10 @@
 
     o11ylab serve                      # http://127.0.0.1:8008/v1, SmolLM2 + all-MiniLM-L6-v2
     o11ylab serve --model ./my-model --port 9000
-    o11ylab serve --host 0.0.0.0 --api-key "$KEY"   # off loopback a bearer key is required
+    o11ylab serve --host 0.0.0.0 --api-key-file ~/.o11ylab/serve.key   # off loopback a key is required
+    O11YLAB_SERVE_API_KEY=... o11ylab serve --host 0.0.0.0              # or from the environment
+
+(``--api-key KEY`` works too, but every local user can read a command line: it warns.)
 
 Routes: ``POST /v1/chat/completions`` (streaming and not; ``usage`` always in a whole answer,
 and in a last chunk of a stream when ``stream_options.include_usage`` asks for it),
@@ -248,7 +251,7 @@ class _Telemetry:
                     OpenAIError(
                         401,
                         "Missing or wrong API key: send it as 'Authorization: Bearer <key>' "
-                        f"(the server's key is set by --api-key or {API_KEY_ENV}).",
+                        f"(the server's key is set by --api-key-file or {API_KEY_ENV}).",
                         type_="authentication_error",
                         code="invalid_api_key",
                     ).body(),
@@ -774,7 +777,7 @@ def serve(config: ServeConfig, *, exit_with_parent: int | None = None) -> int:
     if not is_loopback(config.host) and not config.api_key:
         print(
             f"o11ylab serve: refusing to listen on {config.host} without an API key: pass "
-            f"--api-key or set {API_KEY_ENV} (loopback, the default, needs none).",
+            f"--api-key-file PATH or set {API_KEY_ENV} (loopback, the default, needs none).",
             file=sys.stderr,
         )
         return 2
@@ -844,9 +847,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{models.DEFAULT_EMBEDDING_MODEL})",
     )
     parser.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="PATH",
+        help=f"file whose first line is the bearer key every /v1 request must send "
+        f"(default: {API_KEY_ENV})",
+    )
+    parser.add_argument(
         "--api-key",
         default=None,
-        help=f"bearer key every /v1 request must send (default: {API_KEY_ENV})",
+        help="the key itself: readable by every local user in the process list; prefer "
+        f"--api-key-file or {API_KEY_ENV}",
     )
     parser.add_argument(
         "--device",
@@ -858,9 +869,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def api_key_from(args: argparse.Namespace) -> str | None:
+    """The server's key: ``--api-key-file``, else ``--api-key`` (with a warning), else
+    ``O11YLAB_SERVE_API_KEY``. Never echoes a key."""
+    if args.api_key_file:
+        path = Path(args.api_key_file).expanduser()
+        try:
+            key = path.read_text(encoding="utf-8").partition("\n")[0].strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SystemExit(
+                f"o11ylab serve: cannot read --api-key-file {path} "
+                f"({getattr(exc, 'strerror', None) or type(exc).__name__}): "
+                "point it at a readable file whose first line is the key."
+            ) from None
+        if not key:
+            raise SystemExit(
+                f"o11ylab serve: --api-key-file {path} is empty: put the key on its first line."
+            )
+        return key
+    if args.api_key:
+        print(
+            "o11ylab serve: --api-key is readable by every local user in the process list; "
+            f"use --api-key-file PATH or {API_KEY_ENV} instead.",
+            file=sys.stderr,
+        )
+        return str(args.api_key).strip() or None
+    return os.environ.get(API_KEY_ENV, "").strip() or None
+
+
 def run_command(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    api_key = args.api_key or os.environ.get(API_KEY_ENV, "").strip() or None
+    api_key = api_key_from(args)
     config = ServeConfig(
         model=args.model,
         embedding_model=args.embedding_model,
