@@ -287,6 +287,7 @@ def test_rejected_key_gives_one_clear_error_and_never_shows_the_key(faulty: Faul
     assert isinstance(error, AuthenticationFailed)
     assert "refused the API key (HTTP 401)" in str(error) and "OPENAI_API_KEY" in str(error)
     assert error.__cause__ is None and error.__suppress_context__  # one traceback, not two
+    assert error.__context__ is None, "the SDK's error, with the echoed key, is not kept"
     assert span.attributes[semconv.ERROR_TYPE] == "openai.AuthenticationError"
     assert span.attributes[semconv.HTTP_RESPONSE_STATUS_CODE] == 401
     assert span.status.status_code is StatusCode.ERROR

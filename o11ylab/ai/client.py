@@ -585,4 +585,9 @@ def translate_errors(endpoint: Endpoint, model: str | None = None) -> Iterator[N
         mapped = translate(exc, endpoint, model)
         if mapped is None:
             raise
-        raise mapped from None
+        try:
+            raise mapped from None
+        finally:
+            # `from None` only hides the SDK's error: it stays reachable as __context__, and
+            # its text may hold a key a gateway echoed back. Drop it: the message says it all.
+            mapped.__context__ = None
