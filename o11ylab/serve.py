@@ -71,6 +71,15 @@ __all__ = [
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8008
 API_KEY_ENV = "O11YLAB_SERVE_API_KEY"
+MAX_BODY_ENV = "O11YLAB_SERVE_MAX_BODY_MB"
+# Request limits, refused with a 400 or 413 that names the limit. OpenAI allows 4 stop sequences
+# and 2,048 embedding inputs. Transformers prepares each stop string against the whole vocabulary
+# inside generate(), under the model lock: 200 stop strings of 100 characters held the model for
+# 34 s and left 4.9 GB in use.
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 64
+MAX_EMBEDDING_INPUTS = 2048
+DEFAULT_MAX_BODY_MB = 8  # a whole 8k-token chat is ~40 kB; 2,048 long inputs fit in 8 MB
 LOCAL_ENDPOINT_ENV = "O11YLAB_LOCAL_ENDPOINT"
 START_TIMEOUT_ENV = "O11YLAB_SERVE_START_TIMEOUT"
 
@@ -98,6 +107,7 @@ class ServeConfig:
     port: int = DEFAULT_PORT
     api_key: str | None = None
     device: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_MB * 1024 * 1024  # 0: no limit
 
 
 # --- OpenAI-style errors -------------------------------------------------------------------------
@@ -137,6 +147,86 @@ def _error_type_of(status: int) -> str:
     )
 
 
+def _check_stop(stop: str | list[str] | None) -> None:
+    """At most 4 stop sequences of at most 64 characters, before anything reaches the model."""
+    sequences = [stop] if isinstance(stop, str) else stop or []
+    if len(sequences) > MAX_STOP_SEQUENCES:
+        raise OpenAIError(
+            400,
+            f"stop has {len(sequences)} sequences; at most {MAX_STOP_SEQUENCES} are allowed.",
+            param="stop",
+            code="invalid_value",
+        )
+    longest = max((len(s) for s in sequences), default=0)
+    if longest > MAX_STOP_CHARS:
+        raise OpenAIError(
+            400,
+            f"A stop sequence has {longest} characters; at most {MAX_STOP_CHARS} are allowed.",
+            param="stop",
+            code="invalid_value",
+        )
+
+
+# --- the body limit (a pure ASGI middleware) -----------------------------------------------------
+
+
+class _BodyLimit:
+    """A body over ``limit`` bytes gets an OpenAI-style 413 and is not read: at once when its
+    Content-Length says so (the openai SDK always sends one), else as soon as the chunks
+    received pass the limit. A 200 MB body was buffered whole before (RSS +400 MB)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _message(self) -> str:
+        return (
+            f"The request body is larger than this server's limit of {self.limit:,} bytes "
+            f"(o11ylab serve --max-body-mb, or {MAX_BODY_ENV})."
+        )
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[..., Awaitable[Any]],
+        send: Callable[..., Awaitable[Any]],
+    ) -> None:
+        if scope["type"] != "http" or self.limit <= 0:
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            body = json.dumps(OpenAIError(413, self._message()).body()).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    from starlette.exceptions import HTTPException
+
+                    # FastAPI passes an HTTPException from reading the body through unchanged.
+                    raise HTTPException(status_code=413, detail=self._message())
+            return message
+
+        await self.app(scope, limited, send)
+
+
 # --- server-side telemetry (a pure ASGI middleware) -----------------------------------------------
 
 _ROUTES = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/metrics")
@@ -174,10 +264,13 @@ class _Telemetry:
     last byte is sent, which for a stream is after its last chunk.
     """
 
-    def __init__(self, app: Any, api_key: str | None, host: str, port: int) -> None:
+    def __init__(
+        self, app: Any, api_key: str | None, host: str, port: int, max_body_bytes: int = 0
+    ) -> None:
         from .telemetry import get_telemetry
 
-        self.app = app
+        self.app = app  # the FastAPI app (its openapi() and routes stay reachable here)
+        self._inner = _BodyLimit(app, max_body_bytes) if max_body_bytes > 0 else app
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -192,7 +285,7 @@ class _Telemetry:
         send: Callable[..., Awaitable[Any]],
     ) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self._inner(scope, receive, send)
             return
         from opentelemetry import context as otel_context
         from opentelemetry import trace
@@ -205,7 +298,7 @@ class _Telemetry:
         if path in _PROBES and "traceparent" not in headers:
             # A launcher's liveness probe or a scrape belongs to no trace: it would make a
             # one-span trace of its own per probe (a run must stay one trace).
-            await self.app(scope, receive, send)
+            await self._inner(scope, receive, send)
             return
         method = scope.get("method", "GET")
         route = path if path in _ROUTES or path.startswith("/v1/models/") else None
@@ -257,7 +350,7 @@ class _Telemetry:
                     ).body(),
                 )
                 return
-            await self.app(scope, receive, send_wrapper)
+            await self._inner(scope, receive, send_wrapper)
         except BaseException as exc:
             failure = exc
             status["code"] = 500
@@ -539,6 +632,7 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
                 param="n",
                 code="invalid_value",
             )
+        _check_stop(body.stop)
         messages = [m.model_dump(exclude_none=True) for m in body.messages]
         options = {
             "max_new_tokens": body.max_completion_tokens or body.max_tokens,
@@ -600,6 +694,14 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
                 param="input",
                 code="invalid_value",
             )
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise OpenAIError(
+                400,
+                f"input has {len(texts):,} items; at most {MAX_EMBEDDING_INPUTS} are allowed "
+                "per request (as OpenAI's): send them in batches.",
+                param="input",
+                code="invalid_value",
+            )
         if not all(isinstance(t, str) for t in texts):
             raise OpenAIError(
                 400,
@@ -641,7 +743,7 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
             "usage": {"prompt_tokens": result.input_tokens, "total_tokens": result.input_tokens},
         }
 
-    return _Telemetry(app, config.api_key, config.host, config.port)
+    return _Telemetry(app, config.api_key, config.host, config.port, config.max_body_bytes)
 
 
 def _unknown_model(name: str, chat: str, embedding: str) -> OpenAIError:
@@ -860,6 +962,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"--api-key-file or {API_KEY_ENV}",
     )
     parser.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help=f"largest request body accepted, in MB; 0 for no limit (default: {MAX_BODY_ENV}, "
+        f"else {DEFAULT_MAX_BODY_MB})",
+    )
+    parser.add_argument(
         "--device",
         default=None,
         help="torch device, e.g. cpu or cuda:0 (default: USE_GPU / GPU_DEVICE_ID)",
@@ -897,6 +1007,23 @@ def api_key_from(args: argparse.Namespace) -> str | None:
     return os.environ.get(API_KEY_ENV, "").strip() or None
 
 
+def max_body_bytes_from(args: argparse.Namespace) -> int:
+    """``--max-body-mb``, else ``O11YLAB_SERVE_MAX_BODY_MB``, else the default, in bytes."""
+    raw: Any = args.max_body_mb
+    if raw is None:
+        raw = os.environ.get(MAX_BODY_ENV, "").strip() or DEFAULT_MAX_BODY_MB
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        megabytes = -1.0
+    if not 0 <= megabytes <= 1024:
+        raise SystemExit(
+            f"o11ylab serve: {MAX_BODY_ENV} / --max-body-mb={raw!r} is not a size in MB: "
+            "use a number in 0..1024 (0: no limit)."
+        )
+    return int(megabytes * 1024 * 1024)
+
+
 def run_command(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     api_key = api_key_from(args)
@@ -907,6 +1034,7 @@ def run_command(args: argparse.Namespace) -> int:
         port=args.port,
         api_key=api_key,
         device=args.device,
+        max_body_bytes=max_body_bytes_from(args),
     )
     return serve(config, exit_with_parent=args.exit_with_parent)
 

@@ -1,0 +1,118 @@
+"""``o11ylab serve`` refuses oversized requests up front, each with an OpenAI-style error that
+names the limit: stop sequences, embedding inputs and the body size. Real HTTP on loopback, the
+real openai SDK, the app ``o11ylab serve`` runs over the tiny test model.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from o11ylab import models, serve
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.timeout(300)
+
+BODY_LIMIT = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import uvicorn
+
+    tiny = models.build_tiny_model(tmp_path_factory.mktemp("limit-models") / "tiny")
+    app = serve.create_app(serve.ServeConfig(model=str(tiny), max_body_bytes=BODY_LIMIT))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+    )
+    thread = threading.Thread(target=server.run, name="limits-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(15)
+
+
+@pytest.fixture
+def client(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=20)
+
+
+def chat(client: openai.OpenAI, **extra: Any) -> Any:
+    return client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2, **extra
+    )
+
+
+def test_a_few_short_stop_sequences_are_fine(client: openai.OpenAI) -> None:
+    assert chat(client, stop=["\n", "END", "x" * serve.MAX_STOP_CHARS]).choices
+
+
+def test_more_than_four_stop_sequences_are_refused_at_once(client: openai.OpenAI) -> None:
+    started = time.perf_counter()
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat(client, stop=[f"stop-{i}" * 20 for i in range(100)])
+    assert time.perf_counter() - started < 5, "refused before the model prepares anything"
+    assert refused.value.status_code == 400
+    assert "stop has 100 sequences; at most 4" in str(refused.value)
+
+
+def test_a_long_stop_sequence_is_refused(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat(client, stop="y" * (serve.MAX_STOP_CHARS + 1))
+    assert "stop" in str(refused.value) and str(serve.MAX_STOP_CHARS) in str(refused.value)
+
+
+def test_more_than_2048_embedding_inputs_are_refused(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.embeddings.create(model=models.DEFAULT_EMBEDDING_MODEL, input=["a"] * 2049)
+    assert "input has 2,049 items" in str(refused.value) and "2048" in str(refused.value)
+
+
+def _raw(base_url: str, request: bytes) -> bytes:
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as connection:
+        connection.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            piece = connection.recv(65536)
+            if not piece:
+                break
+            answer += piece
+        return answer
+
+
+def test_a_huge_declared_body_is_refused_without_being_read(base_url: str) -> None:
+    # 200 MB announced, not one byte of it sent: the answer comes anyway.
+    answer = _raw(
+        base_url,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 200000000\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"larger than this server's limit" in answer and b"--max-body-mb" in answer
+
+
+def test_a_chunked_body_past_the_limit_is_cut_off(base_url: str) -> None:
+    chunk = b"x" * 65536
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(8)) + b"0\r\n\r\n"
+    answer = _raw(
+        base_url,
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks,
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"larger than this server's limit" in answer
