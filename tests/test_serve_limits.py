@@ -116,3 +116,25 @@ def test_a_chunked_body_past_the_limit_is_cut_off(base_url: str) -> None:
     )
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"larger than this server's limit" in answer
+
+
+def test_unknown_models_do_not_grow_the_metrics(client: openai.OpenAI, base_url: str) -> None:
+    import urllib.request
+
+    def metrics() -> str:
+        with urllib.request.urlopen(base_url + "/metrics", timeout=20) as response:
+            return str(response.read().decode())
+
+    chat(client)  # a served model: its own label
+    before = len(metrics())
+    for i in range(300):
+        name = f"no-such-model-{i}-" + "z" * 10_000
+        with pytest.raises(openai.NotFoundError) as refused:
+            client.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=1
+            )
+        assert len(str(refused.value)) < 2_000, "the error does not echo 10 kB back"
+    after = metrics()
+    assert "no-such-model" not in after
+    assert 'gen_ai_request_model="_OTHER"' in after and 'gen_ai_request_model="tiny"' in after
+    assert len(after) < before + 20_000, f"/metrics grew from {before} to {len(after)} bytes"
