@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from . import models, semconv
+from .telemetry import is_loopback_host_header
 
 __all__ = [
     "API_KEY_ENV",
@@ -277,6 +278,7 @@ class _Telemetry:
         self.api_key = api_key
         self.host = host
         self.port = port
+        self._loopback = is_loopback(host)
         telemetry = get_telemetry()
         self.tracer = telemetry.tracer
         self.instruments = _ServerInstruments(telemetry.meter)
@@ -298,6 +300,31 @@ class _Telemetry:
         started = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path = scope.get("path", "")
+        if self._loopback and not is_loopback_host_header(headers.get("host", "")):
+            # DNS rebinding: a web page's script reaching 127.0.0.1 under its own name.
+            await _send_json(
+                send,
+                403,
+                OpenAIError(
+                    403,
+                    "This server listens on loopback and answers only requests addressed to "
+                    "127.0.0.1, localhost or [::1] (the Host header).",
+                ).body(),
+            )
+            return
+        if path == "/metrics" and not self._authorized(headers):
+            await _send_json(
+                send,
+                401,
+                OpenAIError(
+                    401,
+                    "Missing or wrong API key: /metrics needs it too, as "
+                    "'Authorization: Bearer <key>' (Prometheus: authorization.credentials).",
+                    type_="authentication_error",
+                    code="invalid_api_key",
+                ).body(),
+            )
+            return
         if path in _PROBES and "traceparent" not in headers:
             # A launcher's liveness probe or a scrape belongs to no trace: it would make a
             # one-span trace of its own per probe (a run must stay one trace).

@@ -90,6 +90,53 @@ def safe_url(url: str) -> str:
     return f"{parsed.scheme}://{host}{port}{parsed.path}"
 
 
+def is_loopback_host_header(value: str) -> bool:
+    """Whether a Host header names this machine's loopback: 127.0.0.1, localhost or [::1],
+    any port. An empty one (HTTP/1.0) passes: browsers always send a Host."""
+    value = value.strip().lower()
+    if not value:
+        return True
+    if value.startswith("["):
+        host = value[1 : value.find("]")] if "]" in value else value
+    else:
+        host = value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _metrics_server(host: str, port: int) -> Any:
+    """prometheus_client's /metrics server, in a thread; on a loopback bind it answers only
+    requests addressed to 127.0.0.1, localhost or [::1] (a page's script reaching the port
+    under its own name, DNS rebinding, gets a 403)."""
+    import ipaddress
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import REGISTRY, make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    metrics_app = make_wsgi_app(REGISTRY)
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host.strip().lower() == "localhost"
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if loopback and not is_loopback_host_header(environ.get("HTTP_HOST", "")):
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"This /metrics answers only 127.0.0.1, localhost or [::1].\n"]
+        return metrics_app(environ, start_response)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # a scrape every few seconds would fill the kernel's stderr
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = make_server(host.strip("[]"), port, app, Server, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="o11ylab-metrics", daemon=True).start()
+    return server
+
+
 # --- processors ---------------------------------------------------------------------------
 
 
@@ -715,11 +762,9 @@ class Telemetry:
     def _start_prometheus(self) -> None:
         if not self.settings.prometheus_port or not self.owns_meter_provider:
             return
-        from prometheus_client import REGISTRY, start_http_server
-
         host, port = self.settings.prometheus_host, self.settings.prometheus_port
         try:
-            server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+            server = _metrics_server(host, port)
         except OSError as exc:
             self.prometheus_url = None
             self.notes.append(f"/metrics not served: {host}:{port} {exc.strerror or exc}")

@@ -418,6 +418,9 @@ def test_a_key_is_checked_on_every_v1_request(tiny: Path, tmp_path: Path) -> Non
             model="tiny", messages=[{"role": "user", "content": "k"}], max_tokens=2
         ).usage
         assert http("GET", keyed.url + "/health")[0] == 200  # health stays open for probes
+        assert http("GET", keyed.url + "/metrics")[0] == 401, "/metrics needs the key too"
+        metrics = http("GET", keyed.url + "/metrics", headers={"authorization": f"Bearer {key}"})
+        assert metrics[0] == 200 and "gen_ai_server_request_duration" in str(metrics[1])
     assert not keyed.running()
 
 

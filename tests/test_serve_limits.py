@@ -138,3 +138,17 @@ def test_unknown_models_do_not_grow_the_metrics(client: openai.OpenAI, base_url:
     assert "no-such-model" not in after
     assert 'gen_ai_request_model="_OTHER"' in after and 'gen_ai_request_model="tiny"' in after
     assert len(after) < before + 20_000, f"/metrics grew from {before} to {len(after)} bytes"
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8008", "127.0.0.1.evil.example"])
+def test_a_foreign_host_header_is_refused_on_loopback(base_url: str, host: str) -> None:
+    # DNS rebinding: a page's script reaching 127.0.0.1 under its own name gets nothing.
+    answer = _raw(base_url, f"GET /v1/models HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+    assert b"tiny" not in answer
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8008", "localhost", "[::1]:8008", "LOCALHOST:1"])
+def test_loopback_host_headers_are_answered(base_url: str, host: str) -> None:
+    answer = _raw(base_url, f"GET /v1/models HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 200") and b"tiny" in answer
