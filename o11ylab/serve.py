@@ -612,8 +612,11 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
             return OpenAIError(400, str(exc), param="messages", code="invalid_value")
         return OpenAIError(400, str(exc), code="invalid_value")
 
+    # /health and /metrics run on the event loop, not the thread pool the generations queue on:
+    # with 80 generations queued a sync /health took 21 s, and a kernel then judged the shared
+    # server dead and started a second one.
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {
             "status": "ok",
             "model": engine.name,
@@ -624,7 +627,7 @@ def create_app(config: ServeConfig, *, engine: Any = None, embedder: Any = None)
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)  # so the schema says text, too
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(telemetry.prometheus_text(), media_type="text/plain; version=0.0.4")
 
     def model_card(name: str) -> dict[str, Any]:
