@@ -12,6 +12,8 @@ Import the fixtures into a test module (they register as ``local`` and ``local_s
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,3 +84,29 @@ def server_spans(
         if until(spans) or time.monotonic() > deadline:
             return spans
         time.sleep(0.25)
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app: Any, name: str) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port in a thread; yields its base URL."""
+    import uvicorn
+
+    from .conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+    )
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)

@@ -6,7 +6,6 @@ real openai SDK, the app ``o11ylab serve`` runs over the tiny test model.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from o11ylab import models, serve
 
-from .conftest import free_port
+from .ai_support import uvicorn_in_thread
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,25 +24,10 @@ BODY_LIMIT = 256 * 1024
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
     tiny = models.build_tiny_model(tmp_path_factory.mktemp("limit-models") / "tiny")
     app = serve.create_app(serve.ServeConfig(model=str(tiny), max_body_bytes=BODY_LIMIT))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="limits-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
+    with uvicorn_in_thread(app, "limits-server") as url:
+        yield url
 
 
 @pytest.fixture

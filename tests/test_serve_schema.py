@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -38,7 +37,7 @@ from schemathesis.generation.modes import GenerationMode
 
 from o11ylab import models, serve
 
-from .conftest import free_port
+from .ai_support import uvicorn_in_thread
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -50,25 +49,10 @@ EXAMPLES_PER_OPERATION = 30
 
 @pytest.fixture(scope="module")
 def served_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    import uvicorn
-
     tiny = models.build_tiny_model(tmp_path_factory.mktemp("schema-models") / "tiny")
     app = serve.create_app(serve.ServeConfig(model=str(tiny)))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="schema-fuzz-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield app, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
+    with uvicorn_in_thread(app, "schema-fuzz-server") as base_url:
+        yield app, base_url
 
 
 @pytest.fixture(scope="module")
