@@ -35,7 +35,7 @@ def private_folder(path: Path) -> Path:
             folder.mkdir(mode=PRIVATE_FOLDER)
         except FileExistsError:
             pass  # made meanwhile by another process, which chose its mode
-    if not path.is_dir():
+    if path.exists() and not path.is_dir():
         raise FileExistsError(errno.EEXIST, "exists and is not a folder", str(path))
     return path
 

@@ -119,11 +119,11 @@ def _metrics_server(host: str, port: int) -> Any:
     except ValueError:
         loopback = host.strip().lower() == "localhost"
 
-    def app(environ: dict[str, Any], start_response: Any) -> Any:
-        if loopback and not is_loopback_host_header(environ.get("HTTP_HOST", "")):
+    def app(scope: dict[str, Any], start_response: Any) -> Any:  # scope: the WSGI environ
+        if loopback and not is_loopback_host_header(scope.get("HTTP_HOST", "")):
             start_response("403 Forbidden", [("Content-Type", "text/plain")])
             return [b"This /metrics answers only 127.0.0.1, localhost or [::1].\n"]
-        return metrics_app(environ, start_response)
+        return metrics_app(scope, start_response)
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
