@@ -34,7 +34,6 @@ import base64
 import dataclasses
 import hmac
 import inspect
-import ipaddress
 import json
 import logging
 import os
@@ -53,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from . import models, semconv
-from .telemetry import is_loopback_host_header
+from .telemetry import is_loopback, is_loopback_host_header
 
 __all__ = [
     "API_KEY_ENV",
@@ -92,15 +91,6 @@ _log = logging.getLogger("o11ylab.serve")
 
 class EndpointError(RuntimeError):
     """The local endpoint could not be started or reached. The message says why and what next."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclasses.dataclass

@@ -16,6 +16,7 @@ wrapped to count what it delivered and what it failed to deliver; ``status()`` s
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import json
 import logging
 import os
@@ -90,6 +91,16 @@ def safe_url(url: str) -> str:
     return f"{parsed.scheme}://{host}{port}{parsed.path}"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is this machine's loopback (``localhost``, 127.x, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def is_loopback_host_header(value: str) -> bool:
     """Whether a Host header names this machine's loopback: 127.0.0.1, localhost or [::1],
     any port. An empty one (HTTP/1.0) passes: browsers always send a Host."""
@@ -107,17 +118,13 @@ def _metrics_server(host: str, port: int) -> Any:
     """prometheus_client's /metrics server, in a thread; on a loopback bind it answers only
     requests addressed to 127.0.0.1, localhost or [::1] (a page's script reaching the port
     under its own name, DNS rebinding, gets a 403)."""
-    import ipaddress
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     from prometheus_client import REGISTRY, make_wsgi_app
     from prometheus_client.exposition import ThreadingWSGIServer
 
     metrics_app = make_wsgi_app(REGISTRY)
-    try:
-        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        loopback = host.strip().lower() == "localhost"
+    loopback = is_loopback(host)
 
     def app(scope: dict[str, Any], start_response: Any) -> Any:  # scope: the WSGI environ
         if loopback and not is_loopback_host_header(scope.get("HTTP_HOST", "")):
