@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .errors import MissingDependency, O11yLabError
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from .traceview import TraceView
 
 __all__ = [
+    "MissingDependency",
+    "O11yLabError",
     "__version__",
     "init",
     "load_ipython_extension",

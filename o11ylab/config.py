@@ -21,10 +21,12 @@ from urllib.parse import unquote, urlparse
 from traitlets import Bool, Int, Unicode
 from traitlets.config import Configurable
 
+from .errors import O11yLabError
+
 __all__ = ["ConfigError", "ContentCapture", "O11yLab", "Settings", "load_settings"]
 
 
-class ConfigError(ValueError):
+class ConfigError(O11yLabError, ValueError):
     """A setting has a value o11ylab cannot use. The message names the setting and the fix."""
 
 

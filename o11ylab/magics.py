@@ -179,6 +179,12 @@ class O11yMagics(Magics):
         return spans_df()
 
     def _cmd_monitor(self, rest: list[str]) -> Any:
+        from .errors import MissingDependency, require
+
+        try:
+            require("ipywidgets", "widgets", "%o11y monitor")
+        except MissingDependency as exc:
+            raise UsageError(str(exc)) from None
         from .widgets import monitor_command
 
         return monitor_command(rest)

@@ -34,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .errors import O11yLabError
+
 __all__ = [
     "DEFAULT_CHAT_MODEL",
     "DEFAULT_EMBEDDING_MODEL",
@@ -63,7 +65,7 @@ _MARKER = "o11ylab-model.json"  # written last: a folder without it is not a fin
 _PREPARE_HINT = "run `o11ylab models prepare` once (about a minute, offline)"
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(O11yLabError, FileNotFoundError):
     """A model is not where o11ylab looked. The message says how to get it."""
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from . import models, semconv
+from .errors import O11yLabError
 from .telemetry import is_loopback, is_loopback_host_header
 
 __all__ = [
@@ -89,7 +90,7 @@ START_TIMEOUT_ENV = "O11YLAB_SERVE_START_TIMEOUT"
 _log = logging.getLogger("o11ylab.serve")
 
 
-class EndpointError(RuntimeError):
+class EndpointError(O11yLabError, RuntimeError):
     """The local endpoint could not be started or reached. The message says why and what next."""
 
 

@@ -42,6 +42,7 @@ from urllib.parse import urlparse
 from opentelemetry.trace import Status, StatusCode
 
 from ..config import ConfigError
+from ..errors import O11yLabError
 
 if TYPE_CHECKING:
     import openai
@@ -81,7 +82,7 @@ _NO_KEY = "o11ylab-no-key"
 # --- errors --------------------------------------------------------------------------------------
 
 
-class AIError(RuntimeError):
+class AIError(O11yLabError, RuntimeError):
     """A chat or embeddings call failed. ``str()`` says what happened, where, and what to do."""
 
     hint = ""

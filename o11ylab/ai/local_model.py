@@ -45,6 +45,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from .. import models, semconv
+from ..errors import O11yLabError
 from ..instrumentation._local import Outcome, span_notes
 
 __all__ = [
@@ -70,7 +71,7 @@ _GREEDY_BELOW = 1e-5
 _ROLES = {"system", "user", "assistant", "developer", "tool"}
 
 
-class LocalModelError(Exception):
+class LocalModelError(O11yLabError):
     """A local generation could not run as asked. The message says what to change."""
 
 

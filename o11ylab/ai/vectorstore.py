@@ -94,6 +94,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from .._files import private_folder
+from ..errors import O11yLabError
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -128,7 +129,7 @@ SPACES = ("cosine", "l2", "ip")
 # --- errors ------------------------------------------------------------------------------------
 
 
-class VectorStoreError(Exception):
+class VectorStoreError(O11yLabError):
     """Something the vector store cannot do as asked. The message says what to do instead."""
 
 
