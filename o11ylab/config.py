@@ -329,6 +329,37 @@ def load_settings(
     return Settings(**values)  # type: ignore[arg-type]
 
 
+# --- sections --------------------------------------------------------------------------------
+# One frozen dataclass per area and one loader each, ``load_<area>(env=None)``, reading
+# ``os.environ`` when ``env`` is None. No other module reads the environment for a setting.
+
+# --- section: hardware (O11YLAB_HARDWARE*, O11YLAB_NVML, O11YLAB_TORCH_PEAK, CUDA_VISIBLE_DEVICES)
+# (hardware section)
+
+# --- section: serve (O11YLAB_SERVE_*, O11YLAB_LOCAL_ENDPOINT)
+# (serve section)
+
+# --- section: openai (OPENAI_*, the chat and embedding model names the client uses)
+# (openai section)
+
+# --- section: chroma (CHROMA_*)
+# (chroma section)
+
+# --- section: models (LOCAL_MODEL_NAME, EMBEDDING_MODEL, O11YLAB_MODEL_CACHE, USE_GPU, GPU_DEVICE_ID)
+# (models section)
+
+# --- section: run (what `o11ylab run` reads: DASK_SCHEDULER_ADDRESS, ...)
+# (run section)
+
+# --- section: pricing and instrumentation (O11YLAB_PRICING_FILE, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS)
+# (pricing and instrumentation section)
+
+# --- section: telemetry extras (what telemetry.py still reads beside Settings)
+# (telemetry section)
+
+# --- traitlets ---------------------------------------------------------------------------------
+
+
 class O11yLab(Configurable):
     """Options for ``ipython_config.py``; each one left unset falls back to its env variable."""
 
