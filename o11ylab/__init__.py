@@ -127,10 +127,17 @@ def init(*, local_endpoint: bool = True, hardware: bool = True) -> None:
 
 @contextlib.contextmanager
 def span(name: str, **attributes: Any) -> Iterator[Span]:
-    """A span around a block, nested under the current cell; works with ``await`` inside."""
-    from .telemetry import get_telemetry
+    """A span around a block, nested under the current cell; works with ``await`` inside.
 
-    with get_telemetry().tracer.start_as_current_span(name, attributes=attributes or None) as s:
+    It uses the global tracer provider (o11ylab's after ``%load_ext o11ylab`` or
+    ``o11ylab.init()``) and installs nothing: in a process with no provider it is a no-op span.
+    """
+    from opentelemetry import trace
+
+    from . import semconv
+
+    tracer = trace.get_tracer(semconv.SCOPE, __version__)
+    with tracer.start_as_current_span(name, attributes=attributes or None) as s:
         yield s
 
 

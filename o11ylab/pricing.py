@@ -835,11 +835,15 @@ _INSTALL_LOCK = threading.Lock()
 def install(telemetry: Any = None) -> None:
     """Put cost on every GenAI operation span of this process (idempotent).
 
-    ``telemetry`` is anything with a ``meter`` and an ``enrichers`` registry (default: o11ylab's).
+    ``telemetry`` is anything with a ``meter`` and an ``enrichers`` registry (default: o11ylab's,
+    when ``%load_ext`` or ``o11ylab.init()`` started it; otherwise this does nothing, since a
+    library installs no providers of its own).
     """
-    from .telemetry import get_telemetry
+    from .telemetry import peek_telemetry
 
-    telemetry = telemetry or get_telemetry()
+    telemetry = telemetry or peek_telemetry()
+    if telemetry is None:
+        return
     with _INSTALL_LOCK:
         hook = _INSTALLED.get(id(telemetry))
         if hook is None:  # kept across uninstall: its counter is created once
@@ -849,8 +853,10 @@ def install(telemetry: Any = None) -> None:
 
 def uninstall(telemetry: Any = None) -> None:
     """Stop costing spans (idempotent); ``install`` puts the same enricher back."""
-    from .telemetry import get_telemetry
+    from .telemetry import peek_telemetry
 
-    telemetry = telemetry or get_telemetry()
+    telemetry = telemetry or peek_telemetry()
+    if telemetry is None:
+        return
     with _INSTALL_LOCK:
         telemetry.enrichers.unregister(_CostHook.name)

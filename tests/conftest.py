@@ -46,6 +46,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def telemetry() -> object:
+    """This process's o11ylab telemetry, set up once as a kernel's would be. o11ylab.testing's
+    helpers read the providers in place and install none themselves."""
+    from o11ylab.telemetry import get_telemetry
+
+    return get_telemetry()
+
+
 @pytest.fixture(scope="session")
 def shell() -> Iterator[object]:
     """A real IPython shell with o11ylab loaded, shared by the in-process tests."""
