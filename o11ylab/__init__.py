@@ -24,6 +24,7 @@ from .errors import MissingDependency, O11yLabError
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from .extension import O11yLabExtension
     from .traceview import TraceView
 
 __all__ = [
@@ -39,67 +40,29 @@ __all__ = [
     "unload_ipython_extension",
 ]
 
-_EXTENSIONS: dict[int, Any] = {}
+_EXTENSIONS: dict[int, O11yLabExtension] = {}
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext o11ylab``: start telemetry, register ``%%traced`` / ``%o11y`` and the hooks."""
     if id(ipython) in _EXTENSIONS:
         return  # loading twice does nothing twice
-    from IPython.core.error import UsageError
+    from .extension import O11yLabExtension
 
-    from . import hardware
-    from .cells import CellTracer
-    from .config import ConfigError, O11yLab, load_settings
-    from .magics import O11yMagics
-    from .telemetry import get_telemetry
-
+    extension = O11yLabExtension(ipython)
     try:
-        options = O11yLab(parent=ipython, config=ipython.config)
-        telemetry = get_telemetry(load_settings(overrides=options.overrides()))
-        hardware.HardwareSettings.from_env()  # a bad O11YLAB_HARDWARE_* fails here, not later
-    except ConfigError as exc:
-        raise UsageError(f"o11ylab: {exc}") from None
-    telemetry.attach()
-    from . import activation
-
-    activation.activate(telemetry)  # the user's own AI libraries, traced from their import
-    tracer = CellTracer(ipython, telemetry)
-    magics = O11yMagics(ipython, tracer)
-    ipython.register_magics(magics)
-    ipython.events.register("pre_run_cell", tracer.pre_run_cell)
-    ipython.events.register("post_run_cell", tracer.post_run_cell)
-    _EXTENSIONS[id(ipython)] = (tracer, magics)
-    hardware.attach(telemetry)  # starts the sampler thread; NVML starts inside it, not here
+        extension.load()
+    except BaseException:
+        extension.unload()  # what was installed before the failure comes off again
+        raise
+    _EXTENSIONS[id(ipython)] = extension
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext o11ylab``: remove every hook and magic, stop /metrics, flush."""
-    entry = _EXTENSIONS.pop(id(ipython), None)
-    if entry is None:
-        return
-    tracer, magics = entry
-    for event, callback in (
-        ("pre_run_cell", tracer.pre_run_cell),
-        ("post_run_cell", tracer.post_run_cell),
-    ):
-        try:
-            ipython.events.unregister(event, callback)
-        except ValueError:
-            pass
-    registry = ipython.magics_manager
-    for kind, names in magics.magics.items():
-        for name in names:
-            registry.magics[kind].pop(name, None)
-    registry.registry.pop(type(magics).__name__, None)
-    tracer.close()
-    from . import hardware
-
-    hardware.detach()  # stops the sampler thread and releases NVML
-    from . import activation
-
-    activation.deactivate(tracer.telemetry)  # uninstruments what o11ylab instrumented
-    tracer.telemetry.detach()
+    extension = _EXTENSIONS.pop(id(ipython), None)
+    if extension is not None:
+        extension.unload()
 
 
 def init(*, local_endpoint: bool = True, hardware: bool = True) -> None:
