@@ -352,7 +352,22 @@ def load_settings(
 # (run section)
 
 # --- section: pricing and instrumentation (O11YLAB_PRICING_FILE, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS)
-# (pricing and instrumentation section)
+@dataclasses.dataclass(frozen=True)
+class InstrumentationSettings:
+    # Entry-point names OTEL_PYTHON_DISABLED_INSTRUMENTATIONS turns off ("*": all of them).
+    disabled: frozenset[str] = frozenset()
+    # The user's price overrides (O11YLAB_PRICING_FILE), as written: pricing resolves it.
+    pricing_file: str | None = None
+
+
+def load_instrumentation(env: Mapping[str, str] | None = None) -> InstrumentationSettings:
+    """Read at each use, not cached: a notebook that edits these sees the change at once."""
+    env = os.environ if env is None else env
+    raw = env.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    return InstrumentationSettings(
+        disabled=frozenset(part.strip() for part in raw.split(",") if part.strip()),
+        pricing_file=env.get("O11YLAB_PRICING_FILE", "").strip() or None,
+    )
 
 # --- section: telemetry extras (what telemetry.py still reads beside Settings)
 # (telemetry section)

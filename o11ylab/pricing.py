@@ -269,7 +269,12 @@ def load_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
     Raises ``PricingError`` naming the file and the problem when it cannot be used.
     """
     base = _data()
-    raw = os.environ.get(PRICING_FILE_ENV, "").strip() if path is None else os.fspath(path)
+    if path is None:
+        from .config import load_instrumentation
+
+        raw = load_instrumentation().pricing_file or ""
+    else:
+        raw = os.fspath(path)
     if not raw:
         return base.table
     override = Path(raw).expanduser()

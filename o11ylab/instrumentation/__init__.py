@@ -19,7 +19,6 @@ instrumentor the user had already switched on is recorded as theirs and left alo
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -74,8 +73,9 @@ def is_genai_distribution(name: str) -> bool:
 
 
 def disabled_names(env: dict[str, str] | None = None) -> set[str]:
-    raw = (os.environ if env is None else env).get(DISABLED_ENV, "")
-    return {part.strip() for part in raw.split(",") if part.strip()}
+    from ..config import load_instrumentation
+
+    return set(load_instrumentation(env).disabled)
 
 
 def is_disabled(name: str, disabled: set[str] | None = None) -> bool:
