@@ -351,6 +351,7 @@ def load_settings(
 # --- section: run (what `o11ylab run` reads: DASK_SCHEDULER_ADDRESS, ...)
 # (run section)
 
+
 # --- section: pricing and instrumentation (O11YLAB_PRICING_FILE, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS)
 @dataclasses.dataclass(frozen=True)
 class InstrumentationSettings:
@@ -368,6 +369,7 @@ def load_instrumentation(env: Mapping[str, str] | None = None) -> Instrumentatio
         disabled=frozenset(part.strip() for part in raw.split(",") if part.strip()),
         pricing_file=env.get("O11YLAB_PRICING_FILE", "").strip() or None,
     )
+
 
 # --- section: telemetry extras (what telemetry.py still reads beside Settings)
 # (telemetry section)

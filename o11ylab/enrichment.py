@@ -20,13 +20,12 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-if TYPE_CHECKING:
-    from opentelemetry.attributes import BoundedAttributes
+from ._compat import set_ended_attributes
 
 __all__ = ["Enricher", "Enrichers", "set_ended_attributes"]
 
@@ -37,26 +36,6 @@ class Enricher(Protocol):
 
 StartHook = Callable[[Span], None]
 EndHook = Callable[[ReadableSpan], "dict[str, Any] | None"]
-
-
-def set_ended_attributes(span: ReadableSpan, attributes: dict[str, Any]) -> None:
-    """Add attributes to a span during ``on_end``.
-
-    The SDK hands processors a ReadableSpan sharing the span's attribute map, frozen at
-    ``end()``. Unfreezing it for the duration of this call is the only way to enrich a span
-    someone else created (the SDK has no public hook); attribute limits still apply.
-    """
-    # Declared a Mapping; the SDK's spans hold a BoundedAttributes (with its _immutable flag).
-    target = cast("BoundedAttributes | None", span._attributes)
-    if target is None:
-        return
-    frozen = getattr(target, "_immutable", False)
-    try:
-        target._immutable = False
-        for key, value in attributes.items():
-            target[key] = value
-    finally:
-        target._immutable = frozen
 
 
 class Enrichers(SpanProcessor):

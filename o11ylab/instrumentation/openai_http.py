@@ -29,10 +29,9 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.propagate import inject
 
 from .. import semconv
+from .._compat import OPENAI_CLIENT_MODULE, OPENAI_SEND_METHODS
 
 __all__ = ["OpenAIHTTPInstrumentor"]
-
-_MODULE = "openai._base_client"
 
 
 def _genai_span() -> Any:
@@ -95,11 +94,14 @@ class OpenAIHTTPInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         from wrapt import wrap_function_wrapper
 
-        wrap_function_wrapper(_MODULE, "SyncAPIClient._send_request", _send)
-        wrap_function_wrapper(_MODULE, "AsyncAPIClient._send_request", _send_async)
+        sync, asynchronous = OPENAI_SEND_METHODS
+        wrap_function_wrapper(OPENAI_CLIENT_MODULE, sync, _send)
+        wrap_function_wrapper(OPENAI_CLIENT_MODULE, asynchronous, _send_async)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        import openai._base_client as base
+        import importlib
 
-        unwrap(base.SyncAPIClient, "_send_request")
-        unwrap(base.AsyncAPIClient, "_send_request")
+        base = importlib.import_module(OPENAI_CLIENT_MODULE)
+        for method in OPENAI_SEND_METHODS:
+            owner, name = method.split(".")
+            unwrap(getattr(base, owner), name)

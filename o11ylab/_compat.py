@@ -1,0 +1,88 @@
+"""Every place o11ylab leans on another library's internals, in one module.
+
+Each is here because the library has no public way to do what o11ylab needs; each has a test in
+``tests/test_compat.py`` run against the installed version, whose failure names the library
+and the version that changed. When a library grows a public way, the function here changes and
+its callers do not.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from opentelemetry.attributes import BoundedAttributes
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import Status
+
+__all__ = [
+    "OPENAI_CLIENT_MODULE",
+    "OPENAI_SEND_METHODS",
+    "chroma_dimension_mismatch",
+    "chroma_embedding_conflict",
+    "chroma_rejects_name",
+    "set_ended_attributes",
+    "set_ended_status",
+]
+
+
+# --- opentelemetry-sdk: enriching a span someone else created ------------------------------------
+
+
+def set_ended_attributes(span: ReadableSpan, attributes: dict[str, Any]) -> None:
+    """Add attributes to a span during a processor's ``on_end``.
+
+    The SDK hands processors a ReadableSpan sharing the span's attribute map, frozen at
+    ``end()``. Unfreezing it for the duration of this call is the only way to enrich a span
+    someone else created (the SDK has no public hook); attribute limits still apply.
+    """
+    # Declared a Mapping; the SDK's spans hold a BoundedAttributes (with its _immutable flag).
+    target = cast("BoundedAttributes | None", span._attributes)
+    if target is None:
+        return
+    frozen = getattr(target, "_immutable", False)
+    try:
+        target._immutable = False
+        for key, value in attributes.items():
+            target[key] = value
+    finally:
+        target._immutable = frozen
+
+
+def set_ended_status(span: ReadableSpan, status: Status) -> None:
+    """Replace an ended span's status (to scrub a key a server echoed into its description)."""
+    span._status = status
+
+
+# --- openai: the one method every request goes through -------------------------------------------
+
+OPENAI_CLIENT_MODULE = "openai._base_client"
+# Every SDK request, retries included, passes through these (openai 1.x to 3.x); wrapping them
+# gives trace context on the wire and the HTTP status and retry count on the GenAI span.
+OPENAI_SEND_METHODS = ("SyncAPIClient._send_request", "AsyncAPIClient._send_request")
+
+
+# --- chromadb: errors it raises as plain exceptions, told apart by their text --------------------
+
+_CHROMA_DIMENSION = re.compile(r"dimension of (\d+), got (\d+)")
+
+
+def chroma_dimension_mismatch(message: str) -> tuple[int, int] | None:
+    """(expected, got) when Chroma refused vectors of the wrong dimension."""
+    match = _CHROMA_DIMENSION.search(message)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def chroma_embedding_conflict(message: str) -> str | None:
+    """The persisted embedding function's description when a collection was opened with
+    another kind of embedding function, else None."""
+    if "Embedding function conflict" not in message:
+        return None
+    return message.rsplit("persisted: ", 1)[-1]
+
+
+def chroma_rejects_name(message: str) -> bool:
+    """Whether Chroma refused a collection name (its validation message)."""
+    lowered = message.lower()
+    return "name" in lowered and "expected" in lowered

@@ -1,0 +1,94 @@
+"""o11ylab._compat against the installed libraries: one test per internal it leans on.
+
+A failure here means a library changed what o11ylab reaches into; the message names the
+library and its version, and ``o11ylab/_compat.py`` is the one place to adapt.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.trace import Status, StatusCode
+
+from o11ylab import _compat
+
+
+def _changed(distribution: str) -> str:
+    return f"{distribution} {importlib.metadata.version(distribution)} changed: adapt o11ylab/_compat.py"
+
+
+class _OnEnd(SpanProcessor):
+    def __init__(self, hook: object) -> None:
+        self.hook = hook
+        self.ended: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.hook(span)  # type: ignore[operator]
+        self.ended.append(span)
+
+
+def test_an_ended_span_takes_attributes_and_a_status_and_stays_frozen() -> None:
+    def enrich(span: ReadableSpan) -> None:
+        _compat.set_ended_attributes(span, {"o11ylab.added": 1})
+        _compat.set_ended_status(span, Status(StatusCode.ERROR, "scrubbed"))
+
+    processor = _OnEnd(enrich)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    span = provider.get_tracer("t").start_span("s")
+    span.end()
+    (ended,) = processor.ended
+    assert ended.attributes is not None
+    assert ended.attributes.get("o11ylab.added") == 1, _changed("opentelemetry-sdk")
+    assert ended.status.description == "scrubbed", _changed("opentelemetry-sdk")
+    with pytest.raises(TypeError):  # still frozen after the call
+        ended.attributes["late"] = 2  # type: ignore[index]
+
+
+def test_the_openai_send_methods_exist_and_take_the_request() -> None:
+    module = importlib.import_module(_compat.OPENAI_CLIENT_MODULE)
+    for path in _compat.OPENAI_SEND_METHODS:
+        owner, name = path.split(".")
+        method = getattr(getattr(module, owner, None), name, None)
+        assert callable(method), _changed("openai")
+        assert "request" in inspect.signature(method).parameters, _changed("openai")
+
+
+# The custom function below is deliberately bare: Chroma warns that it lacks newer methods.
+@pytest.mark.filterwarnings("ignore:legacy embedding function config")
+def test_chroma_errors_are_told_apart_by_their_text() -> None:
+    import chromadb
+    from chromadb.utils.embedding_functions import DefaultEmbeddingFunction
+
+    client = chromadb.EphemeralClient()
+    collection = client.get_or_create_collection("compat-dims", embedding_function=None)
+    collection.add(ids=["a"], embeddings=[[1.0, 0.0, 0.0]])
+    with pytest.raises(Exception) as wrong_dimension:
+        collection.add(ids=["b"], embeddings=[[1.0, 0.0]])
+    assert _compat.chroma_dimension_mismatch(str(wrong_dimension.value)) == (3, 2), _changed(
+        "chromadb"
+    )
+
+    with pytest.raises(Exception) as bad_name:
+        client.get_or_create_collection("x", embedding_function=None)  # under 3 characters
+    assert _compat.chroma_rejects_name(str(bad_name.value)), _changed("chromadb")
+
+    class Named:  # a custom embedding function Chroma persists by name
+        def __call__(self, input: list[str]) -> list[list[float]]:
+            return [[0.0, 1.0, 0.0] for _ in input]
+
+        @staticmethod
+        def name() -> str:
+            return "compat-named"
+
+    client.get_or_create_collection(
+        "compat-conflict", embedding_function=DefaultEmbeddingFunction()
+    )
+    with pytest.raises(Exception) as conflict:
+        client.get_or_create_collection("compat-conflict", embedding_function=Named())  # type: ignore[arg-type]
+    assert _compat.chroma_embedding_conflict(str(conflict.value)) is not None, _changed("chromadb")
+    assert _compat.chroma_embedding_conflict("some other error") is None
