@@ -334,7 +334,57 @@ def load_settings(
 # ``os.environ`` when ``env`` is None. No other module reads the environment for a setting.
 
 # --- section: hardware (O11YLAB_HARDWARE*, O11YLAB_NVML, O11YLAB_TORCH_PEAK, CUDA_VISIBLE_DEVICES)
-# (hardware section)
+HARDWARE_MIN_INTERVAL_S = 1 / 6  # NVML's shortest averaging window: sampling faster adds nothing
+HARDWARE_MAX_INTERVAL_S = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class HardwareSettings:
+    """The hardware sampler's settings (o11ylab.hardware); the defaults are a plain kernel's."""
+
+    enabled: bool = True
+    interval_s: float = 1.0
+    history: int = 600
+    nvml: bool = True
+    torch_peak: bool = True
+    # CUDA's own variable, read once here: None (unset) means every GPU, "" means none.
+    cuda_visible_devices: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HardwareSettings:
+        """The same as ``load_hardware(env)``; kept for callers of the old hardware module."""
+        return load_hardware(env)
+
+
+def clamp_hardware_interval(seconds: float) -> float:
+    return min(max(float(seconds), HARDWARE_MIN_INTERVAL_S), HARDWARE_MAX_INTERVAL_S)
+
+
+def load_hardware(env: Mapping[str, str] | None = None) -> HardwareSettings:
+    env = os.environ if env is None else env
+
+    def flag(name: str, default: bool) -> bool:
+        # Blank means unset here (the hardware module always read it so), not "off" as in _flag.
+        return _flag(env, name, default) if env.get(name, "").strip() else default
+
+    raw_interval = env.get("O11YLAB_HARDWARE_INTERVAL", "").strip()
+    try:
+        interval = float(raw_interval) if raw_interval else 1.0
+    except ValueError:
+        raise ConfigError(
+            f"O11YLAB_HARDWARE_INTERVAL={raw_interval!r} is not a number of seconds."
+        ) from None
+    if not interval > 0:  # also refuses nan
+        raise ConfigError("O11YLAB_HARDWARE_INTERVAL must be more than 0 seconds.")
+    return HardwareSettings(
+        enabled=flag("O11YLAB_HARDWARE", True),
+        interval_s=clamp_hardware_interval(interval),
+        history=_int(env, "O11YLAB_HARDWARE_HISTORY", 600, 10, 1_000_000),
+        nvml=flag("O11YLAB_NVML", True),
+        torch_peak=flag("O11YLAB_TORCH_PEAK", True),
+        cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
+    )
+
 
 # --- section: serve (O11YLAB_SERVE_*, O11YLAB_LOCAL_ENDPOINT)
 # (serve section)

@@ -1,0 +1,378 @@
+"""Per-span attribution: what one span or cell used of the GPUs and the CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import semconv
+from ._sampler import Sampler, _torch_cuda
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan, Span
+
+_MAX_OPEN_SPANS = 4096  # spans started and never ended must not grow memory without bound
+_GIB = 1024**3
+
+
+class _TorchPeaks:
+    """Peak CUDA memory per open measurement, from torch's allocator, nesting-safe.
+
+    torch keeps one peak per device since the last reset. Each measurement that starts folds
+    the peak so far into every open measurement and then resets it, so the window since the
+    last reset always lies inside every measurement still open, and each gets its own peak.
+    """
+
+    def __init__(self, cuda: Any) -> None:
+        self.cuda = cuda
+        self._open: dict[int, list[int]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def _devices(self) -> range:
+        return range(min(int(self.cuda.device_count()), 16))
+
+    def _fold(self) -> None:
+        current = [int(self.cuda.max_memory_allocated(d)) for d in self._devices()]
+        for peaks in self._open.values():
+            for d, value in enumerate(current):
+                peaks[d] = max(peaks[d], value)
+
+    def begin(self) -> int:
+        with self._lock:
+            self._fold()
+            for d in self._devices():
+                self.cuda.reset_peak_memory_stats(d)
+            self._next += 1
+            self._open[self._next] = [int(self.cuda.memory_allocated(d)) for d in self._devices()]
+            return self._next
+
+    def end(self, token: int) -> int | None:
+        with self._lock:
+            if token not in self._open:
+                return None
+            self._fold()
+            return sum(self._open.pop(token))
+
+
+@dataclass(slots=True)
+class _Start:
+    mono: float
+    cpu: float
+    gpus: tuple[int, ...]  # positions measured: attribution may narrow between start and end
+    energy: tuple[tuple[float | None, str | None], ...]
+    torch_token: int | None
+    rss: int | None
+
+
+@dataclass(slots=True)
+class Measurement:
+    """What one span or cell used. GPU fields are None without a GPU (or a field to read).
+
+    On spans every attribute costs a few microseconds, so the defaults go unsaid: the energy
+    source only when it is the power-integral estimate, the peak-memory source only when it is
+    NVML's whole-device figure, the GPU count only when there is more than one GPU.
+    """
+
+    duration_s: float
+    cpu_seconds: float
+    gpu_count: int = 0
+    energy_j: float | None = None
+    energy_source: str | None = None
+    memory_peak_bytes: int | None = None
+    memory_peak_source: str | None = None
+    utilization_mean: float | None = None
+    process_memory_peak_bytes: int | None = None
+
+    def _qualifiers(self, attributes: dict[str, Any]) -> None:
+        if self.gpu_count > 1:
+            attributes[semconv.GPU_COUNT] = self.gpu_count
+        if self.energy_j is not None and self.energy_source not in (None, "counter"):
+            attributes[semconv.GPU_ENERGY_SOURCE] = self.energy_source
+        if self.memory_peak_bytes is not None and self.memory_peak_source == "nvml":
+            attributes[semconv.GPU_MEMORY_PEAK_SOURCE] = "nvml"
+
+    def span_attributes(self, output_tokens: Any = None) -> dict[str, Any]:
+        attributes: dict[str, Any] = {semconv.PROCESS_CPU_SECONDS_SPAN: round(self.cpu_seconds, 6)}
+        if self.energy_j is not None:
+            attributes[semconv.HW_ENERGY_SPAN] = self.energy_j
+            if type(output_tokens) is int and output_tokens > 0:
+                attributes[semconv.GPU_ENERGY_PER_OUTPUT_TOKEN] = self.energy_j / output_tokens
+        if self.memory_peak_bytes is not None:
+            attributes[semconv.GPU_MEMORY_PEAK_SPAN] = self.memory_peak_bytes
+        if self.utilization_mean is not None:
+            attributes[semconv.GPU_UTILIZATION_MEAN_SPAN] = self.utilization_mean
+        self._qualifiers(attributes)
+        return attributes
+
+    def cell_attributes(self) -> dict[str, Any]:
+        attributes: dict[str, Any] = {semconv.CELL_PROCESS_CPU_SECONDS: round(self.cpu_seconds, 6)}
+        self._qualifiers(attributes)
+        if self.energy_j is not None:
+            attributes[semconv.CELL_GPU_ENERGY] = self.energy_j
+        if self.memory_peak_bytes is not None:
+            attributes[semconv.CELL_GPU_MEMORY_PEAK] = self.memory_peak_bytes
+        if self.utilization_mean is not None:
+            attributes[semconv.CELL_GPU_UTILIZATION_MEAN] = self.utilization_mean
+        if self.process_memory_peak_bytes is not None:
+            attributes[semconv.CELL_PROCESS_MEMORY_PEAK] = self.process_memory_peak_bytes
+        return attributes
+
+    def summary(self) -> dict[str, str]:
+        """Fragments for the one-line cell summary, label -> text."""
+        parts: dict[str, str] = {}
+        if self.energy_j is not None:
+            parts["gpu_energy"] = f"{format_energy(self.energy_j)} GPU"
+        if self.memory_peak_bytes is not None:
+            parts["gpu_memory"] = f"peak {format_bytes(self.memory_peak_bytes)} GPU"
+        if self.utilization_mean is not None:
+            parts["gpu_utilization"] = f"GPU {self.utilization_mean * 100:.0f}%"
+        parts["cpu"] = f"CPU {self.cpu_seconds:.2f} s"
+        return parts
+
+
+def format_energy(joules: float) -> str:
+    if joules >= 1000:
+        return f"{joules / 1000:.2f} kJ"
+    if joules >= 1:
+        return f"{joules:.1f} J"
+    return f"{joules * 1000:.0f} mJ"
+
+
+def format_bytes(count: float) -> str:
+    if count >= _GIB:
+        return f"{count / _GIB:.1f} GiB"
+    if count >= 1024**2:
+        return f"{count / 1024**2:.0f} MiB"
+    return f"{count / 1024:.0f} KiB"
+
+
+class Attributor:
+    """Start and end measurements against a sampler; thread-safe, never raises to the caller."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+        self._torch: _TorchPeaks | None = None
+
+    def _torch_peaks(self) -> _TorchPeaks | None:
+        if not self.sampler.settings.torch_peak:
+            return None
+        cuda = _torch_cuda()
+        if cuda is None:
+            return None
+        if self._torch is None or self._torch.cuda is not cuda:
+            self._torch = _TorchPeaks(cuda)
+        return self._torch
+
+    def begin(self, process_memory: bool = False) -> _Start:
+        sampler = self.sampler
+        gpus = sampler.attributed
+        if not gpus:  # the no-GPU path: two clock reads, no NVML, no torch
+            return _Start(
+                time.monotonic(),
+                time.process_time(),
+                (),
+                (),
+                None,
+                sampler.host_rss() if process_memory else None,
+            )
+        torch_peaks = self._torch_peaks()
+        token = torch_peaks.begin() if torch_peaks is not None else None
+        energy = tuple(sampler.energy_now(p) for p in gpus)
+        return _Start(
+            time.monotonic(),
+            time.process_time(),
+            gpus,
+            energy,
+            token,
+            sampler.host_rss() if process_memory else None,
+        )
+
+    def end(self, start: _Start, process_memory: bool = False) -> Measurement:
+        sampler = self.sampler
+        end_mono = time.monotonic()
+        cpu = time.process_time() - start.cpu
+        gpus = start.gpus
+        window = sampler.window(start.mono, end_mono) if (gpus or process_memory) else []
+        rss_peak = None
+        if process_memory:
+            values = [s.host.rss for s in window if s.host is not None]
+            values += [v for v in (start.rss, sampler.host_rss()) if v is not None]
+            rss_peak = max(values) if values else None
+        if not gpus or not start.energy:
+            return Measurement(end_mono - start.mono, cpu, process_memory_peak_bytes=rss_peak)
+
+        energy_total, source = None, None
+        for (begin_j, begin_source), position in zip(start.energy, gpus, strict=False):
+            if begin_j is None:
+                continue
+            end_j, end_source = sampler.energy_now(position)
+            if end_j is None or end_source != begin_source or end_j < begin_j:
+                continue  # a reset counter or a switch of method: no honest number
+            energy_total = (energy_total or 0.0) + (end_j - begin_j)
+            source = begin_source if source in (None, begin_source) else "mixed"
+
+        peak, peak_source = None, None
+        if start.torch_token is not None and self._torch is not None:
+            peak, peak_source = self._torch.end(start.torch_token), "torch"
+        if peak is None:
+            total = 0
+            seen = False
+            for position in gpus:
+                # The samples inside the span and one read at its end: memory freed again before
+                # the first sample of a short span is missed (torch's peak has no such gap).
+                end_used = sampler.nvml.memory_used(position)
+                values = [end_used] if end_used is not None else []
+                values += [
+                    reading.memory_used
+                    for s in window
+                    if position < len(s.gpus)
+                    and (reading := s.gpus[position]) is not None
+                    and reading.memory_used is not None
+                ]
+                if values:
+                    total += max(values)
+                    seen = True
+            peak, peak_source = (total, "nvml") if seen else (None, None)
+
+        utilizations = [
+            reading.utilization
+            for s in window
+            for position in gpus
+            if position < len(s.gpus)
+            for reading in (s.gpus[position],)
+            if reading is not None and reading.utilization is not None
+        ]
+        if not utilizations:
+            # Shorter than a sample. NVML's utilization is itself an average over its last
+            # 1/6 s to 1 s, so asking it now would mostly describe the time before the span:
+            # the latest sample says as much for no NVML call. Only before any sample, ask.
+            latest = sampler.latest
+            if latest is not None and end_mono - latest.mono <= 2 * sampler.interval_s:
+                utilizations = [
+                    r.utilization
+                    for p in gpus
+                    if p < len(latest.gpus)
+                    for r in (latest.gpus[p],)
+                    if r is not None and r.utilization is not None
+                ]
+            else:
+                utilizations = [
+                    u for u in (sampler.nvml.utilization(p) for p in gpus) if u is not None
+                ]
+        mean = sum(utilizations) / len(utilizations) if utilizations else None
+        return Measurement(
+            duration_s=end_mono - start.mono,
+            cpu_seconds=cpu,
+            gpu_count=len(gpus),
+            energy_j=energy_total,
+            energy_source=source,
+            memory_peak_bytes=peak,
+            memory_peak_source=peak_source,
+            utilization_mean=mean,
+            process_memory_peak_bytes=rss_peak,
+        )
+
+
+class _SpanAttribution:
+    """The hardware enricher: GPU energy, peak memory, utilization and CPU time of GenAI
+    operation spans, from start to end (see ``o11ylab.enrichment``)."""
+
+    name = "hardware"
+
+    def __init__(self, attributor: Attributor) -> None:
+        self.attributor = attributor
+        self.open: dict[int, _Start] = {}
+
+    def on_start(self, span: Span) -> None:
+        attributes = span.attributes
+        if attributes:
+            if semconv.CELL_SOURCE_SHA256 in attributes:
+                return  # a cell span: the cell observer measures it
+            if (
+                semconv.GEN_AI_OPERATION_NAME not in attributes
+                and span.name.partition(" ")[0] not in semconv.ATTRIBUTED_OPERATIONS
+            ):
+                return
+        elif span.name.partition(" ")[0] not in semconv.ATTRIBUTED_OPERATIONS:
+            return
+        try:
+            started = self.attributor.begin()
+        except Exception as exc:  # noqa: BLE001 - the registry would drop a raising enricher
+            self.attributor.sampler._say(
+                f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING
+            )
+            return
+        self.open[span.get_span_context().span_id] = started
+        if len(self.open) > _MAX_OPEN_SPANS:
+            try:
+                del self.open[next(iter(self.open))]
+            except (StopIteration, KeyError, RuntimeError):
+                pass
+
+    def on_end(self, span: ReadableSpan) -> dict[str, Any] | None:
+        if not self.open or span.context is None:
+            return None
+        start = self.open.pop(span.context.span_id, None)
+        if start is None:
+            return None
+        attributes = span.attributes or {}
+        try:
+            measurement = self.attributor.end(start)
+        except Exception as exc:  # noqa: BLE001 - the registry would drop a raising enricher
+            self.attributor.sampler._say(
+                f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING
+            )
+            return None
+        return measurement.span_attributes(attributes.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS))
+
+
+class _CellMeasure:
+    """The cells.CellObserver: GPU energy, peak memory, utilization and CPU on each cell span."""
+
+    def __init__(self, attributor: Attributor) -> None:
+        self.attributor = attributor
+
+    def cell_started(self, span: Any) -> _Start:
+        return self.attributor.begin(process_memory=True)
+
+    def cell_ended(self, span: Any, state: _Start | None) -> dict[str, str]:
+        if state is None:
+            return {}
+        measurement = self.attributor.end(state, process_memory=True)
+        span.set_attributes(measurement.cell_attributes())
+        return measurement.summary()
+
+
+class Measuring:
+    """A running ``measure()``; ``result`` is set when the block ends."""
+
+    def __init__(self, attributor: Attributor) -> None:
+        self._attributor = attributor
+        self._start = attributor.begin(process_memory=True)
+        self.result: Measurement | None = None
+
+    def stop(self) -> Measurement:
+        if self.result is None:
+            self.result = self._attributor.end(self._start, process_memory=True)
+        return self.result
+
+
+@contextlib.contextmanager
+def measure(sampler: Sampler | None = None) -> Iterator[Measuring]:
+    """Measure a block yourself: ``with measure() as m: ...``, then ``m.result.energy_j``."""
+    if sampler is None:
+        from ._process import get_sampler  # the process module builds on this one
+
+        sampler = get_sampler()
+    sampler.open()
+    measuring = Measuring(Attributor(sampler))
+    try:
+        yield measuring
+    finally:
+        measuring.stop()
