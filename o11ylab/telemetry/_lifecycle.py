@@ -1,22 +1,9 @@
-"""OpenTelemetry providers, exporters and their life cycle, for one kernel process.
-
-One ``Telemetry`` object per process (``get_telemetry()``). It builds the resource, the trace,
-metric and log providers and every exporter from ``Settings`` exactly once, because the
-OpenTelemetry API lets a process set its global providers only once. Loading the extension
-*attaches* the parts that can come and go (the Prometheus endpoint, the logging bridge, the
-background flusher); unloading detaches them and flushes. When the user already installed
-their own global providers, o11ylab adds its in-memory processors to them (if they are SDK
-providers) and leaves their exporters alone.
-
-Export is always batched with a short timeout, so a dead or hanging collector costs a cell
-nothing: flushing after a traced cell only wakes a background thread. Every exporter is
-wrapped to count what it delivered and what it failed to deliver; ``status()`` shows both.
-"""
+"""The per-process ``Telemetry``: providers and exporters built once, the parts ``%load_ext``
+attaches and detaches, flushing, shutdown and the status report."""
 
 from __future__ import annotations
 
 import atexit
-import ipaddress
 import json
 import logging
 import os
@@ -25,495 +12,48 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlparse
 
 from opentelemetry import _logs as otel_logs
 from opentelemetry import metrics, trace
 from opentelemetry._logs._internal import ProxyLoggerProvider
-from opentelemetry.context import Context, get_current
 from opentelemetry.metrics._internal import _ProxyMeterProvider
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadableLogRecord
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    LogRecordExporter,
-    LogRecordExportResult,
-)
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
-    MetricExporter,
-    MetricExportResult,
     MetricReader,
-    MetricsData,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.view import View
 
-from . import semconv
-from ._files import private_folder, write_private
-from ._version import __version__
-from .config import Settings, load_settings
-from .enrichment import Enrichers, set_ended_attributes
-from .otlpjson import JsonLinesWriter
-
-__all__ = [
-    "CellRollup",
-    "SpanBuffer",
-    "Telemetry",
-    "get_telemetry",
-    "peek_telemetry",
-    "set_ended_attributes",
-]
-
-_log = logging.getLogger("o11ylab")
-
-
-def _warn(message: str) -> None:
-    print(f"o11ylab: {message}", file=sys.stderr)
-
-
-def safe_url(url: str) -> str:
-    """An endpoint for display: scheme, host, port and path; never user info or a query."""
-    parsed = urlparse(url)
-    host = parsed.hostname or ""
-    if ":" in host:  # IPv6: the brackets are part of the URL
-        host = f"[{host}]"
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{host}{port}{parsed.path}"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a bind address is this machine's loopback (``localhost``, 127.x, ``::1``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def is_loopback_host_header(value: str) -> bool:
-    """Whether a Host header names this machine's loopback: 127.0.0.1, localhost or [::1],
-    any port. An empty one (HTTP/1.0) passes: browsers always send a Host."""
-    value = value.strip().lower()
-    if not value:
-        return True
-    if value.startswith("["):
-        host = value[1 : value.find("]")] if "]" in value else value
-    else:
-        host = value.rsplit(":", 1)[0] if value.count(":") == 1 else value
-    return host in ("127.0.0.1", "localhost", "::1")
-
-
-def _metrics_server(host: str, port: int) -> Any:
-    """prometheus_client's /metrics server, in a thread; on a loopback bind it answers only
-    requests addressed to 127.0.0.1, localhost or [::1] (a page's script reaching the port
-    under its own name, DNS rebinding, gets a 403)."""
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-    from prometheus_client import REGISTRY, make_wsgi_app
-    from prometheus_client.exposition import ThreadingWSGIServer
-
-    metrics_app = make_wsgi_app(REGISTRY)
-    loopback = is_loopback(host)
-
-    def app(scope: dict[str, Any], start_response: Any) -> Any:  # scope: the WSGI environ
-        if loopback and not is_loopback_host_header(scope.get("HTTP_HOST", "")):
-            start_response("403 Forbidden", [("Content-Type", "text/plain")])
-            return [b"This /metrics answers only 127.0.0.1, localhost or [::1].\n"]
-        return metrics_app(scope, start_response)
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # a scrape every few seconds would fill the kernel's stderr
-
-    class Server(ThreadingWSGIServer):
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    server = make_server(host.strip("[]"), port, app, Server, handler_class=Quiet)
-    threading.Thread(target=server.serve_forever, name="o11ylab-metrics", daemon=True).start()
-    return server
-
-
-# --- processors ---------------------------------------------------------------------------
-
-
-class SpanBuffer(SpanProcessor):
-    """The most recent ended spans, bounded, for ``%o11y trace`` and the DataFrame view.
-
-    ``sinks`` are the open ``o11ylab.testing.capture_spans()`` lists; each gets every span.
-    """
-
-    def __init__(self, maxlen: int) -> None:
-        self.spans: deque[ReadableSpan] = deque(maxlen=maxlen)
-        self.sinks: list[list[ReadableSpan]] = []
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.spans.append(span)
-        for sink in self.sinks:
-            sink.append(span)
-
-    def snapshot(self) -> list[ReadableSpan]:
-        return list(self.spans)
-
-
-class Rollup:
-    """What ran under one cell span: counts and sums of its GenAI operation spans."""
-
-    __slots__ = ("cell_span_id", "errors", "members", "spans", "sums")
-
-    def __init__(self, cell_span_id: int) -> None:
-        self.cell_span_id = cell_span_id
-        self.spans = 0
-        self.errors = 0
-        self.sums: dict[str, float] = {}
-        self.members: set[int] = {cell_span_id}
-
-    def add(self, span: ReadableSpan) -> None:
-        self.spans += 1
-        if span.status.status_code is trace.StatusCode.ERROR:
-            self.errors += 1
-        attributes = span.attributes or {}
-        # A span whose usage a GenAI span below it already carries (LangChain's over the
-        # openai SDK's, when two instrumentations both record it) is counted once, below.
-        if attributes.get(
-            semconv.GEN_AI_OPERATION_NAME
-        ) in semconv.ROLLUP_OPERATIONS and not attributes.get(semconv.USAGE_COUNTED_BELOW):
-            for source, _target in semconv.ROLLUP_SUMS:
-                value = attributes.get(source)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.sums[source] = self.sums.get(source, 0) + value
-
-
-class CellRollup(SpanProcessor):
-    """Tracks which spans nest under an open cell span, across threads, and rolls them up.
-
-    Membership is decided at span start from the parent's span id, so it costs one dict
-    lookup per span and works under a shared trace (``o11ylab run`` puts every cell of a
-    notebook in one trace, so trace ids cannot tell cells apart).
-    """
-
-    def __init__(self) -> None:
-        self._member_of: dict[int, Rollup] = {}
-        self._lock = threading.Lock()
-
-    def open(self, cell_span_id: int) -> Rollup:
-        rollup = Rollup(cell_span_id)
-        with self._lock:
-            self._member_of[cell_span_id] = rollup
-        return rollup
-
-    def close(self, rollup: Rollup) -> None:
-        with self._lock:
-            for span_id in rollup.members:
-                if self._member_of.get(span_id) is rollup:
-                    del self._member_of[span_id]
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        parent = span.parent
-        if parent is None or not self._member_of:
-            return
-        rollup = self._member_of.get(parent.span_id)
-        if rollup is not None:
-            with self._lock:
-                rollup.members.add(span.context.span_id)
-                self._member_of[span.context.span_id] = rollup
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if not self._member_of or span.context is None:
-            return
-        rollup = self._member_of.get(span.context.span_id)
-        if rollup is not None and span.context.span_id != rollup.cell_span_id:
-            rollup.add(span)
-
-
-class LogTap(LogRecordProcessor):
-    """Hands every log record to the open ``capture_logs()`` lists."""
-
-    def __init__(self) -> None:
-        self.sinks: list[list[Any]] = []
-
-    def on_emit(self, log_record: Any) -> None:
-        for sink in self.sinks:
-            sink.append(log_record)
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-# --- exporters that count ---------------------------------------------------------------------
-
-
-class ExportCounts:
-    """Items handed to one exporter, delivered and lost; shown by ``%o11y status``."""
-
-    def __init__(self, name: str, target: str, warn: bool = True) -> None:
-        self.name = name
-        self.target = target
-        self.exported = 0
-        self.failed = 0
-        self._warned = not warn  # the file writer explains its own failures
-        self.dropped: Callable[[], int] = lambda: 0  # never reached the exporter (queue full)
-
-    @property
-    def lost(self) -> int:
-        return self.failed + self.dropped()
-
-    def record(self, ok: bool, count: int, why: str = "") -> None:
-        if ok:
-            self.exported += count
-            return
-        self.failed += count
-        if not self._warned:
-            self._warned = True
-            _warn(
-                f"{self.name} export to {self.target} failed{': ' + why if why else ''}; "
-                "lost items are counted in %o11y status. Cells are not slowed."
-            )
-
-
-class CountingSpanExporter(SpanExporter):
-    def __init__(self, inner: SpanExporter, counts: ExportCounts) -> None:
-        self.inner = inner
-        self.counts = counts
-        self.taken = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.taken += len(spans)  # the SDK runs one export at a time (its export lock)
-        try:
-            result = self.inner.export(spans)
-        except Exception as exc:  # noqa: BLE001 - an exporter must never take the worker thread down
-            self.counts.record(False, len(spans), type(exc).__name__)
-            return SpanExportResult.FAILURE
-        self.counts.record(result is SpanExportResult.SUCCESS, len(spans))
-        return result
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """A ``BatchSpanProcessor`` that knows how many spans its full queue dropped.
-
-    When spans end faster than they can be exported (a tight loop of small spans), the SDK
-    drops them with one log line. Counting each drop as it happens would race with the export
-    thread emptying the queue, so the count comes from totals: spans handed to the queue, less
-    those still in it, less those the exporter took. The SDK moves spans from the queue to the
-    exporter only under its export lock, so the totals agree whenever that lock is free; while
-    an export runs, the last count stands.
-    """
-
-    def __init__(self, exporter: CountingSpanExporter, **options: Any) -> None:
-        super().__init__(exporter, **options)
-        self._exporter = exporter
-        self._handed = 0
-        self._handing = threading.Lock()
-        self._dropped = 0
-        exporter.counts.dropped = self.dropped
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if not (span.context and span.context.trace_flags.sampled):
-            return
-        if self._batch_processor._shutdown:  # the SDK queues nothing after shutdown
-            return
-        super().on_end(span)
-        with self._handing:  # counted after queueing: a read in between counts short, not over
-            self._handed += 1
-
-    def dropped(self) -> int:
-        batch = self._batch_processor
-        lock = batch._export_lock  # the SDK's; see the class docstring
-        if lock.acquire(blocking=False):
-            try:
-                queued = len(batch._queue)
-                self._dropped = max(0, self._handed - queued - self._exporter.taken)
-            finally:
-                lock.release()
-        return self._dropped
-
-
-class CountingLogExporter(LogRecordExporter):
-    def __init__(self, inner: LogRecordExporter, counts: ExportCounts) -> None:
-        self.inner = inner
-        self.counts = counts
-
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        try:
-            result = self.inner.export(batch)
-        except Exception as exc:  # noqa: BLE001 - an exporter must never take the worker thread down
-            self.counts.record(False, len(batch), type(exc).__name__)
-            return LogRecordExportResult.FAILURE
-        self.counts.record(result is LogRecordExportResult.SUCCESS, len(batch))
-        return result
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-class CountingMetricExporter(MetricExporter):
-    def __init__(self, inner: MetricExporter, counts: ExportCounts) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
-        self.inner = inner
-        self.counts = counts
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
-        try:
-            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - an exporter must never take the worker thread down
-            self.counts.record(False, 1, type(exc).__name__)
-            return MetricExportResult.FAILURE
-        self.counts.record(result is MetricExportResult.SUCCESS, 1)
-        return result
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-
-# --- the local OTLP-JSON file exporters -----------------------------------------------------------
-
-
-class FileSpanExporter(SpanExporter):
-    def __init__(self, writer: JsonLinesWriter) -> None:
-        self.writer = writer
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-        ok = self.writer.write(encode_spans(spans))
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
-
-
-class FileLogExporter(LogRecordExporter):
-    def __init__(self, writer: JsonLinesWriter) -> None:
-        self.writer = writer
-
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
-
-        ok = self.writer.write(encode_logs(batch))
-        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-class FileMetricExporter(MetricExporter):
-    def __init__(self, writer: JsonLinesWriter) -> None:
-        super().__init__()
-        self.writer = writer
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
-        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-
-        ok = self.writer.write(encode_metrics(metrics_data))
-        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        pass
-
-
-# --- logging bridge ---------------------------------------------------------------------------
-
-
-class OtelLogHandler(logging.Handler):
-    """Python ``logging`` records to OTel logs, with the active trace and span ids."""
-
-    _SEVERITY: ClassVar[dict[int, tuple[int, str]]] = {
-        logging.DEBUG: (5, "DEBUG"),
-        logging.INFO: (9, "INFO"),
-        logging.WARNING: (13, "WARN"),
-        logging.ERROR: (17, "ERROR"),
-        logging.CRITICAL: (21, "FATAL"),
-    }
-
-    def __init__(self, provider: otel_logs.LoggerProvider, level: int) -> None:
-        super().__init__(level)
-        self._provider = provider
-        self._loggers: dict[str, otel_logs.Logger] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # The SDK and our own warnings would otherwise feed back into the exporters.
-        if record.name.startswith(("opentelemetry", "o11ylab.internal")):
-            return
-        try:
-            logger = self._loggers.get(record.name)
-            if logger is None:
-                logger = self._loggers[record.name] = self._provider.get_logger(record.name)
-            number, text = self._SEVERITY.get(record.levelno, (9, record.levelname))
-            attributes: dict[str, Any] = {
-                "code.file.path": record.pathname,
-                "code.function.name": record.funcName,
-                "code.line.number": record.lineno,
-                "logger.name": record.name,
-            }
-            if record.exc_info and record.exc_info[0] is not None:
-                attributes["exception.type"] = record.exc_info[0].__name__
-                attributes["exception.message"] = str(record.exc_info[1])
-            logger.emit(
-                timestamp=int(record.created * 1e9),
-                context=get_current(),
-                severity_number=otel_logs.SeverityNumber(number),
-                severity_text=text,
-                body=record.getMessage(),
-                attributes=attributes,
-            )
-        except Exception:  # noqa: BLE001 - logging's own contract: handleError, never raise
-            self.handleError(record)
-
-
-def _correlating_factory(
-    previous: Callable[..., logging.LogRecord],
-) -> Callable[..., logging.LogRecord]:
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            record.otelTraceID = format(context.trace_id, "032x")
-            record.otelSpanID = format(context.span_id, "016x")
-        else:
-            record.otelTraceID = "0"
-            record.otelSpanID = "0"
-        return record
-
-    factory.o11ylab_previous = previous  # type: ignore[attr-defined]
-    return factory
-
-
-# --- the per-process telemetry ------------------------------------------------------------------
+from .. import semconv
+from .._files import private_folder, write_private
+from .._version import __version__
+from ..config import Settings, load_settings, load_telemetry
+from ..enrichment import Enrichers
+from ._counting import (
+    CountingBatchSpanProcessor,
+    CountingLogExporter,
+    CountingMetricExporter,
+    CountingSpanExporter,
+    ExportCounts,
+    warn,
+)
+from ._file_export import FileLogExporter, FileMetricExporter, FileSpanExporter, JsonLinesWriter
+from ._http import metrics_server, safe_url
+from ._logging import OtelLogHandler, correlating_factory
+from ._processors import CellRollup, LogTap, SpanBuffer
+
+__all__ = ["Telemetry", "get_telemetry", "peek_telemetry"]
 
 
 class Telemetry:
@@ -521,6 +61,7 @@ class Telemetry:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.extras = load_telemetry()
         self.run_dir = settings.run_dir or settings.runs_dir / (
             time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
         )
@@ -578,11 +119,10 @@ class Telemetry:
         return counts
 
     def _otlp_target(self, signal: str) -> str:
-        env = os.environ
-        specific = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+        specific = self.extras.otlp_signal_endpoints.get(signal)
         if specific:
             return safe_url(specific)
-        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        base = self.extras.otlp_endpoint
         protocol = self.settings.otlp_protocol[signal]
         return safe_url(base) + ("" if protocol == "grpc" else f"/v1/{signal}")
 
@@ -771,11 +311,11 @@ class Telemetry:
             return
         host, port = self.settings.prometheus_host, self.settings.prometheus_port
         try:
-            server = _metrics_server(host, port)
+            server = metrics_server(host, port)
         except OSError as exc:
             self.prometheus_url = None
             self.notes.append(f"/metrics not served: {host}:{port} {exc.strerror or exc}")
-            _warn(
+            warn(
                 f"/metrics not served: port {port} on {host} is taken ({exc.strerror or exc}). "
                 "Set O11YLAB_PROMETHEUS_PORT to a free port; everything else works."
             )
@@ -791,7 +331,7 @@ class Telemetry:
         self.prometheus_url = None
 
     def _attach_logging(self) -> None:
-        logging.setLogRecordFactory(_correlating_factory(logging.getLogRecordFactory()))
+        logging.setLogRecordFactory(correlating_factory(logging.getLogRecordFactory()))
         if not self.owns_logger_provider:
             return
         level = logging.getLevelName(self.settings.log_level)
@@ -886,7 +426,7 @@ class Telemetry:
         stranded = self.queued()  # still queued when the deadline passed: lost too
         lost = self.lost() + stranded
         if lost:
-            _warn(f"{lost} telemetry items could not be exported (see the warnings above).")
+            warn(f"{lost} telemetry items could not be exported (see the warnings above).")
         self._write_report(stranded)
 
     def _write_report(self, stranded: int) -> None:
@@ -951,13 +491,13 @@ class Telemetry:
 
 
 def _instrumentation_rows() -> list[dict[str, str]]:
-    from . import instrumentation
+    from .. import instrumentation
 
     return instrumentation.status()
 
 
 def _openai_default() -> str | None:
-    from . import local_openai
+    from .. import local_openai
 
     url = local_openai.active_url()
     if url is None:
@@ -969,7 +509,7 @@ def _openai_default() -> str | None:
 
 
 def _price_data() -> str | None:
-    from . import pricing
+    from .. import pricing
 
     version = getattr(pricing, "data_version", None)
     try:
