@@ -14,14 +14,14 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from opentelemetry import _logs as otel_logs
 from opentelemetry import metrics, trace
 from opentelemetry._logs._internal import ProxyLoggerProvider
 from opentelemetry.metrics._internal import _ProxyMeterProvider
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
@@ -29,8 +29,8 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.view import View
@@ -41,6 +41,7 @@ from .._version import __version__
 from ..config import Settings, load_settings, load_telemetry
 from ..enrichment import Enrichers
 from ._counting import (
+    CountingBatchLogRecordProcessor,
     CountingBatchSpanProcessor,
     CountingLogExporter,
     CountingMetricExporter,
@@ -48,12 +49,29 @@ from ._counting import (
     ExportCounts,
     warn,
 )
-from ._file_export import FileLogExporter, FileMetricExporter, FileSpanExporter, JsonLinesWriter
+from ._file_export import (
+    FileLogExporter,
+    FileMetricExporter,
+    FileSpanExporter,
+    JsonLinesWriter,
+    LocalLogRecordProcessor,
+    LocalSpanProcessor,
+)
 from ._http import metrics_server, safe_url
 from ._logging import OtelLogHandler, correlating_factory
 from ._processors import CellRollup, LogTap, SpanBuffer
 
 __all__ = ["Telemetry", "get_telemetry", "peek_telemetry"]
+
+
+class _Exporting(Protocol):
+    """A span or log processor that exports (local or remote), as ``Telemetry`` drives it."""
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+    def queued(self) -> int: ...
 
 
 class Telemetry:
@@ -75,8 +93,8 @@ class Telemetry:
         self.owns_tracer_provider = False
         self.owns_meter_provider = False
         self.owns_logger_provider = False
-        self._span_processors: list[BatchSpanProcessor] = []
-        self._log_processors: list[BatchLogRecordProcessor] = []
+        # Span and log processors that export: flushed together, shut down together.
+        self._exporting: list[_Exporting] = []
         self._metric_readers: list[MetricReader] = []
         self.memory_reader: InMemoryMetricReader | None = None
         self._prometheus_server: Any = None
@@ -160,13 +178,18 @@ class Telemetry:
 
         return HTTPLogExporter(timeout=timeout)
 
-    def _span_processor(self, exporter: SpanExporter, counts: ExportCounts) -> BatchSpanProcessor:
-        processor = CountingBatchSpanProcessor(
-            CountingSpanExporter(exporter, counts),
-            schedule_delay_millis=1000,
-            export_timeout_millis=int(self.settings.export_timeout_s * 1000),
-        )
-        self._span_processors.append(processor)
+    def _span_processor(self, exporter: SpanExporter, counts: ExportCounts) -> SpanProcessor:
+        processor: SpanProcessor
+        if isinstance(exporter, FileSpanExporter):
+            # The run file never drops: see LocalBatcher.
+            processor = LocalSpanProcessor(CountingSpanExporter(exporter, counts))
+        else:
+            processor = CountingBatchSpanProcessor(
+                CountingSpanExporter(exporter, counts),
+                schedule_delay_millis=1000,
+                export_timeout_millis=int(self.settings.export_timeout_s * 1000),
+            )
+        self._exporting.append(processor)
         return processor
 
     def _build(self) -> None:
@@ -277,13 +300,17 @@ class Telemetry:
     def _add_log_processor(
         self, provider: LoggerProvider, exporter: LogRecordExporter, counts: ExportCounts
     ) -> None:
-        processor = BatchLogRecordProcessor(
-            CountingLogExporter(exporter, counts),
-            schedule_delay_millis=1000,
-            export_timeout_millis=int(self.settings.export_timeout_s * 1000),
-        )
+        processor: LogRecordProcessor
+        if isinstance(exporter, FileLogExporter):
+            processor = LocalLogRecordProcessor(CountingLogExporter(exporter, counts))
+        else:
+            processor = CountingBatchLogRecordProcessor(
+                CountingLogExporter(exporter, counts),
+                schedule_delay_millis=1000,
+                export_timeout_millis=int(self.settings.export_timeout_s * 1000),
+            )
         provider.add_log_record_processor(processor)
-        self._log_processors.append(processor)
+        self._exporting.append(processor)
 
     # -- attach / detach: what %load_ext and %unload_ext switch -------------------------------------
 
@@ -378,11 +405,7 @@ class Telemetry:
         """Export everything queued now; all exporters at once, bounded by the export timeout."""
         if self._shut_down:
             return
-        processors: list[BatchSpanProcessor | BatchLogRecordProcessor] = [
-            *self._span_processors,
-            *self._log_processors,
-        ]
-        self._in_parallel([p.force_flush for p in processors])
+        self._in_parallel([p.force_flush for p in self._exporting])
 
     def _in_parallel(self, calls: list[Callable[[], Any]]) -> None:
         # One slow destination must not hold up the others, and none may hold up the kernel
@@ -412,11 +435,7 @@ class Telemetry:
         self._stop_prometheus()
         self._flusher = None
         self._flush_wanted.set()  # the flusher sees it is retired and exits
-        processors: list[BatchSpanProcessor | BatchLogRecordProcessor] = [
-            *self._span_processors,
-            *self._log_processors,
-        ]
-        calls: list[Callable[[], Any]] = [p.shutdown for p in processors]
+        calls: list[Callable[[], Any]] = [p.shutdown for p in self._exporting]
         provider = metrics.get_meter_provider()
         if self.owns_meter_provider and isinstance(provider, MeterProvider):
             timeout_ms = int(self.settings.export_timeout_s * 1000)
@@ -459,11 +478,7 @@ class Telemetry:
         return sum(c.lost for c in self.counts)
 
     def queued(self) -> int:
-        total = 0
-        for processor in [*self._span_processors, *self._log_processors]:
-            inner = getattr(processor, "_batch_processor", None)
-            total += len(getattr(inner, "_queue", ()))
-        return total
+        return sum(p.queued() for p in self._exporting)
 
     def status(self) -> dict[str, Any]:
         """What is configured and what happened; no header, key or token ever appears here."""
@@ -477,7 +492,13 @@ class Telemetry:
             "otlp": {signal: self._otlp_target(signal) for signal in self.settings.otlp_signals},
             "prometheus": self.prometheus_url,
             "exporters": [
-                {"name": c.name, "target": c.target, "exported": c.exported, "failed": c.lost}
+                {
+                    "name": c.name,
+                    "target": c.target,
+                    "exported": c.exported,
+                    "failed": c.lost,  # the run summary adds these up as lost
+                    "dropped": c.dropped(),  # of them, never exported: a full queue
+                }
                 for c in self.counts
             ],
             "queued": self.queued(),
