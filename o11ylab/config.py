@@ -422,7 +422,28 @@ def load_instrumentation(env: Mapping[str, str] | None = None) -> Instrumentatio
 
 
 # --- section: telemetry extras (what telemetry.py still reads beside Settings)
-# (telemetry section)
+
+
+@dataclasses.dataclass(frozen=True)
+class TelemetryExtras:
+    """What the telemetry reads beside ``Settings``: the OTLP endpoints, for display only
+    (``%o11y status`` shows them through ``safe_url``; the OTLP exporters read their own)."""
+
+    otlp_endpoint: str
+    otlp_signal_endpoints: Mapping[str, str]
+
+
+def load_telemetry(env: Mapping[str, str] | None = None) -> TelemetryExtras:
+    env = os.environ if env is None else env
+    specific = {
+        signal: env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+        for signal in SIGNALS
+    }
+    return TelemetryExtras(
+        otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip(),
+        otlp_signal_endpoints={signal: url for signal, url in specific.items() if url},
+    )
+
 
 # --- traitlets ---------------------------------------------------------------------------------
 

@@ -30,10 +30,14 @@ class StatusView:
             ("spans in memory", str(s["buffered_spans"])),
         ]
         for exporter in s["exporters"]:
+            dropped = exporter.get("dropped", 0)
+            failed = f"{exporter['failed']} failed" + (
+                f" ({dropped} dropped: queue full)" if dropped else ""
+            )
             rows.append(
                 (
                     exporter["name"],
-                    f"{exporter['exported']} exported, {exporter['failed']} failed → {exporter['target']}",
+                    f"{exporter['exported']} exported, {failed} → {exporter['target']}",
                 )
             )
         for row in s.get("instrumentation", ()):

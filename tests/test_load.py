@@ -518,6 +518,7 @@ def test_spans_a_burst_outruns_are_counted_as_lost_not_silently_dropped(
         )
     assert counts["exported"] == in_file
     assert counts["exported"] + counts["failed"] == 20_000
+    assert counts["failed"] == 0, "the run file applies backpressure; it drops nothing"
 
 
 # --- the soak -------------------------------------------------------------------------------------

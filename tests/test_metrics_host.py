@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 
-from o11ylab.telemetry import _metrics_server, is_loopback_host_header
+from o11ylab.telemetry import is_loopback_host_header
+from o11ylab.telemetry._http import metrics_server
 
 from .conftest import free_port
 
 
 @pytest.fixture
 def metrics_port() -> Iterator[int]:
-    server: Any = _metrics_server("127.0.0.1", free_port())
+    server: Any = metrics_server("127.0.0.1", free_port())
     yield int(server.server_port)
     server.shutdown()
     server.server_close()

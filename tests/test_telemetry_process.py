@@ -140,13 +140,12 @@ def test_a_full_disk_warns_once_and_the_cells_succeed(run_env: dict[str, str]) -
     env = dict(run_env, O11YLAB_RUN_DIR="/dev/full-folder")
     code = textwrap.dedent("""
         import os, pathlib
-        from o11ylab import otlpjson
         real_open = os.open
         def full_disk(path, flags, mode=0o777, **kw):
             if str(path).startswith("/dev/full-folder"):
                 return real_open("/dev/full", os.O_WRONLY)
             return real_open(path, flags, mode, **kw)
-        otlpjson.os.open = full_disk
+        os.open = full_disk
         pathlib.Path.mkdir = lambda self, *a, **k: None
     """) + textwrap.dedent(_UNWRITABLE)
     done = run_python(code, env)
