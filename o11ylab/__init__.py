@@ -51,7 +51,6 @@ def load_ipython_extension(ipython: Any) -> None:
     from . import hardware
     from .cells import CellTracer
     from .config import ConfigError, O11yLab, load_settings
-    from .magics import O11yMagics
     from .telemetry import get_telemetry
 
     try:
@@ -65,11 +64,8 @@ def load_ipython_extension(ipython: Any) -> None:
 
     activation.activate(telemetry)  # the user's own AI libraries, traced from their import
     tracer = CellTracer(ipython, telemetry)
-    magics = O11yMagics(ipython, tracer)
-    ipython.register_magics(magics)
-    ipython.events.register("pre_run_cell", tracer.pre_run_cell)
-    ipython.events.register("post_run_cell", tracer.post_run_cell)
-    _EXTENSIONS[id(ipython)] = (tracer, magics)
+    tracer.install()  # %%traced / %o11y, the %%traced transformer, pre/post_run_cell
+    _EXTENSIONS[id(ipython)] = tracer
     hardware.attach(telemetry)  # starts the sampler thread; NVML starts inside it, not here
 
 
@@ -78,21 +74,8 @@ def unload_ipython_extension(ipython: Any) -> None:
     entry = _EXTENSIONS.pop(id(ipython), None)
     if entry is None:
         return
-    tracer, magics = entry
-    for event, callback in (
-        ("pre_run_cell", tracer.pre_run_cell),
-        ("post_run_cell", tracer.post_run_cell),
-    ):
-        try:
-            ipython.events.unregister(event, callback)
-        except ValueError:
-            pass
-    registry = ipython.magics_manager
-    for kind, names in magics.magics.items():
-        for name in names:
-            registry.magics[kind].pop(name, None)
-    registry.registry.pop(type(magics).__name__, None)
-    tracer.close()
+    tracer = entry
+    tracer.uninstall()  # everything install() registered; ends a span left open
     from . import hardware
 
     hardware.detach()  # stops the sampler thread and releases NVML
