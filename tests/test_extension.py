@@ -362,3 +362,19 @@ def test_load_twice_unload_and_reload(shell: Any) -> None:
     with capture_spans() as spans:
         assert shell.run_cell("%%traced again\npass").success
     assert [s.name for s in spans] == ["again"]
+
+
+def test_o11y_trace_under_autotrace_shows_the_users_last_cell(shell: Any) -> None:
+    shell.run_line_magic("o11y", "autotrace on")
+    try:
+        users = shell.run_cell(
+            "import o11ylab\nwith o11ylab.span('users-work'):\n    pass", store_history=True
+        )
+        first = shell.run_cell("%o11y trace", store_history=True)
+        again = shell.run_cell("%o11y trace", store_history=True)
+    finally:
+        shell.run_line_magic("o11y", "autotrace off")
+    for asked in (first, again):
+        lines = repr(asked.result).splitlines()
+        assert lines[1].startswith(f"cell [{users.execution_count}]"), lines
+        assert lines[2].strip().startswith("users-work"), lines
