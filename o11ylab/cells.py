@@ -9,12 +9,13 @@ thread that carries the context. When it ends it gets the roll-ups of what ran u
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -24,7 +25,15 @@ from opentelemetry.trace import Status, StatusCode
 from . import semconv
 from .telemetry import Rollup, Telemetry
 
-__all__ = ["CellObserver", "CellRun", "CellSummary", "CellTracer", "observers"]
+__all__ = [
+    "CellObserver",
+    "CellRun",
+    "CellSummary",
+    "CellTracer",
+    "TracedArgs",
+    "observers",
+    "traced_line",
+]
 
 
 class CellObserver(Protocol):
@@ -92,6 +101,14 @@ def source_hash(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# Set with the cell span's context and read back when it ends: tells "the same context the span
+# was attached in" from the kernel's own, where an async cell's post_run_cell runs (the cell
+# itself ran in an asyncio task, a copy of the context; detaching there would log an error).
+_OPEN_CELL: contextvars.ContextVar[CellRun | None] = contextvars.ContextVar(
+    "o11ylab_open_cell", default=None
+)
+
+
 class CellRun:
     """One open cell span. ``end()`` exactly once."""
 
@@ -107,25 +124,35 @@ class CellRun:
         self.started = time.perf_counter()
         self.span = telemetry.tracer.start_span(name, context=parent, attributes=attributes)
         self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        self._mark = _OPEN_CELL.set(self)
         self.rollup: Rollup = telemetry.rollups.open(self.span.get_span_context().span_id)
         self._observed = [(o, _safe(o.cell_started, self.span)) for o in observers]
 
+    def _detach(self) -> None:
+        if _OPEN_CELL.get() is not self:
+            return  # another context (an async cell's task): nothing of ours is attached here
+        try:
+            _OPEN_CELL.reset(self._mark)
+            otel_context.detach(self._token)
+        except Exception:  # noqa: BLE001 - a cell that swapped contexts under us; nothing to undo
+            pass
+
     def end(self, error: BaseException | None) -> CellSummary:
         span = self.span
-        try:
-            otel_context.detach(self._token)
-        except Exception:  # noqa: BLE001 - detached from another context (a cell that swapped contexts)
-            pass
+        self._detach()
         duration = time.perf_counter() - self.started
         extra: dict[str, str] = {}
         for observer, state in self._observed:
             extra.update(_safe(observer.cell_ended, span, state) or {})
         rollup = self.rollup
-        span.set_attribute(semconv.CELL_SPAN_COUNT, rollup.spans)
-        span.set_attribute(semconv.CELL_ERROR_COUNT, rollup.errors)
+        rolled: dict[str, Any] = {
+            semconv.CELL_SPAN_COUNT: rollup.spans,
+            semconv.CELL_ERROR_COUNT: rollup.errors,
+        }
         for source, target in semconv.ROLLUP_SUMS:
             if source in rollup.sums:
-                span.set_attribute(target, rollup.sums[source])
+                rolled[target] = rollup.sums[source]
+        span.set_attributes(rolled)  # one pass under the span's lock, not one per attribute
         error_name = None
         if error is not None:
             error_name = type(error).__name__
@@ -139,7 +166,7 @@ class CellRun:
         span.end()
         self.telemetry.rollups.close(rollup)
         self.telemetry.record_cell(duration, error is not None)
-        self.telemetry.request_flush()
+        _wake_flusher(self.telemetry)
         return CellSummary(
             name=self.name,
             trace_id=format(span.get_span_context().trace_id, "032x"),
@@ -152,6 +179,21 @@ class CellRun:
         )
 
 
+# The span processors export on their own every second; waking the flusher after a cell makes a
+# slow cell's spans visible at once, but after every cell of a quick run it cost 46 µs of
+# process CPU per cell in bench_extension.py (a 50 ms-coalesced export cycle per ~100 cells).
+_FLUSH_EVERY_S = 1.0
+_last_wake = 0.0
+
+
+def _wake_flusher(telemetry: Telemetry) -> None:
+    global _last_wake
+    now = time.monotonic()
+    if now - _last_wake >= _FLUSH_EVERY_S:
+        _last_wake = now
+        telemetry.request_flush()
+
+
 def _safe(call: Callable[..., Any], *args: Any) -> Any:
     try:
         return call(*args)
@@ -160,20 +202,130 @@ def _safe(call: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
+# --- %%traced: the first line of a cell ----------------------------------------------------------
+
+
+class TracedArgs(NamedTuple):
+    """A ``%%traced`` line, parsed."""
+
+    name: str | None
+    attributes: dict[str, Any]
+    quiet: bool
+
+
+TRACED_MAGIC = "traced"
+
+
+def traced_line(lines: list[str]) -> str | None:
+    """The argument text when ``lines`` start a ``%%traced`` cell, else None.
+
+    The same test as IPython's own cell-magic transform (first line ``%%NAME`` up to the first
+    space), so ``%%traced?`` (help) and ``%%tracedx`` are left to IPython.
+    """
+    if not lines or not lines[0].startswith("%%"):
+        return None
+    magic, _, arguments = lines[0][2:].rstrip().partition(" ")
+    return arguments if magic == TRACED_MAGIC else None
+
+
+@dataclass
+class _OpenCell:
+    run: CellRun | None  # None: a cell with no span (untraced, or a refused %%traced line)
+    quiet: bool = True
+
+
 class CellTracer:
-    """The IPython side: hooks, nesting, autotrace, and the error hand-off to the outer cell."""
+    """The IPython side: a cell is a span between ``pre_run_cell`` and ``post_run_cell``.
+
+    A ``%%traced`` cell is not run by its magic. An input transformer in IPython's cleanup
+    stage takes the ``%%traced ...`` line off, so the kernel runs the body as the ordinary cell
+    it is: display of the last value, top-level ``await``, magics, tracebacks (``Cell In[N]``),
+    KeyboardInterrupt and the cell's failure are IPython's own. Transformers also run for text
+    that is never executed (history, ``%time``'s body, completion, inspection), so the
+    transformer only strips; the span is opened by ``pre_run_cell``, which reads the executed
+    cell's own text again. Measured against the magic running its body through a nested
+    ``run_cell``: see benchmarks/bench_extension.py and the README's figures.
+
+    The magic itself runs only when the transformer left the line in place: a line its parser
+    refuses (the magic then says the one-line UsageError) or a direct ``run_cell_magic`` call.
+    """
 
     def __init__(self, shell: Any, telemetry: Telemetry) -> None:
         self.shell = shell
         self.telemetry = telemetry
         self.autotrace = telemetry.settings.autotrace
         self.summary = telemetry.settings.summary
-        self.nesting = 0  # >0 while %%traced runs its body through a nested run_cell
         self.last_info: Any = None
-        self.pending_error: BaseException | None = None
-        self._auto_run: CellRun | None = None
         self.last_summary: CellSummary | None = None
+        self.magics: Any = None
+        # IPython fires pre/post_run_cell again for a run_cell inside a cell: one entry per level.
+        self._open: list[_OpenCell] = []
+        self._count = 0
         self._parent = self._inherited_parent()
+        self.parse_traced: Callable[[str], TracedArgs] | None = None
+
+    # -- install / uninstall: what %load_ext and %unload_ext switch ------------------------------
+
+    def install(self) -> None:
+        """Register the magics, the ``%%traced`` transformer and the cell hooks on the shell."""
+        from .magics import O11yMagics, parse_traced
+
+        self.parse_traced = parse_traced
+        self.magics = O11yMagics(self.shell, self)
+        self.shell.register_magics(self.magics)
+        # Last in the cleanup stage: after IPython has dropped leading blank lines and indent.
+        self.shell.input_transformers_cleanup.append(self.strip_traced_line)
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+
+    def uninstall(self) -> None:
+        """Remove everything ``install`` registered, and end a span left open."""
+        shell = self.shell
+        for event, callback in (
+            ("pre_run_cell", self.pre_run_cell),
+            ("post_run_cell", self.post_run_cell),
+        ):
+            try:
+                shell.events.unregister(event, callback)
+            except ValueError:
+                pass
+        transformers = shell.input_transformers_cleanup
+        transformers[:] = [t for t in transformers if t != self.strip_traced_line]
+        if self.magics is not None:
+            registry = shell.magics_manager
+            for kind, names in self.magics.magics.items():
+                for name in names:
+                    registry.magics[kind].pop(name, None)
+            registry.registry.pop(type(self.magics).__name__, None)
+            if self.magics in shell.configurables:  # register_magics put it there
+                shell.configurables.remove(self.magics)
+        self.close()
+
+    # -- the %%traced line ------------------------------------------------------------------------
+
+    def _traced(self, lines: list[str]) -> TracedArgs | None:
+        arguments = traced_line(lines)
+        if arguments is None or self.parse_traced is None:
+            return None
+        try:
+            return self.parse_traced(arguments)
+        except Exception:  # noqa: BLE001 - refused: the magic runs and says why, once
+            return None
+
+    def strip_traced_line(self, lines: list[str]) -> list[str]:
+        """IPython cleanup transform: a ``%%traced`` cell becomes its body, the span aside."""
+        return lines[1:] if self._traced(lines) is not None else lines
+
+    def _cleaned(self, raw_cell: str) -> list[str]:
+        """The lines our transformer sees: the cleanup transforms before it, applied."""
+        lines = raw_cell.splitlines(keepends=True)
+        for transform in self.shell.input_transformers_cleanup:
+            if transform == self.strip_traced_line:
+                break
+            lines = transform(lines)
+        return lines
+
+    # -- spans ------------------------------------------------------------------------------------
 
     def _inherited_parent(self) -> otel_context.Context | None:
         traceparent = self.telemetry.settings.traceparent
@@ -193,7 +345,7 @@ class CellTracer:
 
     def cell_attributes(self, source: str, autotraced: bool) -> dict[str, Any]:
         attributes: dict[str, Any] = {
-            semconv.CELL_EXECUTION_COUNT: self.shell.execution_count,
+            semconv.CELL_EXECUTION_COUNT: self._count,
             semconv.CELL_SOURCE_SHA256: source_hash(source),
         }
         cell_id = getattr(self.last_info, "cell_id", None)
@@ -208,10 +360,14 @@ class CellTracer:
         return attributes
 
     def default_name(self) -> str:
-        return f"{semconv.CELL_SPAN_PREFIX} [{self.shell.execution_count}]"
+        return f"{semconv.CELL_SPAN_PREFIX} [{self._count}]"
 
     def start(self, name: str, attributes: dict[str, Any]) -> CellRun:
         return CellRun(self.telemetry, name, attributes, self.parent_context())
+
+    def start_traced(self, body: str, args: TracedArgs) -> CellRun:
+        attributes = {**self.cell_attributes(body, autotraced=False), **args.attributes}
+        return self.start(args.name or self.default_name(), attributes)
 
     def finish(self, run: CellRun, error: BaseException | None, quiet: bool) -> CellSummary:
         summary = run.end(error)
@@ -223,43 +379,67 @@ class CellTracer:
     # -- IPython event callbacks ------------------------------------------------------------------
 
     def pre_run_cell(self, info: Any) -> None:
-        if self.nesting:
-            return
-        self.last_info = info
-        self.pending_error = None
-        if not self.autotrace or self._auto_run is not None:
-            return
-        source = getattr(info, "raw_cell", "") or ""
-        if source.lstrip().startswith("%%traced"):
-            return  # the cell traces itself; one span per cell
+        opened = _OpenCell(None)
         try:
-            self._auto_run = self.start(self.default_name(), self.cell_attributes(source, True))
+            opened = self._open_cell(info)
         except Exception as exc:  # noqa: BLE001 - a hook must never break the user's cell
-            print(f"o11ylab: autotrace could not start a span ({type(exc).__name__}: {exc})")
+            print(f"o11ylab: could not start a cell span ({type(exc).__name__}: {exc})")
+        finally:
+            self._open.append(opened)
+
+    def _open_cell(self, info: Any) -> _OpenCell:
+        self.last_info = info
+        # The number IPython gives this run (Cell In[N]): it has already counted a stored cell.
+        self._count = self.shell.execution_count - (1 if info.store_history else 0)
+        raw_cell: str = info.raw_cell or ""
+        if "%%" + TRACED_MAGIC in raw_cell:
+            # The usual cell starts with its magic, where IPython's cleanup changes nothing that
+            # matters here; only an indented or pasted one pays for those transforms (~20 µs).
+            if raw_cell.startswith("%%"):
+                first, newline, body = raw_cell.partition("\n")
+                lines = [first + newline, body]
+            else:
+                lines = self._cleaned(raw_cell)
+            if traced_line(lines) is not None:
+                args = self._traced(lines)
+                if args is None:
+                    return _OpenCell(None)  # the magic refuses the line: no span, one error
+                return _OpenCell(self.start_traced("".join(lines[1:]), args), args.quiet)
+        if not self.autotrace or self._open or _only_o11y_commands(raw_cell):
+            return _OpenCell(None)
+        return _OpenCell(self.start(self.default_name(), self.cell_attributes(raw_cell, True)))
 
     def post_run_cell(self, result: Any) -> None:
-        if self.nesting:
+        info = getattr(result, "info", None)
+        raw_cell = getattr(info, "raw_cell", None)
+        if info is not None and (not raw_cell or raw_cell.isspace()):
+            return  # IPython fires no pre_run_cell for an empty cell, only this
+        if not self._open:
+            return  # a post without our pre: the extension was loaded in this very cell
+        opened = self._open.pop()
+        if opened.run is None:
             return
-        if self.pending_error is not None and result is not None:
-            # The traced body failed inside a nested run_cell, which showed the traceback and
-            # swallowed the error; failing the outer cell makes the kernel reply "error", so
-            # papermill and nbclient stop here exactly as for an untraced cell.
-            if result.error_in_exec is None and result.error_before_exec is None:
-                result.error_in_exec = self.pending_error
-            self.pending_error = None
-        run, self._auto_run = self._auto_run, None
-        if run is None:
-            return  # a post without a pre: an empty cell, or autotrace switched on mid-cell
         error = None
         if result is not None:
             error = result.error_before_exec or result.error_in_exec
         try:
-            self.finish(run, error, quiet=True)
+            self.finish(opened.run, error, quiet=opened.quiet)
         except Exception as exc:  # noqa: BLE001 - a hook must never break the user's cell
-            print(f"o11ylab: autotrace could not end its span ({type(exc).__name__}: {exc})")
+            print(f"o11ylab: could not end a cell span ({type(exc).__name__}: {exc})")
 
     def close(self) -> None:
-        """End an autotrace span left open (unload in the middle of a cell)."""
-        run, self._auto_run = self._auto_run, None
-        if run is not None:
-            run.end(None)
+        """End the spans of cells still running (unload in the middle of a cell)."""
+        while self._open:
+            opened = self._open.pop()
+            if opened.run is not None:
+                opened.run.end(None)
+
+
+def _only_o11y_commands(source: str) -> bool:
+    """A cell of nothing but ``%o11y ...`` lines: o11ylab's own commands, not the user's work.
+
+    Not autotraced, so ``%o11y trace`` shows the cell the user ran before it, not an earlier
+    ``%o11y`` cell.
+    """
+    lines = [line.strip() for line in source.splitlines() if line.strip()]
+    return bool(lines) and all(line.startswith("%o11y") for line in lines)

@@ -18,12 +18,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .cells import CellTracer
     from .config import O11yLab
-    from .magics import O11yMagics
     from .telemetry import Telemetry
 
 __all__ = ["O11yLabExtension"]
-
-_EVENTS = ("pre_run_cell", "post_run_cell")
 
 
 class O11yLabExtension:
@@ -34,7 +31,6 @@ class O11yLabExtension:
         self.options: O11yLab | None = None
         self.telemetry: Telemetry | None = None
         self.tracer: CellTracer | None = None
-        self.magics: O11yMagics | None = None
         self._hardware = False
 
     def load(self) -> None:
@@ -43,7 +39,6 @@ class O11yLabExtension:
         from . import activation, hardware
         from .cells import CellTracer
         from .config import ConfigError, O11yLab, load_settings
-        from .magics import O11yMagics
         from .telemetry import get_telemetry
 
         shell = self.shell
@@ -57,11 +52,8 @@ class O11yLabExtension:
         shell.configurables.append(options)
         telemetry.attach()
         activation.activate(telemetry)  # the user's own AI libraries, traced from their import
-        self.tracer = tracer = CellTracer(shell, telemetry)
-        self.magics = O11yMagics(shell, tracer)
-        shell.register_magics(self.magics)
-        for event in _EVENTS:
-            shell.events.register(event, getattr(tracer, event))
+        self.tracer = CellTracer(shell, telemetry)
+        self.tracer.install()  # the %%traced transformer, the cell hooks and the magics
         hardware.attach(telemetry)  # starts the sampler thread; NVML starts inside it, not here
         self._hardware = True
 
@@ -69,22 +61,7 @@ class O11yLabExtension:
         shell = self.shell
         tracer, self.tracer = self.tracer, None
         if tracer is not None:
-            for event in _EVENTS:
-                try:
-                    shell.events.unregister(event, getattr(tracer, event))
-                except ValueError:
-                    pass
-        magics, self.magics = self.magics, None
-        if magics is not None:
-            registry = shell.magics_manager
-            for kind, names in magics.magics.items():
-                for name in names:
-                    registry.magics[kind].pop(name, None)
-            registry.registry.pop(type(magics).__name__, None)
-            if magics in shell.configurables:  # register_magics put it there
-                shell.configurables.remove(magics)
-        if tracer is not None:
-            tracer.close()
+            tracer.uninstall()
         if self._hardware:
             from . import hardware
 

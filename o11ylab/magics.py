@@ -1,9 +1,11 @@
 """``%%traced`` and ``%o11y``: the notebook's way in.
 
-``%%traced [NAME] [--attr KEY=VALUE ...] [--quiet]`` runs the cell body as a span through a
-nested ``run_cell``, so the body behaves exactly like an ordinary cell (display of the last
-value, magics, tracebacks). A failure is shown once by that nested run and handed to the
-outer cell, which the kernel then reports as failed: papermill stops at it.
+``%%traced [NAME] [--attr KEY=VALUE ...] [--quiet]`` makes the cell a span. The kernel runs
+the body as the ordinary cell it is (``CellTracer`` takes the line off before IPython compiles
+the cell and opens the span in ``pre_run_cell``), so display of the last value, magics,
+top-level ``await``, tracebacks and a failing cell are IPython's own; papermill stops at a
+failing traced cell as at any other. The magic below parses the line and says what is wrong
+with one it refuses.
 
 ``%o11y`` has sub-commands: ``status``, ``flush``, ``trace``, ``spans``, ``autotrace on|off``.
 """
@@ -11,7 +13,9 @@ outer cell, which the kernel then reports as failed: papermill stops at it.
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
+import inspect
 import shlex
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -19,18 +23,16 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .cells import CellTracer
+from .cells import TracedArgs
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-__all__ = ["O11yMagics"]
+    from .cells import CellTracer
 
-_ASYNC_HINT = (
-    "%%traced cannot run top-level `await`: the kernel's event loop is busy running this very "
-    'cell. Use `with o11ylab.span("name"):` around the awaits instead (it works in async '
-    "cells), or `%o11y autotrace on`, which traces async cells too."
-)
+__all__ = ["O11yMagics", "parse_traced"]
+
+COMMANDS = ("status", "flush", "trace", "spans", "autotrace", "monitor")
 
 
 def _attributes(pairs: list[str] | None) -> dict[str, Any]:
@@ -76,14 +78,13 @@ class O11yMagics(Magics):
     @cell_magic
     def traced(self, line: str, cell: str) -> None:
         """Run the cell as an OpenTelemetry span; every span the cell starts nests under it."""
-        args, attributes = self._parse_traced(line)
-        if ("await" in cell or "async" in cell) and self._is_async(cell):
-            raise UsageError(_ASYNC_HINT)
+        # A %%traced first line never gets here: CellTracer takes it off the cell and opens the
+        # span around the kernel's own run. Here: a line the parser refuses (a UsageError) or
+        # a direct run_cell_magic call, whose body runs as a cell inside the span.
+        args = parse_traced(line)
         tracer = self.tracer
-        attributes = {**tracer.cell_attributes(cell, autotraced=False), **attributes}
-        run = tracer.start(args.name or tracer.default_name(), attributes)
+        run = tracer.start_traced(cell, args)
         error: BaseException | None = None
-        tracer.nesting += 1
         try:
             result = self.shell.run_cell(cell, store_history=False)
             error = result.error_before_exec or result.error_in_exec
@@ -91,28 +92,7 @@ class O11yMagics(Magics):
             error = exc
             raise
         finally:
-            tracer.nesting -= 1
             tracer.finish(run, error, quiet=args.quiet)
-            if error is not None:
-                tracer.pending_error = error
-
-    @functools.lru_cache(maxsize=256)  # noqa: B019 - one instance per shell; lines repeat
-    def _parse_traced(self, line: str) -> tuple[argparse.Namespace, dict[str, Any]]:
-        # argparse costs ~100 µs; the same magic line runs again and again in a notebook.
-        try:
-            args = parse_argstring(self.traced, line)
-        except UsageError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - argparse errors that escape magic_arguments
-            raise UsageError(f"%%traced: {exc}") from None
-        return args, _attributes(args.attr)
-
-    def _is_async(self, cell: str) -> bool:
-        try:
-            transformed = self.shell.transform_cell(cell)
-            return bool(self.shell.should_run_async(cell, transformed_cell=transformed))
-        except Exception:  # noqa: BLE001 - IPython's transforms may raise anything; run it synchronously
-            return False
 
     @line_magic
     def o11y(self, line: str) -> Any:
@@ -130,14 +110,15 @@ class O11yMagics(Magics):
         except ValueError as exc:  # an unclosed quote, a trailing backslash
             raise UsageError(f"%o11y: {exc}.") from None
         if not words:
-            raise UsageError(
-                "Use one of: %o11y status | flush | trace | spans | autotrace on|off | monitor."
-            )
+            print(_o11y_help())
+            return None
         command, rest = words[0], words[1:]
-        handler = getattr(self, f"_cmd_{command}", None)
+        handler = getattr(self, f"_cmd_{command}", None) if command in COMMANDS else None
         if handler is None:
+            close = difflib.get_close_matches(command, COMMANDS, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
             raise UsageError(
-                f"%o11y {command}: unknown command. "
+                f"%o11y {command}: unknown command.{hint} "
                 "Use status, flush, trace, spans, autotrace or monitor."
             )
         return handler(rest)
@@ -196,3 +177,30 @@ class O11yMagics(Magics):
         print(
             f"o11ylab: autotrace {rest[0]}" + (" (from the next cell)" if rest[0] == "on" else "")
         )
+
+
+def _o11y_help() -> str:
+    doc = inspect.cleandoc(O11yMagics.o11y.__doc__ or "")
+    return doc.replace("o11ylab commands.", "o11ylab commands (%o11y COMMAND):", 1)
+
+
+# magic_arguments writes the usage as reStructuredText for the one-% line magic it assumes
+# ("::" and "%traced"); %%traced? shows the cell magic's own usage line instead.
+_traced_doc = O11yMagics.traced.__doc__ or ""
+O11yMagics.traced.__doc__ = _traced_doc.replace("::\n\n  %traced", "%%traced", 1)
+
+
+@functools.lru_cache(maxsize=256)
+def parse_traced(line: str) -> TracedArgs:
+    """A ``%%traced`` line's arguments, parsed by the magic's own parser; UsageError if refused.
+
+    Cached: argparse costs ~100 µs and a notebook runs the same magic line again and again (the
+    transformer and pre_run_cell both parse the executed cell's line).
+    """
+    try:
+        args = parse_argstring(O11yMagics.traced, line)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - argparse errors that escape magic_arguments
+        raise UsageError(f"%%traced: {exc}") from None
+    return TracedArgs(args.name, _attributes(args.attr), bool(args.quiet))

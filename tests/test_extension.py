@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,16 +102,86 @@ def test_keyboard_interrupt_ends_the_span(shell: Any) -> None:
     assert span.end_time is not None and span.attributes[semconv.ERROR_TYPE] == "KeyboardInterrupt"
 
 
-def test_top_level_await_gets_a_clear_message_and_o11ylab_span_works_there(shell: Any) -> None:
-    result = shell.run_cell("%%traced\nimport asyncio\nawait asyncio.sleep(0)", store_history=True)
-    assert isinstance(result.error_in_exec, UsageError)
-    assert "o11ylab.span" in str(result.error_in_exec)
+def test_top_level_await_runs_in_a_traced_cell_and_nests_under_it(shell: Any) -> None:
+    source = (
+        "%%traced awaiting\n"
+        "import asyncio, o11ylab\n"
+        "async def fetch():\n"
+        "    with o11ylab.span('fetch'):\n"
+        "        await asyncio.sleep(0)\n"
+        "        return 7\n"
+        "await fetch()\n"
+    )
     with capture_spans() as spans:
-        ok = shell.run_cell(
-            "import asyncio, o11ylab\nwith o11ylab.span('awaiting'):\n    await asyncio.sleep(0)",
+        result = shell.run_cell(source, store_history=True)
+    assert result.success and result.result == 7, "the awaited value is the cell's value"
+    assert span_tree(spans) == [(0, "awaiting"), (1, "fetch")]
+
+
+def test_traceback_names_the_cell_by_its_execution_count(
+    shell: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    with capture_spans() as spans:
+        result = shell.run_cell("%%traced --quiet\nx = 1\n1 / 0", store_history=True)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    count = result.execution_count
+    assert f"Cell In[{count}], line 2" in out, out
+    assert out.count("Traceback (most recent call last)") == 1
+    (cell,) = spans
+    assert cell.name == f"cell [{count}]" and cell.attributes[semconv.CELL_EXECUTION_COUNT] == count
+
+
+def test_a_traced_body_keeps_its_magics_display_and_output(
+    shell: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with capture_spans() as spans:
+        result = shell.run_cell(
+            "%%traced shown --quiet\n%env O11YLAB_TEST_MAGIC=1\nprint('out')\n6 * 7",
             store_history=True,
         )
-    assert ok.success and [s.name for s in spans] == ["awaiting"]
+    assert result.success and result.result == 42
+    assert "out" in capsys.readouterr().out
+    assert shell.user_ns["_"] == 42, "the last value is displayed as for any cell"
+    assert [s.name for s in spans] == ["shown"]
+
+
+def test_only_the_executed_cell_opens_a_span(shell: Any) -> None:
+    """Transformers also run for text that is never executed: no span comes from those."""
+    with capture_spans() as spans:
+        assert shell.transform_cell("%%traced ghost\nx = 1") == "x = 1\n"
+        shell.run_cell("%time _ = 1", store_history=True)
+        shell.input_transformer_manager.check_complete("%%traced ghost\nx = 1")  # is_complete
+        captured = shell.run_cell("%%capture\n%%traced inner --quiet\ny = 2")
+    assert captured.success
+    assert [s.name for s in spans] == ["inner"]
+
+
+def test_traced_help_shows_the_cell_magic_usage(
+    shell: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell.run_cell("%%traced?")
+    out = capsys.readouterr().out
+    assert "%%traced [--attr KEY=VALUE] [--quiet] [name]" in out, out
+    assert "::" not in out and "  %traced" not in out
+    assert "Span name (default: cell [N])." in out
+
+
+def test_bare_o11y_prints_help_and_a_typo_gets_a_suggestion(
+    shell: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert shell.run_line_magic("o11y", "") is None
+    assert "%o11y status" in capsys.readouterr().out
+    with pytest.raises(UsageError, match=r"Did you mean status\?"):
+        shell.run_line_magic("o11y", "stauts")
+
+
+def test_a_direct_run_cell_magic_call_is_traced_too(shell: Any) -> None:
+    with capture_spans() as spans:
+        shell.run_cell_magic(
+            "traced", "direct --quiet", "import o11ylab\nwith o11ylab.span('x'):\n    pass"
+        )
+    assert span_tree(spans) == [(0, "direct"), (1, "x")]
 
 
 def test_summary_line_and_quiet(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,7 +196,7 @@ def test_bad_magic_arguments_are_usage_errors(shell: Any) -> None:
     for source in ("%%traced --attr novalue\npass", "%%traced --bogus\npass"):
         result = shell.run_cell(source)
         assert isinstance(result.error_in_exec, UsageError), source
-    for line in ("bogus", "autotrace maybe", "", "trace --nope"):
+    for line in ("bogus", "autotrace maybe", "trace --nope"):
         with pytest.raises(UsageError):
             shell.run_line_magic("o11y", line)
 
@@ -276,14 +347,34 @@ def test_load_twice_unload_and_reload(shell: Any) -> None:
     shell.run_line_magic("load_ext", "o11ylab")
     o11ylab.load_ipython_extension(shell)
     assert ours("pre_run_cell") == 1 and ours("post_run_cell") == 1
+    cleanup = shell.input_transformers_cleanup
+    assert sum(getattr(t, "__name__", "") == "strip_traced_line" for t in cleanup) == 1
     shell.run_line_magic("unload_ext", "o11ylab")
     assert ours("post_run_cell") == 0
+    assert not any(getattr(t, "__name__", "") == "strip_traced_line" for t in cleanup)
     assert "traced" not in shell.magics_manager.magics["cell"]
     assert "o11y" not in shell.magics_manager.magics["line"]
     assert not shell.run_cell("%%traced\npass").success
     shell.run_line_magic("load_ext", "o11ylab")
     shell.run_line_magic("reload_ext", "o11ylab")
     assert ours("post_run_cell") == 1
+    assert sum(getattr(t, "__name__", "") == "strip_traced_line" for t in cleanup) == 1
     with capture_spans() as spans:
         assert shell.run_cell("%%traced again\npass").success
     assert [s.name for s in spans] == ["again"]
+
+
+def test_o11y_trace_under_autotrace_shows_the_users_last_cell(shell: Any) -> None:
+    shell.run_line_magic("o11y", "autotrace on")
+    try:
+        users = shell.run_cell(
+            "import o11ylab\nwith o11ylab.span('users-work'):\n    pass", store_history=True
+        )
+        first = shell.run_cell("%o11y trace", store_history=True)
+        again = shell.run_cell("%o11y trace", store_history=True)
+    finally:
+        shell.run_line_magic("o11y", "autotrace off")
+    for asked in (first, again):
+        lines = repr(asked.result).splitlines()
+        assert lines[1].startswith(f"cell [{users.execution_count}]"), lines
+        assert lines[2].strip().startswith("users-work"), lines
