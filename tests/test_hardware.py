@@ -294,6 +294,29 @@ def test_the_counter_period_is_measured_and_a_shorter_span_gets_no_joules() -> N
         sampler.stop()
 
 
+def test_the_probe_times_a_stepping_counter_and_rides_out_a_failed_read() -> None:
+    from o11ylab.hardware._energy import CounterProbe
+
+    clock = {"now": 0.0, "fail": False}
+
+    def read(gpu: int) -> float | None:
+        if gpu == 1 or clock["fail"]:
+            return None  # gpu 1 has no counter; otherwise a driver hiccup
+        return float(int(clock["now"] / 0.01))  # steps every 10 ms, as on older GPUs
+
+    probe = CounterProbe([0, 1], read, has_counter=lambda gpu: gpu == 0)
+    while not probe.done:
+        clock["fail"] = 0.013 < clock["now"] < 0.017
+        probe.step(clock["now"])
+        clock["now"] += 0.002
+    assert probe.periods == {0: pytest.approx(0.01, abs=0.0025)} and probe.unknown == []
+
+    still = CounterProbe([0], lambda gpu: 5.0, has_counter=lambda gpu: True)
+    for tick in range(600):
+        still.step(tick * 0.002)
+    assert still.done and still.periods == {} and still.unknown == [0]  # 1 s without a step
+
+
 def test_a_short_span_on_a_gpu_with_instant_power_integrates_it() -> None:
     gpu = FakeGpu(power_mw=200_000, counter_period_s=0.1)
     fake = FakeNvml([gpu])

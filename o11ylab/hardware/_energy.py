@@ -44,8 +44,14 @@ class CounterProbe:
     milliseconds while it waits for its next sample, so sampling keeps its rate.
     """
 
-    def __init__(self, positions: Iterable[int], read: Callable[[int], float | None]) -> None:
+    def __init__(
+        self,
+        positions: Iterable[int],
+        read: Callable[[int], float | None],
+        has_counter: Callable[[int], bool],
+    ) -> None:
         self._read = read
+        self._has_counter = has_counter
         self._last: dict[int, float | None] = dict.fromkeys(positions)
         self._changes: dict[int, list[float]] = {p: [] for p in self._last}
         self._began: float | None = None
@@ -60,9 +66,10 @@ class CounterProbe:
             self._began = now
         for position in list(self._last):
             value = self._read(position)
-            if value is None:  # no counter on this GPU: nothing to probe
-                del self._last[position]
-                continue
+            if value is None:
+                if not self._has_counter(position):  # NVML said so: nothing to probe
+                    del self._last[position]
+                continue  # a failed read: the next step tries again, within the budget
             last = self._last[position]
             self._last[position] = value
             if last is None or value == last:

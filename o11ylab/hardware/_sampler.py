@@ -114,7 +114,11 @@ class Sampler:
                 self._visible = _visible(self.gpus, self.settings.cuda_visible_devices)
                 self.attributed, self.attribution_basis = self._visible, "visible"
                 if not self.counter_probed.is_set():
-                    self._probe = CounterProbe(range(len(self.gpus)), self.nvml.energy_j)
+                    self._probe = CounterProbe(
+                        range(len(self.gpus)),
+                        self.nvml.energy_j,
+                        lambda gpu: self.nvml.supports(gpu, "energy"),
+                    )
                 models = ", ".join(sorted({g.model for g in self.gpus}))
                 self._say(
                     f"{len(self.gpus)} GPU{'s' if len(self.gpus) != 1 else ''} ({models}), "
