@@ -102,10 +102,15 @@ if ! nvidia-smi --query-gpu=power.draw.instant --format=csv,noheader,nounits -i 
   TOLERANCE="${ENERGY_TOLERANCE:-0.35}"
 fi
 echo "gpu_check: nvidia-smi logs $POWER_FIELD of $GPU_UUID every 50 ms into $OUT/power.csv"
-TZ=UTC nvidia-smi --query-gpu=timestamp,uuid,$POWER_FIELD --format=csv,noheader,nounits \
-  -i "$GPU_UUID" -lms 50 >"$OUT/power.csv" 2>"$OUT/power.err" &
+# Line-buffered, and stopped with SIGINT as its docs say (Ctrl+C): a block-buffered log killed
+# with SIGTERM would lose its last seconds, the end of the last spans' windows.
+LINES=()
+if command -v stdbuf >/dev/null 2>&1; then LINES=(stdbuf -oL); fi
+TZ=UTC ${LINES[@]+"${LINES[@]}"} nvidia-smi --query-gpu=timestamp,uuid,$POWER_FIELD \
+  --format=csv,noheader,nounits -i "$GPU_UUID" -lms 50 >"$OUT/power.csv" 2>"$OUT/power.err" &
 logger=$!
-trap 'kill "$logger" 2>/dev/null || true' EXIT
+stop_logger() { kill -INT "$logger" 2>/dev/null || true; wait "$logger" 2>/dev/null || true; }
+trap stop_logger EXIT
 
 export O11YLAB_RUN_DIR="$OUT/run"
 export O11YLAB_TRACE_FILE=1
@@ -120,8 +125,8 @@ if ! timeout 240 "$PYTHON" -m papermill "$ROOT/notebooks/04_gpu_inference.ipynb"
   echo "gpu_check: the notebook failed or ran past 240 s; see $OUT/04_gpu_inference.ipynb" >&2
   exit 1
 fi
-sleep 0.2  # one more power reading past the last span's end
-kill "$logger" 2>/dev/null || true
+sleep 0.2  # a few more power readings past the last span's end
+stop_logger
 
 "$PYTHON" "$ROOT/scripts/gpu_check_spans.py" "$OUT/run" --json "$OUT/gpu_check.json" \
   --power-log "$OUT/power.csv" --gpu-uuid "$GPU_UUID" --energy-tolerance "$TOLERANCE" \
