@@ -96,6 +96,20 @@ def bench_sampler(quick: bool) -> None:
         f"   running at 1 Hz for {seconds:.0f} s (no GPU): {taken} samples, {cpu * 1e3:.2f} ms CPU "
         f"-> {cpu / seconds * 100:.3f} % of a core"
     )
+    # Once per start: the thread times each GPU's energy-counter steps between samples.
+    for label, period, count in (("100 ms steps", 0.1, 1), ("a still counter", None, 1)):
+        fake = FakeNvml([FakeGpu(counter_period_s=period) for _ in range(count)])
+        sampler = Sampler(fake, interval_s=1.0, settings=SETTINGS)
+        began = time.monotonic()
+        sampler.start()
+        sampler.counter_probed.wait(10)
+        took = time.monotonic() - began
+        sampler.stop()
+        print(
+            f"   counter probe, {label:<16} {took * 1e3:5.0f} ms wall, "
+            f"{sampler.probe_cpu_seconds * 1e3:5.1f} ms CPU once, "
+            f"{fake.calls['nvmlDeviceGetTotalEnergyConsumption']} counter reads"
+        )
 
 
 # --- 2. per-span attribution -----------------------------------------------------------------------

@@ -114,7 +114,7 @@ RAG_PROMPT_CHARS = "o11ylab.rag.prompt.chars"
 RAG_CONTEXT_DOCUMENTS = "o11ylab.rag.context.documents"
 
 
-# --- hardware: sampler metrics and per-span attribution (o11ylab/hardware.py) -----------------
+# --- hardware: sampler metrics and per-span attribution (o11ylab/hardware/) -----------------
 # Metric names and units follow the hardware (hw.*), OS process (process.*) and system
 # (system.*) semantic conventions, all in development status. Utilizations are fractions (0..1).
 HW_TYPE = "hw.type"
@@ -161,6 +161,16 @@ PROCESS_CPU_SECONDS_SPAN = "o11ylab.process.cpu_seconds"  # user + system, whole
 CELL_GPU_UTILIZATION_MEAN = "o11ylab.cell.gpu.utilization.mean"
 CELL_PROCESS_CPU_SECONDS = "o11ylab.cell.process.cpu_seconds"
 CELL_PROCESS_MEMORY_PEAK = "o11ylab.cell.process.memory.peak_bytes"  # resident, sampled
+# How good a span's (or cell's) GPU joules are (o11ylab/hardware/_energy.py), on spans and cells
+# alike. Method: "counter_delta" (NVML's counter at start and end), "instant_power" (shorter than
+# the counter's period: mean NVML_FI_DEV_POWER_INSTANT at start and end x duration),
+# "power_samples" (no counter: the sampler's power readings integrated), "mixed" (GPUs measured
+# differently), "too_short" (shorter than the counter's period, no instant power: no joules).
+GPU_ENERGY_METHOD = "o11ylab.gpu.energy.method"
+GPU_ENERGY_COUNTER_PERIOD = "o11ylab.gpu.energy.counter_period_s"  # measured update period, s
+# True when spans in other threads or asyncio tasks were measured on the same GPU meanwhile: the
+# joules are then the device's energy over this span's window, not a share of it.
+GPU_ENERGY_SHARED = "o11ylab.gpu.energy.shared"
 
 # --- vector store on Chroma (o11ylab/ai/vectorstore.py) ------------------------------------------
 # Searches are GenAI `retrieval` spans ("retrieval {collection}"); writes are database-style spans

@@ -9,7 +9,12 @@ path is tested separately, against the real ``pynvml``.
 
 A ``FakeGpu`` is either scripted (set its fields; ``advance()`` moves the energy counter) or
 ``live``: utilization, power and temperature then follow the clock, and the energy counter is
-the integral of that power, so a monitor in a browser shows values that change.
+the integral of that power, so a monitor in a browser shows values that change. With
+``counter_period_s`` the energy counter behaves as a real one does: it also grows with the
+clock at ``power_mw``, but only in steps, every ``counter_period_s`` seconds (about 0.1 s on
+current GPUs). Instant power (``NVML_FI_DEV_POWER_INSTANT`` through
+``nvmlDeviceGetFieldValues``) is the current power; put ``"NVML_FI_DEV_POWER_INSTANT"`` in
+``unsupported`` for a GPU that lacks the field, as NVML says it: per field, not by raising.
 """
 
 from __future__ import annotations
@@ -42,7 +47,17 @@ class FakeGpu:
     unsupported: set[str] = field(default_factory=set)  # NVML function names that say NotSupported
     failing: dict[str, int] = field(default_factory=dict)  # function name -> NVML error code
     live: bool = False
+    counter_period_s: float | None = None  # the energy counter steps with the clock, this often
     _born: float = field(default_factory=time.monotonic)
+
+    def counter_mj(self) -> int:
+        """What NVML's energy counter says now."""
+        if self.live:
+            return self.live_energy_mj()
+        if self.counter_period_s is None:
+            return self.energy_mj
+        steps = int((time.monotonic() - self._born) / self.counter_period_s)
+        return self.energy_mj + int(self.power_mw * steps * self.counter_period_s)
 
     def advance(self, seconds: float, watts: float | None = None) -> None:
         """Let time pass on the GPU: the energy counter grows by power x time."""
@@ -78,6 +93,7 @@ class FakeNvml:
     NVMLError_DriverNotLoaded = pynvml.NVMLError_DriverNotLoaded
     NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
     NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
+    NVML_FI_DEV_POWER_INSTANT = pynvml.NVML_FI_DEV_POWER_INSTANT
 
     def __init__(
         self,
@@ -156,8 +172,26 @@ class FakeNvml:
         return gpu.live_power_mw() if gpu.live else gpu.power_mw
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeGpu) -> int:
-        gpu = self._device("nvmlDeviceGetTotalEnergyConsumption", handle)
-        return gpu.live_energy_mj() if gpu.live else gpu.energy_mj
+        return self._device("nvmlDeviceGetTotalEnergyConsumption", handle).counter_mj()
+
+    def nvmlDeviceGetFieldValues(self, handle: FakeGpu, field_ids: list[int]) -> list[Any]:
+        gpu = self._device("nvmlDeviceGetFieldValues", handle)
+        values = []
+        for field_id in field_ids:
+            known = field_id == pynvml.NVML_FI_DEV_POWER_INSTANT
+            supported = known and "NVML_FI_DEV_POWER_INSTANT" not in gpu.unsupported
+            milliwatts = gpu.live_power_mw() if gpu.live else gpu.power_mw
+            values.append(
+                SimpleNamespace(
+                    fieldId=field_id,
+                    nvmlReturn=pynvml.NVML_SUCCESS
+                    if supported
+                    else pynvml.NVML_ERROR_NOT_SUPPORTED,
+                    valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
+                    value=SimpleNamespace(uiVal=milliwatts if supported else 0),
+                )
+            )
+        return values
 
     def nvmlDeviceGetTemperature(self, handle: FakeGpu, sensor: int) -> int:
         gpu = self._device("nvmlDeviceGetTemperature", handle)

@@ -252,6 +252,118 @@ def test_without_the_counter_energy_is_integrated_from_power() -> None:
     assert measurement.energy_j == pytest.approx(200 * measurement.duration_s, rel=0.02)
 
 
+# --- how good the joules are (issue 13) -------------------------------------------------------------
+
+
+def wait_until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.005)
+
+
+def test_the_counter_period_is_measured_and_a_shorter_span_gets_no_joules() -> None:
+    gpu = FakeGpu(power_mw=200_000, counter_period_s=0.1, unsupported={"NVML_FI_DEV_POWER_INSTANT"})
+    sampler = Sampler(FakeNvml([gpu]), interval_s=0.2, settings=DEFAULTS)
+    sampler.start()
+    try:
+        assert sampler.counter_probed.wait(5)
+        assert sampler.counter_period_s[0] == pytest.approx(0.1, abs=0.03)
+        assert any("the energy counter updates every" in n for n in sampler.notes)
+        assert sampler.samples_taken >= 1  # the probe ran between samples, not instead of them
+        attributor = Attributor(sampler)
+
+        short = attributor.end(attributor.begin())
+        assert short.energy_j is None and short.energy_method == "too_short"
+        attributes = short.span_attributes(output_tokens=5)
+        assert attributes[semconv.GPU_ENERGY_METHOD] == "too_short"
+        assert attributes[semconv.GPU_ENERGY_COUNTER_PERIOD] == pytest.approx(0.1, abs=0.03)
+        assert semconv.HW_ENERGY_SPAN not in attributes
+        assert semconv.GPU_ENERGY_PER_OUTPUT_TOKEN not in attributes
+        assert short.summary()["gpu_energy"].startswith("GPU J n/a (< ")
+
+        start = attributor.begin()
+        first = gpu.counter_mj()
+        wait_until(lambda: gpu.counter_mj() >= first + 3 * 20_000)  # three 100 ms steps of 200 W
+        long = attributor.end(start)
+        assert long.energy_method == "counter_delta"
+        assert long.span_attributes()[semconv.GPU_ENERGY_METHOD] == "counter_delta"
+        # Off by at most one step at each end: that is what the period says.
+        assert 200 * (long.duration_s - 0.1) - 1 <= long.energy_j <= 200 * (long.duration_s + 0.1)  # type: ignore[operator]
+    finally:
+        sampler.stop()
+
+
+def test_the_probe_times_a_stepping_counter_and_rides_out_a_failed_read() -> None:
+    from o11ylab.hardware._energy import CounterProbe
+
+    clock = {"now": 0.0, "fail": False}
+
+    def read(gpu: int) -> float | None:
+        if gpu == 1 or clock["fail"]:
+            return None  # gpu 1 has no counter; otherwise a driver hiccup
+        return float(int(clock["now"] / 0.01))  # steps every 10 ms, as on older GPUs
+
+    probe = CounterProbe([0, 1], read, has_counter=lambda gpu: gpu == 0)
+    while not probe.done:
+        clock["fail"] = 0.013 < clock["now"] < 0.017
+        probe.step(clock["now"])
+        clock["now"] += 0.002
+    assert probe.periods == {0: pytest.approx(0.01, abs=0.0025)} and probe.unknown == []
+
+    still = CounterProbe([0], lambda gpu: 5.0, has_counter=lambda gpu: True)
+    for tick in range(600):
+        still.step(tick * 0.002)
+    assert still.done and still.periods == {} and still.unknown == [0]  # 1 s without a step
+
+
+def test_a_short_span_on_a_gpu_with_instant_power_integrates_it() -> None:
+    gpu = FakeGpu(power_mw=200_000, counter_period_s=0.1)
+    fake = FakeNvml([gpu])
+    sampler = fake_sampler(fake)
+    sampler.counter_period_s[0] = 0.1  # as the probe in the sampler thread finds it
+    attributor = Attributor(sampler)
+    start = attributor.begin()
+    gpu.power_mw = 300_000
+    measurement = attributor.end(start)
+    assert measurement.energy_method == "instant_power"
+    assert measurement.energy_j == pytest.approx(250 * measurement.duration_s)
+    attributes = measurement.span_attributes()
+    assert attributes[semconv.GPU_ENERGY_METHOD] == "instant_power"
+    assert attributes[semconv.HW_ENERGY_SPAN] == pytest.approx(250 * measurement.duration_s)
+    assert measurement.summary()["gpu_energy"].startswith("~")
+    assert fake.calls["nvmlDeviceGetFieldValues"] == 2  # one read at each end, no more
+
+
+def test_an_older_gpu_without_the_counter_or_instant_power_uses_power_samples() -> None:
+    gpu = FakeGpu(
+        power_mw=150_000,
+        unsupported={"nvmlDeviceGetTotalEnergyConsumption", "NVML_FI_DEV_POWER_INSTANT"},
+    )
+    sampler = Sampler(FakeNvml([gpu]), interval_s=0.2, settings=DEFAULTS)
+    sampler.start()
+    try:
+        assert sampler.counter_probed.wait(5)
+        assert sampler.counter_period_s == {}  # no counter to time
+        wait_until(lambda: sampler.samples_taken >= 2)
+        attributor = Attributor(sampler)
+        start = attributor.begin()
+        taken = sampler.samples_taken
+        wait_until(lambda: sampler.samples_taken >= taken + 1)
+        measurement = attributor.end(start)
+    finally:
+        sampler.stop()
+    assert measurement.energy_method == "power_samples"
+    assert measurement.energy_j == pytest.approx(150 * measurement.duration_s, rel=0.05)
+    attributes = measurement.span_attributes()
+    assert attributes[semconv.GPU_ENERGY_METHOD] == "power_samples"
+    assert attributes[semconv.GPU_ENERGY_SOURCE] == "power"
+    assert semconv.GPU_ENERGY_COUNTER_PERIOD not in attributes
+    assert measurement.summary()["gpu_energy"].startswith("~")
+    short = attributor.end(attributor.begin())  # no counter, so no "too short" either
+    assert short.energy_method == "power_samples" and short.energy_j is not None
+
+
 def test_peak_memory_and_mean_utilization_come_from_the_samples_inside_the_span() -> None:
     gpu = FakeGpu(memory_used=2 * GIB, utilization=10)
     sampler = fake_sampler(FakeNvml([gpu]))
@@ -442,6 +554,8 @@ def test_a_chat_span_and_its_cell_carry_gpu_energy_and_the_summary_says_so(
     chat = by_name["chat tiny-model"].attributes
     assert chat[semconv.HW_ENERGY_SPAN] == pytest.approx(500.0)
     assert semconv.GPU_ENERGY_SOURCE not in chat  # absent: NVML's own counter, not an estimate
+    assert chat[semconv.GPU_ENERGY_METHOD] == "counter_delta"  # a scripted counter: no period
+    assert semconv.GPU_ENERGY_SHARED not in chat
     assert chat[semconv.GPU_MEMORY_PEAK_SOURCE] == "nvml"  # no torch on CUDA here: whole device
     assert chat[semconv.GPU_ENERGY_PER_OUTPUT_TOKEN] == pytest.approx(10.0)
     assert chat[semconv.GPU_MEMORY_PEAK_SPAN] == 5 * GIB
@@ -456,6 +570,81 @@ def test_a_chat_span_and_its_cell_carry_gpu_energy_and_the_summary_says_so(
     assert cell_span[semconv.CELL_PROCESS_MEMORY_PEAK] > 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("✓ generate"))
     assert "600.0 J GPU" in line and "peak 5.0 GiB GPU" in line and "CPU " in line
+
+
+def test_overlapping_spans_from_two_threads_are_marked_shared_and_nested_ones_not(
+    fake_gpu: tuple[Any, FakeNvml, Sampler],
+) -> None:
+    _shell, fake, _sampler = fake_gpu
+    tracer = get_telemetry().tracer
+    gpu = fake.gpus[0]
+    a_open, b_done = threading.Event(), threading.Event()
+
+    def worker_a() -> None:
+        with tracer.start_as_current_span("chat a", attributes={"gen_ai.operation.name": "chat"}):
+            gpu.advance(1.0, watts=100)  # 100 J before b starts
+            a_open.set()
+            assert b_done.wait(5)
+
+    def worker_b() -> None:
+        assert a_open.wait(5)
+        with tracer.start_as_current_span("chat b", attributes={"gen_ai.operation.name": "chat"}):
+            gpu.advance(1.0, watts=300)  # 300 J while both are open
+        b_done.set()
+
+    with capture_spans() as spans:
+        threads = [threading.Thread(target=worker_a), threading.Thread(target=worker_b)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        chat_c = tracer.start_as_current_span(
+            "chat c", attributes={"gen_ai.operation.name": "chat"}
+        )
+        with chat_c, tracer.start_as_current_span("embeddings d"):  # nested, one thread
+            gpu.advance(1.0, watts=50)
+    by_name = {s.name: s.attributes for s in spans}
+    a, b = by_name["chat a"], by_name["chat b"]
+    assert a[semconv.GPU_ENERGY_SHARED] is True and b[semconv.GPU_ENERGY_SHARED] is True
+    # Not divided: each is the device's energy over its own window.
+    assert a[semconv.HW_ENERGY_SPAN] == pytest.approx(400.0)
+    assert b[semconv.HW_ENERGY_SPAN] == pytest.approx(300.0)
+    assert a[semconv.GPU_ENERGY_METHOD] == b[semconv.GPU_ENERGY_METHOD] == "counter_delta"
+    for alone in ("chat c", "embeddings d"):  # later, and nested in one thread: not shared
+        assert semconv.GPU_ENERGY_SHARED not in by_name[alone]
+        assert by_name[alone][semconv.HW_ENERGY_SPAN] == pytest.approx(50.0)
+
+
+def test_spans_in_two_asyncio_tasks_of_one_thread_are_marked_shared(
+    fake_gpu: tuple[Any, FakeNvml, Sampler],
+) -> None:
+    import asyncio
+
+    _shell, fake, _sampler = fake_gpu
+    tracer = get_telemetry().tracer
+
+    async def both() -> None:
+        first_open = asyncio.Event()
+
+        async def first() -> None:
+            with tracer.start_as_current_span("embeddings e"):
+                first_open.set()
+                await asyncio.sleep(0)
+                fake.gpus[0].advance(1.0, watts=100)
+                await asyncio.sleep(0)
+
+        async def second() -> None:
+            await first_open.wait()
+            with tracer.start_as_current_span("embeddings f"):
+                await asyncio.sleep(0)
+
+        await asyncio.gather(first(), second())
+
+    with capture_spans() as spans:
+        asyncio.run(both())
+    for span in spans:
+        if span.name in ("embeddings e", "embeddings f"):
+            assert span.attributes[semconv.GPU_ENERGY_SHARED] is True
 
 
 def test_spans_that_are_not_ai_calls_cost_no_nvml_call(
@@ -707,6 +896,105 @@ def test_gpu_check_script_reads_spans_from_a_run_folder(tmp_path: Path) -> None:
     done = subprocess.run(check, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
     assert "energy" in done.stdout + done.stderr
+
+
+def test_gpu_check_compares_span_energy_with_nvidia_smi_and_tokens_with_the_bound(
+    tmp_path: Path,
+) -> None:
+    """The checker's two GPU comparisons, on a power log shaped like nvidia-smi's (no GPU here)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    t0 = 1_800_000_000  # unix seconds, a whole second
+    uuid = "GPU-aaaaaaaa-0000-0000-0000-000000000000"
+
+    def span(name: str, start: float, end: float, attrs: dict[str, Any]) -> dict[str, Any]:
+        def value(v: Any) -> dict[str, Any]:
+            if isinstance(v, bool):
+                return {"boolValue": v}
+            if isinstance(v, int):
+                return {"intValue": str(v)}
+            return {"doubleValue": v} if isinstance(v, float) else {"stringValue": v}
+
+        return {
+            "name": name,
+            "startTimeUnixNano": str(int(start * 1e9)),
+            "endTimeUnixNano": str(int(end * 1e9)),
+            "attributes": [{"key": k, "value": value(v)} for k, v in attrs.items()],
+        }
+
+    common = {
+        "gen_ai.operation.name": "chat",
+        semconv.GPU_MEMORY_PEAK_SPAN: 300_000_000,
+        semconv.GPU_UTILIZATION_MEAN_SPAN: 0.5,
+    }
+    spans = [
+        span(
+            "chat long",
+            t0 + 1.0,
+            t0 + 3.0,
+            {
+                **common,
+                semconv.HW_ENERGY_SPAN: 210.0,  # nvidia-smi: 100 W x 2 s = 200 J
+                semconv.GPU_ENERGY_METHOD: "counter_delta",
+                "gen_ai.usage.output_tokens": 200,
+            },
+        ),
+        span(
+            "chat short",
+            t0 + 3.5,
+            t0 + 3.55,
+            {
+                **common,
+                semconv.GPU_ENERGY_METHOD: "too_short",
+                semconv.GPU_ENERGY_COUNTER_PERIOD: 0.1,
+                "gen_ai.usage.output_tokens": 5,
+            },
+        ),
+    ]
+    line = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+    (run / "traces.1.jsonl").write_text(json.dumps(line) + "\n")
+    stamps = [
+        time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(t0 + i // 10)) + f".{i % 10}00"
+        for i in range(50)
+    ]
+    power = tmp_path / "power.csv"
+    other = "GPU-bbbbbbbb-0000-0000-0000-000000000000, 999.0"  # another GPU: left out
+    power.write_text("".join(f"{s}, {uuid}, 100.0\n{s}, {other}\n" for s in stamps))
+    check = [
+        PYTHON,
+        str(ROOT / "scripts" / "gpu_check_spans.py"),
+        str(run),
+        "--power-log",
+        str(power),
+        "--gpu-uuid",
+        uuid,
+        "--weight-bytes",
+        "270000000",
+        "--bandwidth",
+        "4.8e12",
+    ]
+    done = subprocess.run(check, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "o11ylab 210.00 J, nvidia-smi 200.00 J over the same windows: ratio 1.050" in (
+        done.stdout
+    )
+    # 205 tokens in 2.05 s = 100 tokens/s against 4.8e12 / 2.7e8 = 17,778 tokens/s.
+    assert "measured 100.0, memory-bandwidth bound 17778" in done.stdout
+    assert "ratio 0.0056" in done.stdout
+    assert "(too_short)" in done.stdout
+
+    done = subprocess.run(
+        [*check, "--energy-tolerance", "0.02"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "1.05x nvidia-smi's over the same windows" in done.stderr
+    done = subprocess.run(
+        [*check[:-4], "--weight-bytes", "270000000", "--bandwidth", "1e9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "the memory-bandwidth bound: impossible" in done.stderr
 
 
 @pytest.mark.notebook

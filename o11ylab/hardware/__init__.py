@@ -16,7 +16,10 @@ keeps a ring buffer of samples, which feeds three things:
   millijoule counter at start and end (or integrated from power samples on GPUs without the
   counter), its peak GPU memory (torch's allocator peak when torch runs on CUDA, NVML's device
   memory otherwise), the mean GPU utilization over its samples, the process CPU seconds, and
-  on generation spans the energy per output token. Without a GPU it costs no NVML call at all;
+  on generation spans the energy per output token. Each energy figure says how it was measured
+  and whether other threads' spans shared the GPU meanwhile (``_energy``: a span shorter than
+  the counter's update period is not given the counter's joules). Without a GPU it costs no NVML
+  call at all;
 * **the live widget** (``o11ylab.widgets.HardwareMonitor``, ``%o11y monitor``), whose
   sparklines are this ring buffer.
 
@@ -41,7 +44,8 @@ Settings (environment; read by ``o11ylab.config.load_hardware``)::
 in NVML order; UUIDs are exact). The sampler still shows every GPU.
 
 The modules, one job each: ``_types`` (what a sample holds), ``_nvml`` (NVML, guarded),
-``_host`` (psutil), ``_sampler`` (the thread and its ring buffer), ``_attribution`` (per-span
+``_host`` (psutil), ``_sampler`` (the thread and its ring buffer), ``_energy`` (the counter's
+update period, the method and sharing of a span's joules), ``_attribution`` (per-span
 measurements), ``_metrics`` (the observable instruments), ``_process`` (the process's sampler
 and the hooks ``%load_ext`` installs). Settings live in ``o11ylab.config`` (hardware section).
 """

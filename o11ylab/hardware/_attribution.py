@@ -6,11 +6,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import semconv
+from ._energy import INSTANT_POWER, METHOD_OF_SOURCE, TOO_SHORT, lane
 from ._sampler import Sampler, _torch_cuda
 
 if TYPE_CHECKING:
@@ -68,6 +69,11 @@ class _Start:
     energy: tuple[tuple[float | None, str | None], ...]
     torch_token: int | None
     rss: int | None
+    # Instant power (W) per GPU at the start, read only once the counter's period is known:
+    # a span that turns out shorter than that period is measured with it.
+    instant: tuple[float | None, ...] = ()
+    lane: Hashable | None = None  # thread and task, for spans that may overlap (None: not tracked)
+    shared: bool = False  # another lane's span was measured on one of these GPUs meanwhile
 
 
 @dataclass(slots=True)
@@ -76,7 +82,9 @@ class Measurement:
 
     On spans every attribute costs a few microseconds, so the defaults go unsaid: the energy
     source only when it is the power-integral estimate, the peak-memory source only when it is
-    NVML's whole-device figure, the GPU count only when there is more than one GPU.
+    NVML's whole-device figure, the GPU count only when there is more than one GPU, "shared"
+    only when true. The energy method is always said where there is a GPU to measure (see
+    ``_energy`` for what each method is worth); ``energy_j`` is None when it is ``too_short``.
     """
 
     duration_s: float
@@ -88,12 +96,21 @@ class Measurement:
     memory_peak_source: str | None = None
     utilization_mean: float | None = None
     process_memory_peak_bytes: int | None = None
+    energy_method: str | None = None
+    energy_shared: bool = False
+    counter_period_s: float | None = None
 
     def _qualifiers(self, attributes: dict[str, Any]) -> None:
         if self.gpu_count > 1:
             attributes[semconv.GPU_COUNT] = self.gpu_count
         if self.energy_j is not None and self.energy_source not in (None, "counter"):
             attributes[semconv.GPU_ENERGY_SOURCE] = self.energy_source
+        if self.energy_method is not None:
+            attributes[semconv.GPU_ENERGY_METHOD] = self.energy_method
+            if self.counter_period_s is not None:
+                attributes[semconv.GPU_ENERGY_COUNTER_PERIOD] = round(self.counter_period_s, 4)
+            if self.energy_shared:
+                attributes[semconv.GPU_ENERGY_SHARED] = True
         if self.memory_peak_bytes is not None and self.memory_peak_source == "nvml":
             attributes[semconv.GPU_MEMORY_PEAK_SOURCE] = "nvml"
 
@@ -127,7 +144,11 @@ class Measurement:
         """Fragments for the one-line cell summary, label -> text."""
         parts: dict[str, str] = {}
         if self.energy_j is not None:
-            parts["gpu_energy"] = f"{format_energy(self.energy_j)} GPU"
+            estimate = "~" if self.energy_method not in (None, "counter_delta") else ""
+            shared = " shared" if self.energy_shared else ""
+            parts["gpu_energy"] = f"{estimate}{format_energy(self.energy_j)} GPU{shared}"
+        elif self.energy_method == TOO_SHORT and self.counter_period_s is not None:
+            parts["gpu_energy"] = f"GPU J n/a (< {self.counter_period_s * 1000:.0f} ms)"
         if self.memory_peak_bytes is not None:
             parts["gpu_memory"] = f"peak {format_bytes(self.memory_peak_bytes)} GPU"
         if self.utilization_mean is not None:
@@ -158,6 +179,8 @@ class Attributor:
     def __init__(self, sampler: Sampler) -> None:
         self.sampler = sampler
         self._torch: _TorchPeaks | None = None
+        self._open: dict[int, _Start] = {}  # measurements with a lane, by id, for overlaps
+        self._open_lock = threading.Lock()
 
     def _torch_peaks(self) -> _TorchPeaks | None:
         if not self.sampler.settings.torch_peak:
@@ -169,7 +192,9 @@ class Attributor:
             self._torch = _TorchPeaks(cuda)
         return self._torch
 
-    def begin(self, process_memory: bool = False) -> _Start:
+    def begin(self, process_memory: bool = False, lane: Hashable | None = None) -> _Start:
+        """Start measuring. With a ``lane`` (see ``_energy.lane``) the measurement is checked
+        for overlap with other lanes' measurements on the same GPUs."""
         sampler = self.sampler
         gpus = sampler.attributed
         if not gpus:  # the no-GPU path: two clock reads, no NVML, no torch
@@ -184,14 +209,34 @@ class Attributor:
         torch_peaks = self._torch_peaks()
         token = torch_peaks.begin() if torch_peaks is not None else None
         energy = tuple(sampler.energy_now(p) for p in gpus)
-        return _Start(
+        instant: tuple[float | None, ...] = ()
+        if sampler.counter_period_s:
+            instant = tuple(
+                sampler.nvml.power_instant_w(p) if p in sampler.counter_period_s else None
+                for p in gpus
+            )
+        start = _Start(
             time.monotonic(),
             time.process_time(),
             gpus,
             energy,
             token,
             sampler.host_rss() if process_memory else None,
+            instant,
+            lane,
         )
+        if lane is not None:
+            self._track(start)
+        return start
+
+    def _track(self, start: _Start) -> None:
+        with self._open_lock:
+            for other in self._open.values():
+                if other.lane != start.lane and not set(other.gpus).isdisjoint(start.gpus):
+                    other.shared = start.shared = True
+            self._open[id(start)] = start
+            if len(self._open) > _MAX_OPEN_SPANS:  # never ended: forget the oldest
+                del self._open[next(iter(self._open))]
 
     def end(self, start: _Start, process_memory: bool = False) -> Measurement:
         sampler = self.sampler
@@ -204,6 +249,9 @@ class Attributor:
             values = [s.host.rss for s in window if s.host is not None]
             values += [v for v in (start.rss, sampler.host_rss()) if v is not None]
             rss_peak = max(values) if values else None
+        if start.lane is not None:
+            with self._open_lock:
+                self._open.pop(id(start), None)
         if not gpus or not start.energy:
             return Measurement(end_mono - start.mono, cpu, process_memory_peak_bytes=rss_peak)
 
@@ -216,6 +264,14 @@ class Attributor:
                 continue  # a reset counter or a switch of method: no honest number
             energy_total = (energy_total or 0.0) + (end_j - begin_j)
             source = begin_source if source in (None, begin_source) else "mixed"
+        method = METHOD_OF_SOURCE.get(source) if source is not None else None
+        duration = end_mono - start.mono
+        period = sampler.counter_period(gpus) if source == "counter" else None
+        if period is not None and duration < period:
+            # The counter moved at most once inside the span: its delta is 0 or a whole step.
+            energy_total, method = self._instant_energy(start, duration), INSTANT_POWER
+            if energy_total is None:
+                method = TOO_SHORT
 
         peak, peak_source = None, None
         if start.torch_token is not None and self._torch is not None:
@@ -267,16 +323,32 @@ class Attributor:
                 ]
         mean = sum(utilizations) / len(utilizations) if utilizations else None
         return Measurement(
-            duration_s=end_mono - start.mono,
+            duration_s=duration,
             cpu_seconds=cpu,
             gpu_count=len(gpus),
             energy_j=energy_total,
-            energy_source=source,
+            energy_source=source if energy_total is not None else None,
             memory_peak_bytes=peak,
             memory_peak_source=peak_source,
             utilization_mean=mean,
             process_memory_peak_bytes=rss_peak,
+            energy_method=method,
+            energy_shared=start.shared,
+            counter_period_s=period,
         )
+
+    def _instant_energy(self, start: _Start, duration: float) -> float | None:
+        """Mean instant power at start and end times the duration, summed over the GPUs; None
+        unless every GPU had instant power at both ends."""
+        if len(start.instant) != len(start.gpus):
+            return None
+        joules = 0.0
+        for begin_w, position in zip(start.instant, start.gpus, strict=True):
+            end_w = self.sampler.nvml.power_instant_w(position) if begin_w is not None else None
+            if begin_w is None or end_w is None:
+                return None
+            joules += (begin_w + end_w) / 2 * duration
+        return joules
 
 
 class _SpanAttribution:
@@ -302,7 +374,9 @@ class _SpanAttribution:
         elif span.name.partition(" ")[0] not in semconv.ATTRIBUTED_OPERATIONS:
             return
         try:
-            started = self.attributor.begin()
+            # The lane only matters, and is only worth its few microseconds, with a GPU.
+            gpu = bool(self.attributor.sampler.attributed)
+            started = self.attributor.begin(lane=lane() if gpu else None)
         except Exception as exc:  # noqa: BLE001 - the registry would drop a raising enricher
             self.attributor.sampler._say(
                 f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING

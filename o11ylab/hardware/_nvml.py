@@ -17,6 +17,7 @@ _FIELD_WORDS = {
     "memory": "memory use",
     "power": "power draw",
     "energy": "the energy counter",
+    "instant": "instant power (NVML_FI_DEV_POWER_INSTANT)",
     "temperature": "temperature",
     "clock": "SM clock",
 }
@@ -196,6 +197,33 @@ class Nvml:
     def energy_j(self, gpu: int) -> float | None:
         value = self._call(gpu, "energy", "nvmlDeviceGetTotalEnergyConsumption")
         return float(value) / 1000 if value is not None else None
+
+    def power_instant_w(self, gpu: int) -> float | None:
+        """Instant power, where NVML has the field (Ampere and newer); ``nvmlDeviceGetPowerUsage``
+        there is a 1 s average, too slow for a span shorter than the energy counter's period."""
+        state = self._states[gpu]
+        if state.lost or "instant" in state.unsupported:
+            return None
+        field_id = getattr(self._module, "NVML_FI_DEV_POWER_INSTANT", None)
+        if field_id is None:  # an nvidia-ml-py older than the field
+            state.unsupported.add("instant")
+            return None
+        values = self._call(gpu, "instant", "nvmlDeviceGetFieldValues", [field_id])
+        if not values:
+            return None
+        value = values[0]
+        if int(value.nvmlReturn) != 0:  # the call worked, this GPU lacks the field
+            state.unsupported.add("instant")
+            self._say(
+                f"{state.label}: {_FIELD_WORDS['instant']} is not available "
+                f"(NVML return {int(value.nvmlReturn)}); short spans are marked too short",
+                logging.INFO,
+            )
+            return None
+        kind = int(getattr(value, "valueType", 1))
+        member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}
+        milliwatts = getattr(value.value, member.get(kind, "uiVal"))
+        return float(milliwatts) / 1000
 
     def memory_used(self, gpu: int) -> int | None:
         memory = self._call(gpu, "memory", "nvmlDeviceGetMemoryInfo")

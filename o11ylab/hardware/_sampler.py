@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import HardwareSettings, clamp_hardware_interval, load_hardware
+from ._energy import PROBE_BUDGET_S, PROBE_POLL_S, CounterProbe
 from ._host import _HostReader
 from ._nvml import Nvml
 from ._types import GpuInfo, GpuReading, NoGpu, Sample
@@ -67,6 +68,12 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._integrated: dict[int, tuple[float, float, float]] = {}  # gpu -> (joules, mono, watts)
+        # The energy counter's update period per GPU position, measured once in the thread's idle
+        # time (see _energy); absent while unknown. counter_probed is set when that is settled.
+        self.counter_period_s: dict[int, float] = {}
+        self.counter_probed = threading.Event()
+        self.probe_cpu_seconds = 0.0  # the probe's CPU, apart from cpu_seconds (it runs once)
+        self._probe: CounterProbe | None = None
 
     # -- saying things once
 
@@ -106,6 +113,12 @@ class Sampler:
                 self.no_gpu_reason = None
                 self._visible = _visible(self.gpus, self.settings.cuda_visible_devices)
                 self.attributed, self.attribution_basis = self._visible, "visible"
+                if not self.counter_probed.is_set():
+                    self._probe = CounterProbe(
+                        range(len(self.gpus)),
+                        self.nvml.energy_j,
+                        lambda gpu: self.nvml.supports(gpu, "energy"),
+                    )
                 models = ", ".join(sorted({g.model for g in self.gpus}))
                 self._say(
                     f"{len(self.gpus)} GPU{'s' if len(self.gpus) != 1 else ''} ({models}), "
@@ -126,6 +139,7 @@ class Sampler:
         self.gpus = []
         self.attributed, self._visible, self.attribution_basis = (), (), "none"
         self.no_gpu_reason = reason
+        self.counter_probed.set()  # no counter to time
         self._say(f"CPU only: {reason}")
 
     def close(self) -> None:
@@ -202,7 +216,37 @@ class Sampler:
             now = time.monotonic()
             if next_due < now:  # fell behind (a suspended laptop, a stalled driver): re-anchor
                 next_due = now + self.interval_s
-            stop.wait(next_due - now)
+            self._wait(stop, next_due)
+
+    def _wait(self, stop: threading.Event, due: float) -> None:
+        """Wait for the next sample; meanwhile, until it is done, probe the energy counters."""
+        while self._probe is not None:
+            now = time.monotonic()
+            if now >= due:
+                return
+            began = time.thread_time()
+            self._probe.step(now)
+            self.probe_cpu_seconds += time.thread_time() - began
+            if self._probe.done:
+                self._probed(self._probe)
+            elif stop.wait(min(PROBE_POLL_S, due - now)):
+                return
+        stop.wait(max(0.0, due - time.monotonic()))
+
+    def _probed(self, probe: CounterProbe) -> None:
+        self._probe = None
+        self.counter_period_s = dict(probe.periods)
+        for position, period in sorted(probe.periods.items()):
+            self._say(
+                f"{self.gpus[position].name}: the energy counter updates every "
+                f"{period * 1000:.0f} ms; shorter spans are not given its joules"
+            )
+        for position in probe.unknown:
+            self._say(
+                f"{self.gpus[position].name}: the energy counter did not move enough in "
+                f"{PROBE_BUDGET_S:g} s to time its updates; spans use its delta as it is"
+            )
+        self.counter_probed.set()
 
     # -- sampling
 
@@ -295,6 +339,11 @@ class Sampler:
         with self._lock:
             size = len(self.history)
             return [self.history[i] for i in range(max(0, size - count), size)]
+
+    def counter_period(self, positions: Sequence[int]) -> float | None:
+        """The longest known counter period among these GPUs (None: none known)."""
+        periods = [self.counter_period_s[p] for p in positions if p in self.counter_period_s]
+        return max(periods) if periods else None
 
     def energy_now(self, position: int) -> tuple[float | None, str | None]:
         """Cumulative joules of one GPU now: NVML's counter, or the power integral estimate."""
