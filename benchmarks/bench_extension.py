@@ -55,10 +55,10 @@ def cpu_per_call(fn, inner: int, flush) -> float:
 @contextlib.contextmanager
 def without(part: str, telemetry, cells_module):
     """Switch one part of the per-cell work off, to see what it costs."""
-    saved_observers = list(cells_module.observers)
     saved = ("record_cell", "request_flush")
-    if part == "hardware observer":
-        cells_module.observers.clear()
+    hardware = telemetry.enrichers.get("hardware")
+    if part == "hardware observer" and hardware is not None:
+        telemetry.enrichers.unregister("hardware")
     elif part == "metric points":
         telemetry.record_cell = lambda duration_s, failed: None
     elif part == "flush wake-up":
@@ -66,7 +66,8 @@ def without(part: str, telemetry, cells_module):
     try:
         yield
     finally:
-        cells_module.observers[:] = saved_observers
+        if hardware is not None:
+            telemetry.enrichers.register(hardware)
         for name in saved:
             telemetry.__dict__.pop(name, None)  # the class's own methods again
 

@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -26,27 +26,12 @@ from . import semconv
 from .telemetry import Rollup, Telemetry
 
 __all__ = [
-    "CellObserver",
     "CellRun",
     "CellSummary",
     "CellTracer",
     "TracedArgs",
-    "observers",
     "traced_line",
 ]
-
-
-class CellObserver(Protocol):
-    """Something that measures a cell (the hardware sampler does): one call at each end."""
-
-    def cell_started(self, span: trace.Span) -> Any: ...
-
-    def cell_ended(self, span: trace.Span, state: Any) -> dict[str, str]:
-        """Set attributes on the span; return summary fragments, label -> text."""
-        ...
-
-
-observers: list[CellObserver] = []
 
 
 @dataclass
@@ -126,7 +111,6 @@ class CellRun:
         self._token = otel_context.attach(trace.set_span_in_context(self.span))
         self._mark = _OPEN_CELL.set(self)
         self.rollup: Rollup = telemetry.rollups.open(self.span.get_span_context().span_id)
-        self._observed = [(o, _safe(o.cell_started, self.span)) for o in observers]
 
     def _detach(self) -> None:
         if _OPEN_CELL.get() is not self:
@@ -141,9 +125,6 @@ class CellRun:
         span = self.span
         self._detach()
         duration = time.perf_counter() - self.started
-        extra: dict[str, str] = {}
-        for observer, state in self._observed:
-            extra.update(_safe(observer.cell_ended, span, state) or {})
         rollup = self.rollup
         rolled: dict[str, Any] = {
             semconv.CELL_SPAN_COUNT: rollup.spans,
@@ -175,8 +156,19 @@ class CellRun:
             errors=rollup.errors,
             error=error_name,
             sums=dict(rollup.sums),
-            extra=extra,
+            extra=_measured(span),
         )
+
+
+def _measured(span: Any) -> dict[str, str]:
+    """Summary fragments from what the enrichers put on the ended cell span (GPU energy and
+    memory, CPU time: the hardware enricher, whose module is loaded when it ran)."""
+    attributes = span.attributes or {}
+    if semconv.CELL_PROCESS_CPU_SECONDS not in attributes:
+        return {}
+    from .hardware import cell_summary
+
+    return cell_summary(attributes)
 
 
 # The span processors export on their own every second; waking the flusher after a cell makes a
@@ -192,14 +184,6 @@ def _wake_flusher(telemetry: Telemetry) -> None:
     if now - _last_wake >= _FLUSH_EVERY_S:
         _last_wake = now
         telemetry.request_flush()
-
-
-def _safe(call: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return call(*args)
-    except Exception as exc:  # noqa: BLE001 - an observer must never break a user's cell
-        print(f"o11ylab: {type(exc).__name__} in a cell observer: {exc}")
-        return None
 
 
 # --- %%traced: the first line of a cell ----------------------------------------------------------

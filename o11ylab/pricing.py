@@ -768,7 +768,7 @@ class _CostHook:
             self._usage_below[parent.span_id] = True
         return below
 
-    def on_end(self, span: Any) -> dict[str, Any] | None:
+    def on_end(self, span: Any, _state: None = None) -> dict[str, Any] | None:
         attributes = span.attributes or {}
         operation = attributes.get(semconv.GEN_AI_OPERATION_NAME)
         is_operation = operation in semconv.ROLLUP_OPERATIONS

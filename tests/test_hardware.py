@@ -25,7 +25,7 @@ from typing import Any
 import pynvml
 import pytest
 
-from o11ylab import cells, hardware, semconv
+from o11ylab import hardware, semconv
 from o11ylab.config import ConfigError
 from o11ylab.hardware import Attributor, HardwareSettings, Sampler, _TorchPeaks, _visible
 from o11ylab.telemetry import get_telemetry
@@ -760,8 +760,7 @@ def test_unload_stops_the_sampler_and_removes_every_hook(shell: Any) -> None:
     try:
         assert not sampler.running
         assert not any(t.name == "o11ylab-hardware" for t in threading.enumerate())
-        assert "hardware" not in telemetry.enrichers.names()
-        assert not any(type(o).__name__ == "_CellMeasure" for o in cells.observers)
+        assert "hardware" not in telemetry.enrichers.names()  # spans and cells alike
     finally:
         shell.run_line_magic("load_ext", "o11ylab")
     assert hardware.get_sampler().running

@@ -606,7 +606,7 @@ def test_soak_memory_stays_bounded(
     class CountSpans:
         name = "test-count"
 
-        def on_end(self, _span: ReadableSpan) -> None:
+        def on_end(self, _span: ReadableSpan, _state: None) -> None:
             next(ended)  # atomic in CPython: safe from every user thread
 
     counts = SpanCounts()

@@ -317,7 +317,7 @@ class ScrubEnricher:
 
     name = "scrub"
 
-    def on_end(self, span: Any) -> None:
+    def on_end(self, span: Any, _state: None = None) -> None:
         _scrub_span(span)
 
 

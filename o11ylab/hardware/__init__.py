@@ -58,8 +58,15 @@ from ..config import HardwareSettings
 from ..config import clamp_hardware_interval as clamp_interval
 
 # The private names imported "as" themselves are those tests and benchmarks import from here.
-from ._attribution import Attributor, Measurement, Measuring, format_bytes, format_energy, measure
-from ._attribution import _CellMeasure as _CellMeasure
+from ._attribution import (
+    Attributor,
+    Measurement,
+    Measuring,
+    cell_summary,
+    format_bytes,
+    format_energy,
+    measure,
+)
 from ._attribution import _SpanAttribution as _SpanAttribution
 from ._attribution import _TorchPeaks as _TorchPeaks
 from ._nvml import Nvml
@@ -85,6 +92,7 @@ __all__ = [
     "Subscriber",
     "attach",
     "attached",
+    "cell_summary",
     "clamp_interval",
     "detach",
     "format_bytes",

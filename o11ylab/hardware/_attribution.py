@@ -142,19 +142,7 @@ class Measurement:
 
     def summary(self) -> dict[str, str]:
         """Fragments for the one-line cell summary, label -> text."""
-        parts: dict[str, str] = {}
-        if self.energy_j is not None:
-            estimate = "~" if self.energy_method not in (None, "counter_delta") else ""
-            shared = " shared" if self.energy_shared else ""
-            parts["gpu_energy"] = f"{estimate}{format_energy(self.energy_j)} GPU{shared}"
-        elif self.energy_method == TOO_SHORT and self.counter_period_s is not None:
-            parts["gpu_energy"] = f"GPU J n/a (< {self.counter_period_s * 1000:.0f} ms)"
-        if self.memory_peak_bytes is not None:
-            parts["gpu_memory"] = f"peak {format_bytes(self.memory_peak_bytes)} GPU"
-        if self.utilization_mean is not None:
-            parts["gpu_utilization"] = f"GPU {self.utilization_mean * 100:.0f}%"
-        parts["cpu"] = f"CPU {self.cpu_seconds:.2f} s"
-        return parts
+        return cell_summary(self.cell_attributes())
 
 
 def format_energy(joules: float) -> str:
@@ -352,75 +340,80 @@ class Attributor:
 
 
 class _SpanAttribution:
-    """The hardware enricher: GPU energy, peak memory, utilization and CPU time of GenAI
-    operation spans, from start to end (see ``o11ylab.enrichment``)."""
+    """The hardware enricher (see ``o11ylab.enrichment``): GPU energy, peak memory,
+    utilization and CPU time of each GenAI operation span and each cell span, from its start
+    to its end. A cell also gets the process's peak memory."""
 
     name = "hardware"
 
     def __init__(self, attributor: Attributor) -> None:
         self.attributor = attributor
-        self.open: dict[int, _Start] = {}
 
-    def on_start(self, span: Span) -> None:
+    def on_start(self, span: Span) -> tuple[bool, _Start] | None:
         attributes = span.attributes
-        if attributes:
-            if semconv.CELL_SOURCE_SHA256 in attributes:
-                return  # a cell span: the cell observer measures it
-            if (
-                semconv.GEN_AI_OPERATION_NAME not in attributes
-                and span.name.partition(" ")[0] not in semconv.ATTRIBUTED_OPERATIONS
-            ):
-                return
-        elif span.name.partition(" ")[0] not in semconv.ATTRIBUTED_OPERATIONS:
-            return
+        cell = attributes is not None and semconv.CELL_SOURCE_SHA256 in attributes
+        if (
+            not cell
+            and (not attributes or semconv.GEN_AI_OPERATION_NAME not in attributes)
+            and span.name.partition(" ")[0] not in semconv.ATTRIBUTED_OPERATIONS
+        ):
+            return None
         try:
+            if cell:
+                return True, self.attributor.begin(process_memory=True)
             # The lane only matters, and is only worth its few microseconds, with a GPU.
             gpu = bool(self.attributor.sampler.attributed)
-            started = self.attributor.begin(lane=lane() if gpu else None)
+            return False, self.attributor.begin(lane=lane() if gpu else None)
         except Exception as exc:  # noqa: BLE001 - the registry would drop a raising enricher
-            self.attributor.sampler._say(
-                f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING
-            )
-            return
-        self.open[span.get_span_context().span_id] = started
-        if len(self.open) > _MAX_OPEN_SPANS:
-            try:
-                del self.open[next(iter(self.open))]
-            except (StopIteration, KeyError, RuntimeError):
-                pass
+            self._skipped(exc)
+            return None
 
-    def on_end(self, span: ReadableSpan) -> dict[str, Any] | None:
-        if not self.open or span.context is None:
+    def on_end(
+        self, span: ReadableSpan, state: tuple[bool, _Start] | None
+    ) -> dict[str, Any] | None:
+        if state is None:
             return None
-        start = self.open.pop(span.context.span_id, None)
-        if start is None:
-            return None
-        attributes = span.attributes or {}
+        cell, start = state
         try:
-            measurement = self.attributor.end(start)
+            measurement = self.attributor.end(start, process_memory=cell)
         except Exception as exc:  # noqa: BLE001 - the registry would drop a raising enricher
-            self.attributor.sampler._say(
-                f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING
-            )
+            self._skipped(exc)
             return None
+        if cell:
+            return measurement.cell_attributes()
+        attributes = span.attributes or {}
         return measurement.span_attributes(attributes.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS))
 
+    def _skipped(self, exc: Exception) -> None:
+        self.attributor.sampler._say(
+            f"span attribution skipped a span ({type(exc).__name__}: {exc})", logging.WARNING
+        )
 
-class _CellMeasure:
-    """The cells.CellObserver: GPU energy, peak memory, utilization and CPU on each cell span."""
 
-    def __init__(self, attributor: Attributor) -> None:
-        self.attributor = attributor
-
-    def cell_started(self, span: Any) -> _Start:
-        return self.attributor.begin(process_memory=True)
-
-    def cell_ended(self, span: Any, state: _Start | None) -> dict[str, str]:
-        if state is None:
-            return {}
-        measurement = self.attributor.end(state, process_memory=True)
-        span.set_attributes(measurement.cell_attributes())
-        return measurement.summary()
+def cell_summary(attributes: Any) -> dict[str, str]:
+    """Fragments for a cell's one-line summary, label -> text, from what the hardware enricher
+    put on the cell span."""
+    parts: dict[str, str] = {}
+    energy = attributes.get(semconv.CELL_GPU_ENERGY)
+    method = attributes.get(semconv.GPU_ENERGY_METHOD)
+    if energy is not None:
+        estimate = "~" if method not in (None, "counter_delta") else ""
+        shared = " shared" if attributes.get(semconv.GPU_ENERGY_SHARED) else ""
+        parts["gpu_energy"] = f"{estimate}{format_energy(energy)} GPU{shared}"
+    else:
+        period = attributes.get(semconv.GPU_ENERGY_COUNTER_PERIOD)
+        if method == TOO_SHORT and period is not None:
+            parts["gpu_energy"] = f"GPU J n/a (< {period * 1000:.0f} ms)"
+    peak = attributes.get(semconv.CELL_GPU_MEMORY_PEAK)
+    if peak is not None:
+        parts["gpu_memory"] = f"peak {format_bytes(peak)} GPU"
+    utilization = attributes.get(semconv.CELL_GPU_UTILIZATION_MEAN)
+    if utilization is not None:
+        parts["gpu_utilization"] = f"GPU {utilization * 100:.0f}%"
+    cpu = attributes.get(semconv.CELL_PROCESS_CPU_SECONDS)
+    if cpu is not None:
+        parts["cpu"] = f"CPU {cpu:.2f} s"
+    return parts
 
 
 class Measuring:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config import load_hardware
-from ._attribution import Attributor, _CellMeasure, _SpanAttribution
+from ._attribution import Attributor, _SpanAttribution
 from ._metrics import register_instruments
 from ._sampler import Sampler
 
@@ -22,7 +22,6 @@ class _Installed:
     telemetry: Telemetry
     sampler: Sampler
     spans: _SpanAttribution
-    cells: _CellMeasure
     note_sink: Callable[[str], None]
 
 
@@ -92,12 +91,9 @@ def attach(telemetry: Telemetry) -> Sampler | None:
     if not settings.enabled:
         _note(telemetry, "hardware: off (O11YLAB_HARDWARE=0)")
         return None
-    from .. import cells
-
     sampler = get_sampler()
     attributor = Attributor(sampler)
     spans = _SpanAttribution(attributor)
-    observer = _CellMeasure(attributor)
 
     def note_sink(text: str) -> None:
         _note(telemetry, text)
@@ -106,10 +102,9 @@ def attach(telemetry: Telemetry) -> Sampler | None:
         note_sink(f"hardware: {text}")
     sampler.note_sinks.append(note_sink)
     telemetry.enrichers.register(spans)
-    cells.observers.append(observer)
     register_instruments(telemetry.meter, _current_sampler)
     sampler.start()
-    _PROCESS.installed = _Installed(telemetry, sampler, spans, observer, note_sink)
+    _PROCESS.installed = _Installed(telemetry, sampler, spans, note_sink)
     return sampler
 
 
@@ -123,11 +118,7 @@ def detach() -> None:
     installed, _PROCESS.installed = _PROCESS.installed, None
     if installed is None:
         return
-    from .. import cells
-
     installed.telemetry.enrichers.unregister(installed.spans.name)
-    if installed.cells in cells.observers:
-        cells.observers.remove(installed.cells)
     if installed.note_sink in installed.sampler.note_sinks:
         installed.sampler.note_sinks.remove(installed.note_sink)
     installed.sampler.stop()
