@@ -24,7 +24,6 @@ tracer provider o11ylab builds (after the user's own processors when the provide
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -33,6 +32,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ._compat import set_ended_attributes
+from ._say import say
 
 __all__ = ["Enricher", "Enrichers", "set_ended_attributes"]
 
@@ -127,7 +127,4 @@ class Enrichers(SpanProcessor):
 
     def _drop(self, name: str, exc: Exception) -> None:
         self.unregister(name)
-        print(
-            f"o11ylab: the {name} enricher failed and was removed ({type(exc).__name__}: {exc})",
-            file=sys.stderr,
-        )
+        say(f"the {name} enricher failed and was removed ({type(exc).__name__}: {exc})")

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import re
-import sys
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from . import semconv
+from ._say import say
 from .config import ConfigError
 
 __all__ = [
@@ -749,7 +749,6 @@ class _CostHook:
             unit="USD",
             description="Cost of GenAI client operations in USD, by model (o11ylab extension).",
         )
-        self._warned = False
         # Span ids of open spans with a descendant GenAI span that carried usage. Children end
         # before their parents, so the mark is there when the parent ends, and leaves with it.
         self._usage_below: dict[int, bool] = {}
@@ -789,12 +788,9 @@ class _CostHook:
         try:
             table = load_table()
         except PricingError as exc:
-            if not self._warned:
-                self._warned = True
-                print(
-                    f"o11ylab: costs are unknown until the price table is fixed: {exc}",
-                    file=sys.stderr,
-                )
+            say(
+                f"costs are unknown until the price table is fixed: {exc}", once=(id(self), "table")
+            )
             return {semconv.COST_UNKNOWN: True}
         try:
             cost = price_call(

@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._say import say
 from ..config import HardwareSettings, clamp_hardware_interval, load_hardware
 from ._energy import PROBE_BUDGET_S, PROBE_POLL_S, CounterProbe
 from ._host import _HostReader
@@ -81,10 +82,9 @@ class Sampler:
         if text in self.notes:
             return
         self.notes.append(text)
-        _log.log(level, text)
-        if level >= logging.WARNING:
-            # Something changed under a running kernel: the user should see it, once.
-            print(f"o11ylab: {text}", file=sys.stderr)
+        # Something changed under a running kernel (a warning): the user should see it, once.
+        # Information (which GPUs, no GPU and why) goes to the log and %o11y status only.
+        say(text, level=level, show=level >= logging.WARNING)
         for sink in list(self.note_sinks):
             try:
                 sink(f"hardware: {text}")

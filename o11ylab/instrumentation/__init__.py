@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from .._say import say
+
 if TYPE_CHECKING:
     from types import ModuleType
 
@@ -218,10 +220,9 @@ class Instrumentation:
             except Exception as exc:  # noqa: BLE001 - an instrumentor must never break the user's import
                 entry.state = "failed"
                 entry.reason = f"{type(exc).__name__}: {exc}"[:300]
-                print(
-                    f"o11ylab: could not instrument {entry.module} with {entry.target} "
-                    f"({entry.reason}); the library works untraced.",
-                    file=sys.stderr,
+                say(
+                    f"could not instrument {entry.module} with {entry.target} "
+                    f"({entry.reason}); the library works untraced."
                 )
 
     def deactivate(self) -> None:
@@ -236,11 +237,7 @@ class Instrumentation:
                     try:
                         entry._instrumentor.uninstrument()
                     except Exception as exc:  # noqa: BLE001 - one instrumentor failing must not stop the rest
-                        print(
-                            f"o11ylab: uninstrumenting {entry.module} failed "
-                            f"({type(exc).__name__}: {exc})",
-                            file=sys.stderr,
-                        )
+                        say(f"uninstrumenting {entry.module} failed ({type(exc).__name__}: {exc})")
                         continue
                     entry.state = "waiting"
 
