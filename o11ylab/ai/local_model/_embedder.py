@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ... import models
 from ...instrumentation._local import span_notes
@@ -31,7 +32,13 @@ class LocalEmbedder:
     """A sentence-transformers model (default all-MiniLM-L6-v2), instrumented like LocalModel."""
 
     def __init__(
-        self, model: str | Path | None = None, *, device: str | None = None, verbose: bool = True
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str | None = None,
+        verbose: bool = True,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         ref = models.resolve_embedding_model(str(model) if model is not None else None)
         if device is None:
@@ -55,7 +62,8 @@ class LocalEmbedder:
         self.dimensions = int(dimension() or 0)
         self.max_tokens = int(self.model.max_seq_length or 512)
         self.lock = threading.Lock()
-        _ensure_instrumented(embeddings=True)
+        self._providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+        _ensure_instrumented(embeddings=True, **self._providers)
         if verbose:
             print(
                 f"o11ylab: embedding model {self.name} on {self.device} ({self.dimensions} "
@@ -73,7 +81,7 @@ class LocalEmbedder:
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items or any(not isinstance(t, str) or not t.strip() for t in items):
             raise EmptyPromptError("nothing to embed: pass one or more non-empty strings.")
-        _ensure_instrumented(embeddings=True)
+        _ensure_instrumented(embeddings=True, **self._providers)
         with self.lock, span_notes(model=self.name) as notes:
             array = self.model.encode(
                 items, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False

@@ -62,6 +62,8 @@ class VectorStore:
         space: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         client: ClientAPI | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         self.name = check_collection_name(collection)
         if space is not None and space not in SPACES:
@@ -70,7 +72,9 @@ class VectorStore:
         self.space = space or "cosine"
         # Chroma reads this when a client is built; it is a no-op in 1.5 but documents intent.
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-        _ensure_instrumented()
+        # Used when this store switches an instrumentor on (o11ylab.ai._otel).
+        self._providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+        _ensure_instrumented(tracer_provider, meter_provider)
 
         if client is not None:
             self._client = client
@@ -78,7 +82,7 @@ class VectorStore:
         else:
             self._client, self.location = open_client(path, host, port, ssl)
 
-        self._embedder = _resolve_embedder(embedder)
+        self._embedder = _resolve_embedder(embedder, self._providers)
         self.collection: Collection = self._open_collection()
         saved = _saved_configuration(self.collection)
         self._check_saved(saved, space)
@@ -287,7 +291,9 @@ class VectorStore:
                 raise self._no_embedder(action)
             default = _default_folder()
             same_as_default = default is not None and Path(self._saved_model).resolve() == default
-            embedder = _local_embedder(None if same_as_default else self._saved_model)
+            embedder = _local_embedder(
+                None if same_as_default else self._saved_model, self._providers
+            )
             self.collection = self._client.get_collection(
                 self.name, embedding_function=embedder.chroma_function
             )
