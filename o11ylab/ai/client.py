@@ -119,6 +119,10 @@ class AuthenticationFailed(AIError):
 
 
 class ModelNotFound(AIError):
+    """The endpoint does not serve the model asked for (HTTP 404, or none of its ``/v1/models``
+    fits). Not to be confused with ``o11ylab.models.LocalModelNotFoundError`` (formerly
+    ``ModelNotFoundError``): a local model folder that is missing."""
+
     hint = "Pass model=... with a model this endpoint serves (see client.models.list())."
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
 import time
@@ -12,20 +11,10 @@ from typing import Any
 
 from ... import models
 from ...instrumentation._local import span_notes
+from .._types import EmbeddingResult
 from ._device import choose_device
 from ._errors import EmptyPromptError, LocalModelError
 from ._instrument import _ensure_instrumented
-
-
-@dataclasses.dataclass(frozen=True)
-class EmbeddingResult:
-    vectors: list[list[float]]
-    model: str
-    input_tokens: int
-
-    @property
-    def dimensions(self) -> int:
-        return len(self.vectors[0]) if self.vectors else 0
 
 
 class LocalEmbedder:
@@ -88,4 +77,7 @@ class LocalEmbedder:
             )
         vectors = array.astype("float32").tolist()
         counted = notes.outcome.input_tokens if notes.outcome is not None else 0
-        return EmbeddingResult(vectors, self.name, counted or self.count_tokens(items))
+        # Local models cost nothing, and the result says so (0, not unknown).
+        return EmbeddingResult(
+            vectors, self.name, counted or self.count_tokens(items), cost_usd=0.0
+        )

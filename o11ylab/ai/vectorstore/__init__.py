@@ -46,9 +46,13 @@ Public API::
         higher score is closer: 1 - distance for cosine (the cosine similarity) and ip,
         -distance for l2
     check_collection_name(name) -> name, default_path() -> Path
-    Errors, all VectorStoreError; each message says what to do next. The input ones are also
-    ValueError: CollectionNameError, DimensionMismatchError, DuplicateIdError,
-    EmptyQueryError, TopKError, NoEmbedderError, ModelMismatchError; and StorePathError (the
+    Errors, all VectorStoreError (an O11yLabError); each message says what to do next. The
+    input ones are also ValueError: CollectionNameError, DimensionMismatchError,
+    DuplicateIdError, EmptyQueryError, TopKError, NoEmbedderError, ModelMismatchError,
+    OptionError (space, batch_size), NothingToAddError, EmptyDocumentError, MissingIdError,
+    LengthMismatchError (ids/metadatas/embeddings per record), DeleteFilterError,
+    QueryArgumentError (a text and a vector at once); those of the wrong type are also
+    TypeError: EmbedderTypeError, DocumentTypeError, QueryTypeError; and StorePathError (the
     folder cannot be written), ChromaConnectionError (no server at CHROMA_HOST).
 
 Where the vectors live: a ``chromadb.PersistentClient`` on ``path`` (else ``CHROMA_PATH``, else
@@ -93,11 +97,21 @@ from ._client import DEFAULT_PORT, default_path
 from ._errors import (
     ChromaConnectionError,
     CollectionNameError,
+    DeleteFilterError,
     DimensionMismatchError,
+    DocumentTypeError,
     DuplicateIdError,
+    EmbedderTypeError,
+    EmptyDocumentError,
     EmptyQueryError,
+    LengthMismatchError,
+    MissingIdError,
     ModelMismatchError,
     NoEmbedderError,
+    NothingToAddError,
+    OptionError,
+    QueryArgumentError,
+    QueryTypeError,
     StorePathError,
     TopKError,
     VectorStoreError,
@@ -114,12 +128,22 @@ __all__ = [
     "SPACES",
     "ChromaConnectionError",
     "CollectionNameError",
+    "DeleteFilterError",
     "DimensionMismatchError",
+    "DocumentTypeError",
     "DuplicateIdError",
+    "EmbedderTypeError",
+    "EmptyDocumentError",
     "EmptyQueryError",
     "Hit",
+    "LengthMismatchError",
+    "MissingIdError",
     "ModelMismatchError",
     "NoEmbedderError",
+    "NothingToAddError",
+    "OptionError",
+    "QueryArgumentError",
+    "QueryTypeError",
     "Record",
     "StorePathError",
     "TopKError",

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._errors import EmbedderTypeError
+
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
@@ -79,7 +81,7 @@ def _resolve_embedder(
         return _local_embedder(None if embedder == "default" else embedder, providers)
     if callable(embedder):  # a Chroma EmbeddingFunction: it embeds, and Chroma saves its config
         return _Embedder(_model_name(embedder), embedder)
-    raise TypeError(
+    raise EmbedderTypeError(
         "embedder must be 'default', a model folder or cached hub id, a Chroma "
         f"EmbeddingFunction, or None for precomputed vectors; got {type(embedder).__name__}."
     )
