@@ -261,7 +261,6 @@ def ask(
             temperature=temperature,
             client=client,
         )
-        assert isinstance(reply, ChatResult)
         invocation.output_messages = [
             OutputMessage(
                 role="assistant",
