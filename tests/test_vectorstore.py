@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from o11ylab import semconv
+from o11ylab.ai import vectorstore as vs
 from o11ylab.ai.vectorstore import (
     ChromaConnectionError,
     CollectionNameError,
@@ -674,3 +675,73 @@ def test_chroma_server_through_chroma_host(
     assert span.attributes["server.port"] == chroma_server
     with pytest.raises(DimensionMismatchError):
         store.search(embedding=[1.0, 0.0])
+
+
+# Each refused input: (what it is, the call, the store's error, the built-in its callers caught).
+REFUSED: list[tuple[str, Any, type[VectorStoreError], type[Exception]]] = [
+    ("unknown space", lambda s: VectorStore("axes", path=s.location, space="manhattan"),
+     vs.OptionError, ValueError),
+    ("batch size 0", lambda s: VectorStore("axes", path=s.location, batch_size=0),
+     vs.OptionError, ValueError),
+    ("embedder 3", lambda s: VectorStore("axes", path=s.location, embedder=3),
+     vs.EmbedderTypeError, TypeError),
+    ("nothing", lambda s: s.add(), vs.NothingToAddError, ValueError),
+    ("empty list", lambda s: s.add([]), vs.NothingToAddError, ValueError),
+    ("bytes", lambda s: s.add([b"bytes"]), vs.DocumentTypeError, TypeError),
+    ("vectors, no ids", lambda s: s.add(embeddings=[[1.0, 0.0]]), vs.MissingIdError, ValueError),
+    ("empty id", lambda s: s.add(ids=[""], embeddings=[[1.0, 0.0]]), vs.MissingIdError, ValueError),
+    ("2 ids, 1 vector", lambda s: s.add(ids=["a", "b"], embeddings=[[1.0, 0.0]]),
+     vs.LengthMismatchError, ValueError),
+    ("2 metadatas", lambda s: s.add(ids=["a"], embeddings=[[1.0, 0.0]], metadatas=[{}, {}]),
+     vs.LengthMismatchError, ValueError),
+    ("1 vector, 2 docs", lambda s: s.add(["x", "y"], ids=["a", "b"], embeddings=[[1.0, 0.0]]),
+     vs.LengthMismatchError, ValueError),
+    ("blank document", lambda s: s.add(["x", " "]), vs.EmptyDocumentError, ValueError),
+    ("delete all?", lambda s: s.delete(), vs.DeleteFilterError, ValueError),
+    ("text and vector", lambda s: s.search("q", embedding=[1.0, 0.0]),
+     vs.QueryArgumentError, ValueError),
+    ("texts and vectors", lambda s: s.query(["q"], query_embeddings=[[1.0, 0.0]]),
+     vs.QueryArgumentError, ValueError),
+    ("search two texts", lambda s: s.search(["a", "b"]), vs.QueryTypeError, TypeError),
+    ("one flat vector", lambda s: s.query(query_embeddings=[1.0, 0.0]),
+     vs.QueryTypeError, TypeError),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "builtin"),
+    [case[1:] for case in REFUSED],
+    ids=[case[0] for case in REFUSED],
+)
+def test_every_refused_input_is_a_documented_store_error_and_still_its_builtin(
+    vectors: VectorStore, call: Any, error: type[VectorStoreError], builtin: type[Exception]
+) -> None:
+    from o11ylab.errors import O11yLabError
+
+    with pytest.raises(error) as caught:
+        call(vectors)
+    assert isinstance(caught.value, VectorStoreError)
+    assert isinstance(caught.value, O11yLabError)
+    assert isinstance(caught.value, builtin)  # code that caught ValueError/TypeError still does
+    assert error.__name__ in vs.__all__
+
+
+def test_the_two_model_not_found_errors_are_told_apart() -> None:
+    from o11ylab import ai, models
+
+    # A missing local model folder; the old name is the same class.
+    assert models.ModelNotFoundError is models.LocalModelNotFoundError
+    assert issubclass(models.LocalModelNotFoundError, FileNotFoundError)
+    # An endpoint that does not serve the model: another error, another family.
+    assert issubclass(ai.ModelNotFound, ai.AIError)
+    assert not issubclass(ai.ModelNotFound, models.LocalModelNotFoundError)
+    assert "LocalModelNotFoundError" in (ai.ModelNotFound.__doc__ or "")
+    assert "ModelNotFound" in (models.LocalModelNotFoundError.__doc__ or "")
+
+
+def test_one_embedding_result_for_remote_and_local_embeddings() -> None:
+    from o11ylab.ai import EmbeddingResult, embeddings, local_model
+
+    assert local_model.EmbeddingResult is embeddings.EmbeddingResult is EmbeddingResult
+    result = EmbeddingResult([[0.6, 0.8]], "m", 2, cost_usd=0.0)
+    assert (result.dimensions, len(result)) == (2, 1)

@@ -6,10 +6,69 @@ Each module imports its heavy dependencies (openai, chromadb, torch) lazily.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # What the lazy names are, for type checkers; at run time they stay lazy (__getattr__).
+    from .client import (
+        AIError,
+        AuthenticationFailed,
+        BadRequest,
+        ContextTooLong,
+        Endpoint,
+        EndpointTimeout,
+        EndpointUnreachable,
+        InvalidInput,
+        ModelNotFound,
+        RateLimited,
+        ServerError,
+        get_async_client,
+        get_client,
+        instrument,
+        resolve_endpoint,
+        uninstrument,
+    )
+    from .embeddings import (
+        EmbeddingResult,
+        aembed,
+        embed,
+    )
+    from .pipeline import (
+        RagAnswer,
+        Source,
+        ask,
+        index_documents,
+        load_documents,
+    )
+    from .vectorstore import (
+        ChromaConnectionError,
+        CollectionNameError,
+        DeleteFilterError,
+        DimensionMismatchError,
+        DocumentTypeError,
+        DuplicateIdError,
+        EmbedderTypeError,
+        EmptyDocumentError,
+        EmptyQueryError,
+        Hit,
+        LengthMismatchError,
+        MissingIdError,
+        ModelMismatchError,
+        NoEmbedderError,
+        NothingToAddError,
+        OptionError,
+        QueryArgumentError,
+        QueryTypeError,
+        Record,
+        StorePathError,
+        TopKError,
+        VectorStore,
+        VectorStoreError,
+    )
 
 # Public names -> the module that defines them; imported on first use so that
-# ``import o11ylab.ai`` stays cheap. Add yours here.
+# ``import o11ylab.ai`` stays cheap. Add yours here, to __all__, and to the TYPE_CHECKING
+# imports above (tests/test_typing.py checks the three agree).
 _LAZY: dict[str, str] = {
     # chat and embeddings over the instrumented openai SDK (chat is imported below)
     "embed": "embeddings",
@@ -48,6 +107,16 @@ _LAZY: dict[str, str] = {
             "DuplicateIdError",
             "EmptyQueryError",
             "TopKError",
+            "DeleteFilterError",
+            "DocumentTypeError",
+            "EmbedderTypeError",
+            "EmptyDocumentError",
+            "LengthMismatchError",
+            "MissingIdError",
+            "NothingToAddError",
+            "OptionError",
+            "QueryArgumentError",
+            "QueryTypeError",
         ),
         "vectorstore",
     ),
@@ -63,15 +132,62 @@ _LAZY: dict[str, str] = {
 # package attribute of that name, so it cannot be lazy: importing it here is cheap (no openai).
 from .chat import AsyncChatStream, ChatResult, ChatStream, Usage, achat, chat  # noqa: E402
 
-# Built from _LAZY so that a name added there is public at once (hence the noqa).
+# Every public name, written out so that type checkers and linters read it; a test checks it
+# against _LAZY (tests/test_typing.py).
 __all__ = [
-    *_LAZY,
+    "AIError",
     "AsyncChatStream",
+    "AuthenticationFailed",
+    "BadRequest",
     "ChatResult",
     "ChatStream",
+    "ChromaConnectionError",
+    "CollectionNameError",
+    "ContextTooLong",
+    "DeleteFilterError",
+    "DimensionMismatchError",
+    "DocumentTypeError",
+    "DuplicateIdError",
+    "EmbedderTypeError",
+    "EmbeddingResult",
+    "EmptyDocumentError",
+    "EmptyQueryError",
+    "Endpoint",
+    "EndpointTimeout",
+    "EndpointUnreachable",
+    "Hit",
+    "InvalidInput",
+    "LengthMismatchError",
+    "MissingIdError",
+    "ModelMismatchError",
+    "ModelNotFound",
+    "NoEmbedderError",
+    "NothingToAddError",
+    "OptionError",
+    "QueryArgumentError",
+    "QueryTypeError",
+    "RagAnswer",
+    "RateLimited",
+    "Record",
+    "ServerError",
+    "Source",
+    "StorePathError",
+    "TopKError",
     "Usage",
+    "VectorStore",
+    "VectorStoreError",
     "achat",
+    "aembed",
+    "ask",
     "chat",
+    "embed",
+    "get_async_client",
+    "get_client",
+    "index_documents",
+    "instrument",
+    "load_documents",
+    "resolve_endpoint",
+    "uninstrument",
 ]
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Literal, Self, overload
 
 from .. import pricing
 from .client import (
@@ -192,6 +192,49 @@ def _result(endpoint: Endpoint, model: str, response: Any) -> ChatResult:
 # --- sync ----------------------------------------------------------------------------------------
 
 
+# The return type follows stream=: a type checker knows which one a call gets.
+@overload
+def chat(
+    messages: Messages,
+    model: str | None = None,
+    *,
+    system: str | None = None,
+    stream: Literal[False] = False,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    temperature: float | None = None,
+    client: Any = None,
+    **extra: Any,
+) -> ChatResult: ...
+
+
+@overload
+def chat(
+    messages: Messages,
+    model: str | None = None,
+    *,
+    system: str | None = None,
+    stream: Literal[True],
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    temperature: float | None = None,
+    client: Any = None,
+    **extra: Any,
+) -> ChatStream: ...
+
+
+@overload
+def chat(
+    messages: Messages,
+    model: str | None = None,
+    *,
+    system: str | None = None,
+    stream: bool = False,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    temperature: float | None = None,
+    client: Any = None,
+    **extra: Any,
+) -> ChatResult | ChatStream: ...
+
+
 def chat(
     messages: Messages,
     model: str | None = None,
@@ -310,6 +353,48 @@ class ChatStream(Iterator[str]):
 
 
 # --- async ---------------------------------------------------------------------------------------
+
+
+@overload
+async def achat(
+    messages: Messages,
+    model: str | None = None,
+    *,
+    system: str | None = None,
+    stream: Literal[False] = False,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    temperature: float | None = None,
+    client: Any = None,
+    **extra: Any,
+) -> ChatResult: ...
+
+
+@overload
+async def achat(
+    messages: Messages,
+    model: str | None = None,
+    *,
+    system: str | None = None,
+    stream: Literal[True],
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    temperature: float | None = None,
+    client: Any = None,
+    **extra: Any,
+) -> AsyncChatStream: ...
+
+
+@overload
+async def achat(
+    messages: Messages,
+    model: str | None = None,
+    *,
+    system: str | None = None,
+    stream: bool = False,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    temperature: float | None = None,
+    client: Any = None,
+    **extra: Any,
+) -> ChatResult | AsyncChatStream: ...
 
 
 async def achat(

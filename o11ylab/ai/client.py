@@ -119,6 +119,10 @@ class AuthenticationFailed(AIError):
 
 
 class ModelNotFound(AIError):
+    """The endpoint does not serve the model asked for (HTTP 404, or none of its ``/v1/models``
+    fits). Not to be confused with ``o11ylab.models.LocalModelNotFoundError`` (formerly
+    ``ModelNotFoundError``): a local model folder that is missing."""
+
     hint = "Pass model=... with a model this endpoint serves (see client.models.list())."
 
 
@@ -285,25 +289,62 @@ def resolve_endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
 _lock = threading.RLock()
 
 
-def instrument() -> None:
-    """Make sure the openai SDK is traced: o11ylab's instrumentors and enrichers are active
-    (``o11ylab.activation``), on the process's providers. Idempotent and cheap after the first
-    call. An SDK the user instrumented already is left as it is."""
-    from ..activation import activate, is_active
+# The instrumentors instrument() switched on itself (not the loader's, not the user's), so that
+# uninstrument() undoes exactly those.
+_switched_on: list[Any] = []
+_INSTRUMENTORS = (
+    ("openai", "opentelemetry.instrumentation.genai.openai", "OpenAIInstrumentor"),
+    ("openai_http", "o11ylab.instrumentation.openai_http", "OpenAIHTTPInstrumentor"),
+)
 
-    if is_active():
-        return
-    from ..telemetry import get_telemetry
 
-    activate(get_telemetry(), local_endpoint=False)
+def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+    """Make sure the openai SDK is traced: the official ``OpenAIInstrumentor`` and o11ylab's
+    ``openai_http`` are on (through the loader when ``%load_ext`` ran), on the providers passed,
+    else the global ones; and, when o11ylab's telemetry runs, its cost and key-scrub enrichers.
+    Installs no provider and writes no file (``o11ylab.ai._otel``). Idempotent and cheap after
+    the first call. An SDK the user instrumented already is left as it is."""
+    import importlib
+
+    from ._otel import enrich, switch_on
+
+    with _lock:
+        for name, module, class_name in _INSTRUMENTORS:
+            try:
+                instrumentor = getattr(importlib.import_module(module), class_name)()
+            except ImportError:  # the official instrumentation is an optional dependency
+                continue
+            if instrumentor.is_instrumented_by_opentelemetry:
+                continue
+            switch_on(
+                name,
+                instrumentor,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+            )
+            if instrumentor.is_instrumented_by_opentelemetry and not _by_loader(name):
+                _switched_on.append(instrumentor)
+    enrich(scrub=True)
+
+
+def _by_loader(name: str) -> bool:
+    from .. import instrumentation
+
+    return name in instrumentation.get().instrumented()
 
 
 def uninstrument() -> None:
-    """Undo ``instrument()`` (idempotent); clients built earlier stop making spans."""
+    """Undo ``instrument()`` and what ``%load_ext``/``o11ylab.init()`` switched on for the SDK
+    (idempotent); clients built earlier stop making spans."""
     from ..activation import deactivate
     from ..telemetry import peek_telemetry
 
     deactivate(peek_telemetry())
+    with _lock:
+        while _switched_on:
+            instrumentor = _switched_on.pop()
+            if instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.uninstrument()
 
 
 def is_instrumented() -> bool:
@@ -350,12 +391,15 @@ def _key(endpoint: Endpoint) -> tuple[Any, ...]:
     )
 
 
-def get_client(endpoint: Endpoint | None = None) -> openai.OpenAI:
+def get_client(
+    endpoint: Endpoint | None = None, *, tracer_provider: Any = None, meter_provider: Any = None
+) -> openai.OpenAI:
     """An instrumented ``openai.OpenAI`` for ``endpoint`` (default: from the environment),
-    built once and reused."""
+    built once and reused. The providers count when this call switches the instrumentation on
+    (see ``instrument``)."""
     import openai
 
-    instrument()
+    instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     endpoint = endpoint or resolve_endpoint()
     key = ("sync", *_key(endpoint))
     with _lock:
@@ -372,11 +416,13 @@ def get_client(endpoint: Endpoint | None = None) -> openai.OpenAI:
     return client
 
 
-def get_async_client(endpoint: Endpoint | None = None) -> openai.AsyncOpenAI:
+def get_async_client(
+    endpoint: Endpoint | None = None, *, tracer_provider: Any = None, meter_provider: Any = None
+) -> openai.AsyncOpenAI:
     """An instrumented ``openai.AsyncOpenAI``; one per event loop (connections belong to one)."""
     import openai
 
-    instrument()
+    instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     endpoint = endpoint or resolve_endpoint()
     try:
         loop: Any = asyncio.get_running_loop()

@@ -14,10 +14,10 @@ batches of ``batch_size`` texts, one span each.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import pricing
+from ._types import EmbeddingResult
 from .client import (
     Endpoint,
     InvalidInput,
@@ -31,21 +31,6 @@ from .client import (
 __all__ = ["EmbeddingResult", "aembed", "embed"]
 
 DEFAULT_BATCH_SIZE = 256
-
-
-@dataclass
-class EmbeddingResult:
-    """One vector per input text, in order, with the tokens and cost of the call(s)."""
-
-    vectors: list[list[float]]
-    model: str
-    dimensions: int
-    input_tokens: int
-    cost_usd: float | None
-    responses: list[Any] = field(default_factory=list, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.vectors)
 
 
 def _texts(texts: str | Sequence[str]) -> list[str]:
@@ -103,7 +88,6 @@ def _collect(endpoint: Endpoint, model: str, responses: list[Any]) -> EmbeddingR
     return EmbeddingResult(
         vectors=vectors,
         model=response_model or model,
-        dimensions=len(vectors[0]) if vectors else 0,
         input_tokens=tokens,
         cost_usd=None if cost is None else cost.amount,
         responses=responses,

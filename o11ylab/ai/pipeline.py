@@ -38,7 +38,7 @@ from opentelemetry import trace
 
 from .. import semconv
 from .chat import ChatResult, Usage, chat
-from .client import InvalidInput
+from .client import InvalidInput, get_client
 from .embeddings import embed
 
 if TYPE_CHECKING:
@@ -111,14 +111,18 @@ def index_documents(
     *,
     embedding_model: str | None = None,
     batch_size: int = 64,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
 ) -> int:
     """Embed ``documents`` (default: the bundled set) and upsert them into ``store``.
 
-    Returns how many documents were indexed. Re-running replaces them (ids are stable).
+    Returns how many documents were indexed. Re-running replaces them (ids are stable). The
+    spans go to the providers passed, else the global ones (none is installed here).
     """
-    store = store if store is not None else open_store()
+    providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+    store = store if store is not None else open_store(**providers)
     documents = documents if documents is not None else load_documents()
-    tracer = _tracer()
+    tracer = _tracer(tracer_provider)
     with tracer.start_as_current_span(
         f"{semconv.RAG_STAGE_SPAN_PREFIX} index",
         attributes={
@@ -127,7 +131,10 @@ def index_documents(
         },
     ):
         vectors = embed(
-            [f"{d.title}. {d.text}" for d in documents], embedding_model, batch_size=batch_size
+            [f"{d.title}. {d.text}" for d in documents],
+            embedding_model,
+            batch_size=batch_size,
+            client=get_client(**providers),
         )
         store.upsert(
             [d.text for d in documents],
@@ -202,11 +209,19 @@ def ask(
     temperature: float | None = 0.0,
     max_context_chars: int = DEFAULT_MAX_CONTEXT_CHARS,
     system: str = SYSTEM_PROMPT,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    logger_provider: Any = None,
 ) -> RagAnswer:
-    """Answer ``question`` from the documents in ``store`` (default: the bundled collection)."""
+    """Answer ``question`` from the documents in ``store`` (default: the bundled collection).
+
+    The spans go to the providers passed, else the global ones (none is installed here).
+    """
     if not isinstance(question, str) or not question.strip():
         raise InvalidInput("The question is empty", hint="Ask something, e.g. 'What is a span?'.")
-    store = store if store is not None else open_store()
+    providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+    store = store if store is not None else open_store(**providers)
+    client = get_client(**providers)
     if store.count() == 0:
         raise InvalidInput(
             f"The collection {store.name!r} at {store.location} has no documents",
@@ -214,10 +229,11 @@ def ask(
         )
     from opentelemetry.util.genai.types import InputMessage, OutputMessage, TextPart
 
-    invocation = _handler().workflow(semconv.RAG_WORKFLOW_NAME)
+    handler = _handler(tracer_provider, meter_provider, logger_provider)
+    invocation = handler.workflow(semconv.RAG_WORKFLOW_NAME)
     with invocation:
         invocation.input_messages = [InputMessage(role="user", parts=[TextPart(question)])]
-        vectors = embed([question], embedding_model)
+        vectors = embed([question], embedding_model, client=client)
         hits = store.search(embedding=vectors.vectors[0], top_k=top_k, where=where)
         found = [
             Source(
@@ -229,14 +245,22 @@ def ask(
             )
             for hit in hits
         ]
-        with _tracer().start_as_current_span(f"{semconv.RAG_STAGE_SPAN_PREFIX} prompt") as span:
+        with _tracer(tracer_provider).start_as_current_span(
+            f"{semconv.RAG_STAGE_SPAN_PREFIX} prompt"
+        ) as span:
             prompt, used = build_prompt(question, found, max_context_chars)
             if span.is_recording():
                 span.set_attribute(semconv.RAG_CONTEXT_DOCUMENTS, len(used))
                 span.set_attribute(semconv.RAG_SOURCE_IDS, [s.id for s in used])
                 span.set_attribute(semconv.RAG_PROMPT_CHARS, len(prompt))
-        reply = chat(prompt, model, system=system, max_tokens=max_tokens, temperature=temperature)
-        assert isinstance(reply, ChatResult)
+        reply = chat(
+            prompt,
+            model,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            client=client,
+        )
         invocation.output_messages = [
             OutputMessage(
                 role="assistant",
@@ -284,32 +308,36 @@ def ask(
 
 # --- telemetry plumbing --------------------------------------------------------------------------
 
-_HANDLER: list[Any] = []
+# One handler per set of providers (the globals are None, None, None): opentelemetry-util-genai
+# builds its instruments when the handler is made.
+_HANDLERS: dict[tuple[int, int, int], tuple[Any, ...]] = {}
 
 
-def _tracer() -> trace.Tracer:
-    from ..telemetry import get_telemetry
+def _tracer(tracer_provider: Any = None) -> trace.Tracer:
+    from .._version import __version__
 
-    return get_telemetry().tracer
+    return trace.get_tracer(semconv.SCOPE, __version__, tracer_provider)
 
 
-def _handler() -> Any:
-    """opentelemetry-util-genai's handler on o11ylab's providers, for the workflow span."""
-    if not _HANDLER:
-        from opentelemetry import _logs, metrics
+def _handler(
+    tracer_provider: Any = None, meter_provider: Any = None, logger_provider: Any = None
+) -> Any:
+    """opentelemetry-util-genai's handler for the workflow span, on the providers passed, else
+    the global ones (the API's proxies until an application sets them)."""
+    key = (id(tracer_provider), id(meter_provider), id(logger_provider))
+    entry = _HANDLERS.get(key)
+    if entry is None:
         from opentelemetry.util.genai.handler import TelemetryHandler
 
         from .._version import __version__
-        from ..telemetry import get_telemetry
 
-        get_telemetry()
-        _HANDLER.append(
-            TelemetryHandler(
-                tracer_provider=trace.get_tracer_provider(),
-                meter_provider=metrics.get_meter_provider(),
-                logger_provider=_logs.get_logger_provider(),
-                instrumentation_scope_name=f"{semconv.SCOPE}.ai.pipeline",
-                instrumentation_scope_version=__version__,
-            )
+        handler = TelemetryHandler(
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            logger_provider=logger_provider,
+            instrumentation_scope_name=f"{semconv.SCOPE}.ai.pipeline",
+            instrumentation_scope_version=__version__,
         )
-    return _HANDLER[0]
+        # The providers are kept with it, so that their ids stay theirs.
+        entry = _HANDLERS[key] = (handler, tracer_provider, meter_provider, logger_provider)
+    return entry[0]

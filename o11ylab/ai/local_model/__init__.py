@@ -36,9 +36,10 @@ options), ``_generation`` and ``_errors`` (what calls return and raise).
 
 from __future__ import annotations
 
+from .._types import EmbeddingResult
 from ._cache import get_local_embedder, get_local_model
 from ._device import choose_device
-from ._embedder import EmbeddingResult, LocalEmbedder
+from ._embedder import LocalEmbedder
 from ._engine import DEFAULT_MAX_NEW_TOKENS, LocalModel, message_text
 from ._errors import ContextWindowExceededError, EmptyPromptError, LocalModelError
 from ._generation import Generation

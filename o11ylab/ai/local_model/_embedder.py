@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ... import models
 from ...instrumentation._local import span_notes
+from .._types import EmbeddingResult
 from ._device import choose_device
 from ._errors import EmptyPromptError, LocalModelError
 from ._instrument import _ensure_instrumented
-
-
-@dataclasses.dataclass(frozen=True)
-class EmbeddingResult:
-    vectors: list[list[float]]
-    model: str
-    input_tokens: int
-
-    @property
-    def dimensions(self) -> int:
-        return len(self.vectors[0]) if self.vectors else 0
 
 
 class LocalEmbedder:
     """A sentence-transformers model (default all-MiniLM-L6-v2), instrumented like LocalModel."""
 
     def __init__(
-        self, model: str | Path | None = None, *, device: str | None = None, verbose: bool = True
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str | None = None,
+        verbose: bool = True,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         ref = models.resolve_embedding_model(str(model) if model is not None else None)
         if device is None:
@@ -55,7 +51,8 @@ class LocalEmbedder:
         self.dimensions = int(dimension() or 0)
         self.max_tokens = int(self.model.max_seq_length or 512)
         self.lock = threading.Lock()
-        _ensure_instrumented(embeddings=True)
+        self._providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+        _ensure_instrumented(embeddings=True, **self._providers)
         if verbose:
             print(
                 f"o11ylab: embedding model {self.name} on {self.device} ({self.dimensions} "
@@ -73,11 +70,14 @@ class LocalEmbedder:
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items or any(not isinstance(t, str) or not t.strip() for t in items):
             raise EmptyPromptError("nothing to embed: pass one or more non-empty strings.")
-        _ensure_instrumented(embeddings=True)
+        _ensure_instrumented(embeddings=True, **self._providers)
         with self.lock, span_notes(model=self.name) as notes:
             array = self.model.encode(
                 items, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
         vectors = array.astype("float32").tolist()
         counted = notes.outcome.input_tokens if notes.outcome is not None else 0
-        return EmbeddingResult(vectors, self.name, counted or self.count_tokens(items))
+        # Local models cost nothing, and the result says so (0, not unknown).
+        return EmbeddingResult(
+            vectors, self.name, counted or self.count_tokens(items), cost_usd=0.0
+        )

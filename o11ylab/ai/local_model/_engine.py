@@ -39,6 +39,8 @@ class LocalModel:
         dtype: Any = None,
         prepare: bool = True,
         verbose: bool = True,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -72,7 +74,9 @@ class LocalModel:
         self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.lock = threading.Lock()
         self._torch = torch
-        _ensure_instrumented()
+        # Used when this engine switches the instrumentor on (o11ylab.ai._otel).
+        self._providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+        _ensure_instrumented(**self._providers)
         if verbose:
             print(
                 f"o11ylab: local model {self.name} on {self.device} ({self.dtype}; {why}), "
@@ -288,7 +292,7 @@ class LocalModel:
     def _generate_locked(
         self, request: _Request, clock: _TokenClock | None, cancel: _Cancel | None
     ) -> Any:
-        _ensure_instrumented()
+        _ensure_instrumented(**self._providers)
         torch = self._torch
         kwargs: dict[str, Any] = {
             "input_ids": request.input_ids.to(self.device),

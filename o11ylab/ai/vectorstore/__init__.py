@@ -18,7 +18,8 @@ Public API::
                 host: str | None = None, port: int | None = None, ssl: bool | None = None,
                 embedder: str | EmbeddingFunction | None = "default",
                 space: "cosine" | "l2" | "ip" | None = None,  # None: the collection's, else cosine
-                batch_size: int = 256, client: chromadb ClientAPI | None = None)
+                batch_size: int = 256, client: chromadb ClientAPI | None = None,
+                tracer_provider=None, meter_provider=None)   # None: the global ones
       .name: str                    the collection name (also gen_ai.data_source.id)
       .location: str                the folder, or http(s)://host:port of a Chroma server
       .embedding_model: str | None  the model texts are embedded with (None: vectors only)
@@ -45,9 +46,13 @@ Public API::
         higher score is closer: 1 - distance for cosine (the cosine similarity) and ip,
         -distance for l2
     check_collection_name(name) -> name, default_path() -> Path
-    Errors, all VectorStoreError; each message says what to do next. The input ones are also
-    ValueError: CollectionNameError, DimensionMismatchError, DuplicateIdError,
-    EmptyQueryError, TopKError, NoEmbedderError, ModelMismatchError; and StorePathError (the
+    Errors, all VectorStoreError (an O11yLabError); each message says what to do next. The
+    input ones are also ValueError: CollectionNameError, DimensionMismatchError,
+    DuplicateIdError, EmptyQueryError, TopKError, NoEmbedderError, ModelMismatchError,
+    OptionError (space, batch_size), NothingToAddError, EmptyDocumentError, MissingIdError,
+    LengthMismatchError (ids/metadatas/embeddings per record), DeleteFilterError,
+    QueryArgumentError (a text and a vector at once); those of the wrong type are also
+    TypeError: EmbedderTypeError, DocumentTypeError, QueryTypeError; and StorePathError (the
     folder cannot be written), ChromaConnectionError (no server at CHROMA_HOST).
 
 Where the vectors live: a ``chromadb.PersistentClient`` on ``path`` (else ``CHROMA_PATH``, else
@@ -69,8 +74,9 @@ span under the ``add``/``retrieval`` span. Chroma saves the model with the colle
 store (or a plain chromadb client) opened later with no embedder searches by text with the same model, and a store opened with a different model or
 distance is refused (``ModelMismatchError``) instead of returning meaningless neighbours.
 
-Telemetry: none of its own. The store switches on o11ylab's ``ChromaInstrumentor``
-(``o11ylab.instrumentation.chromadb``, with the global providers, unless it is already on or
+Telemetry: none of its own, and no provider installed. The store switches on o11ylab's
+``ChromaInstrumentor`` (``o11ylab.instrumentation.chromadb``, on the ``tracer_provider`` /
+``meter_provider`` passed, else the global ones, unless it is already on or
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``chromadb``), and every Chroma call it makes is
 traced there: ``search``/``query`` are ``retrieval {collection}`` spans (the GenAI retrieval
 operation, with the ``gen_ai.client.operation.duration`` and
@@ -91,11 +97,21 @@ from ._client import DEFAULT_PORT, default_path
 from ._errors import (
     ChromaConnectionError,
     CollectionNameError,
+    DeleteFilterError,
     DimensionMismatchError,
+    DocumentTypeError,
     DuplicateIdError,
+    EmbedderTypeError,
+    EmptyDocumentError,
     EmptyQueryError,
+    LengthMismatchError,
+    MissingIdError,
     ModelMismatchError,
     NoEmbedderError,
+    NothingToAddError,
+    OptionError,
+    QueryArgumentError,
+    QueryTypeError,
     StorePathError,
     TopKError,
     VectorStoreError,
@@ -112,12 +128,22 @@ __all__ = [
     "SPACES",
     "ChromaConnectionError",
     "CollectionNameError",
+    "DeleteFilterError",
     "DimensionMismatchError",
+    "DocumentTypeError",
     "DuplicateIdError",
+    "EmbedderTypeError",
+    "EmptyDocumentError",
     "EmptyQueryError",
     "Hit",
+    "LengthMismatchError",
+    "MissingIdError",
     "ModelMismatchError",
     "NoEmbedderError",
+    "NothingToAddError",
+    "OptionError",
+    "QueryArgumentError",
+    "QueryTypeError",
     "Record",
     "StorePathError",
     "TopKError",

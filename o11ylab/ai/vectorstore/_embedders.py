@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._errors import EmbedderTypeError
+
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
@@ -21,7 +23,7 @@ class _Embedder:
         self.folder = folder  # a local sentence-transformers model's folder
 
 
-def _local_embedder(model: str | None) -> _Embedder:
+def _local_embedder(model: str | None, providers: dict[str, Any] | None = None) -> _Embedder:
     """The process's shared ``LocalEmbedder`` for ``model`` (None: EMBEDDING_MODEL or MiniLM).
 
     Chroma embeds the texts, inside its own ``add``/``query`` (so inside their spans), through
@@ -35,7 +37,10 @@ def _local_embedder(model: str | None) -> _Embedder:
     from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
 
     from ..local_model import get_local_embedder
+    from ..local_model._instrument import _ensure_instrumented
 
+    # The store's providers, if it was given any, for the embeddings spans under its own.
+    _ensure_instrumented(embeddings=True, **(providers or {}))
     local = get_local_embedder(model)
     folder = str(local.ref.path)
     SentenceTransformerEmbeddingFunction.models.setdefault(folder, local.model)
@@ -67,14 +72,16 @@ def _local_function_class() -> type:
     return _LOCAL_FUNCTION
 
 
-def _resolve_embedder(embedder: object) -> _Embedder | None:
+def _resolve_embedder(
+    embedder: object, providers: dict[str, Any] | None = None
+) -> _Embedder | None:
     if embedder is None:
         return None
     if isinstance(embedder, str):
-        return _local_embedder(None if embedder == "default" else embedder)
+        return _local_embedder(None if embedder == "default" else embedder, providers)
     if callable(embedder):  # a Chroma EmbeddingFunction: it embeds, and Chroma saves its config
         return _Embedder(_model_name(embedder), embedder)
-    raise TypeError(
+    raise EmbedderTypeError(
         "embedder must be 'default', a model folder or cached hub id, a Chroma "
         f"EmbeddingFunction, or None for precomputed vectors; got {type(embedder).__name__}."
     )

@@ -43,3 +43,47 @@ class EmptyQueryError(VectorStoreError, ValueError):
 
 class TopKError(VectorStoreError, ValueError):
     """``top_k`` that is not a positive whole number."""
+
+
+class OptionError(VectorStoreError, ValueError):
+    """A ``VectorStore`` option it cannot use: an unknown distance ``space``, a ``batch_size``
+    that is not a positive whole number."""
+
+
+class EmbedderTypeError(VectorStoreError, TypeError):
+    """``embedder=`` is none of: ``"default"``, a model name or folder, a Chroma embedding
+    function, or None."""
+
+
+class NothingToAddError(VectorStoreError, ValueError):
+    """``add``/``upsert`` with no documents and no embeddings (or empty lists of them)."""
+
+
+class DocumentTypeError(VectorStoreError, TypeError):
+    """A document that is not a string."""
+
+
+class EmptyDocumentError(VectorStoreError, ValueError):
+    """A blank document to embed: there is nothing to make a vector from."""
+
+
+class MissingIdError(VectorStoreError, ValueError):
+    """A record without an id: vectors stored without documents need ``ids=``, and no id may be
+    empty."""
+
+
+class LengthMismatchError(VectorStoreError, ValueError):
+    """``ids``, ``metadatas`` or ``embeddings`` of another length than the records."""
+
+
+class DeleteFilterError(VectorStoreError, ValueError):
+    """``delete()`` with neither ids nor a filter: it would have to guess what to delete."""
+
+
+class QueryArgumentError(VectorStoreError, ValueError):
+    """A search given both a text and a vector to search for."""
+
+
+class QueryTypeError(VectorStoreError, TypeError):
+    """A query of the wrong shape: several texts to ``search()``, one flat vector as
+    ``query_embeddings``."""

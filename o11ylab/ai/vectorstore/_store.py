@@ -22,11 +22,20 @@ from ._embedders import (
 )
 from ._errors import (
     CollectionNameError,
+    DeleteFilterError,
     DimensionMismatchError,
+    DocumentTypeError,
     DuplicateIdError,
+    EmptyDocumentError,
     EmptyQueryError,
+    LengthMismatchError,
+    MissingIdError,
     ModelMismatchError,
     NoEmbedderError,
+    NothingToAddError,
+    OptionError,
+    QueryArgumentError,
+    QueryTypeError,
     TopKError,
     VectorStoreError,
 )
@@ -62,15 +71,19 @@ class VectorStore:
         space: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         client: ClientAPI | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         self.name = check_collection_name(collection)
         if space is not None and space not in SPACES:
-            raise ValueError(f"space={space!r} is not one of {', '.join(SPACES)}.")
+            raise OptionError(f"space={space!r} is not one of {', '.join(SPACES)}.")
         self.batch_size = self._check_batch_size(batch_size)
         self.space = space or "cosine"
         # Chroma reads this when a client is built; it is a no-op in 1.5 but documents intent.
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-        _ensure_instrumented()
+        # Used when this store switches an instrumentor on (o11ylab.ai._otel).
+        self._providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+        _ensure_instrumented(tracer_provider, meter_provider)
 
         if client is not None:
             self._client = client
@@ -78,7 +91,7 @@ class VectorStore:
         else:
             self._client, self.location = open_client(path, host, port, ssl)
 
-        self._embedder = _resolve_embedder(embedder)
+        self._embedder = _resolve_embedder(embedder, self._providers)
         self.collection: Collection = self._open_collection()
         saved = _saved_configuration(self.collection)
         self._check_saved(saved, space)
@@ -99,7 +112,7 @@ class VectorStore:
     @staticmethod
     def _check_batch_size(batch_size: object) -> int:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number ≥ 1, not {batch_size!r}.")
+            raise OptionError(f"batch_size must be a whole number ≥ 1, not {batch_size!r}.")
         return batch_size
 
     def _open_collection(self) -> Collection:
@@ -228,38 +241,42 @@ class VectorStore:
             documents = [documents]
         docs = list(documents) if documents is not None else None
         if docs is None and embeddings is None:
-            raise ValueError("Nothing to add: pass documents, embeddings, or both.")
+            raise NothingToAddError("Nothing to add: pass documents, embeddings, or both.")
         n = len(docs) if docs is not None else len(embeddings)
         if n == 0:
-            raise ValueError("Nothing to add: the list of documents or embeddings is empty.")
+            raise NothingToAddError("Nothing to add: the list of documents or embeddings is empty.")
         if docs is not None:
             bad = [i for i, d in enumerate(docs) if not isinstance(d, str)]
             if bad:
-                raise TypeError(
+                raise DocumentTypeError(
                     f"documents must be strings; item {bad[0]} is {type(docs[bad[0]]).__name__}."
                 )
         if ids is None:
             if docs is None:
-                raise ValueError("Pass ids=[...] with embeddings that have no documents.")
+                raise MissingIdError("Pass ids=[...] with embeddings that have no documents.")
             id_list = [hashlib.sha256(d.encode("utf-8")).hexdigest()[:32] for d in docs]
         else:
             id_list = [ids] if isinstance(ids, str) else [str(i) for i in ids]
         if len(id_list) != n:
-            raise ValueError(f"Got {len(id_list)} ids for {n} records: give one id per record.")
+            raise LengthMismatchError(
+                f"Got {len(id_list)} ids for {n} records: give one id per record."
+            )
         if any(not i for i in id_list):
-            raise ValueError("An id is empty: every record needs a non-empty id.")
+            raise MissingIdError("An id is empty: every record needs a non-empty id.")
         self._refuse_repeats(id_list, generated=ids is None)
         metas: list[Any] | None = None
         if metadatas is not None:
             metas = [dict(m) if m else None for m in metadatas]
             if len(metas) != n:
-                raise ValueError(f"Got {len(metas)} metadatas for {n} records: give one each.")
+                raise LengthMismatchError(
+                    f"Got {len(metas)} metadatas for {n} records: give one each."
+                )
             if all(m is None for m in metas):
                 metas = None
         vectors = None
         if embeddings is not None:
             if len(embeddings) != n:
-                raise ValueError(
+                raise LengthMismatchError(
                     f"Got {len(embeddings)} embeddings for {n} records: give one vector each."
                 )
             vectors = embeddings
@@ -273,7 +290,7 @@ class VectorStore:
         elif docs is not None:
             blank = [i for i, d in enumerate(docs) if not d.strip()]
             if blank:
-                raise ValueError(
+                raise EmptyDocumentError(
                     f"Document {blank[0]} is empty or blank: there is nothing to embed. Drop it, "
                     "or pass its vector with embeddings=[...]."
                 )
@@ -287,7 +304,9 @@ class VectorStore:
                 raise self._no_embedder(action)
             default = _default_folder()
             same_as_default = default is not None and Path(self._saved_model).resolve() == default
-            embedder = _local_embedder(None if same_as_default else self._saved_model)
+            embedder = _local_embedder(
+                None if same_as_default else self._saved_model, self._providers
+            )
             self.collection = self._client.get_collection(
                 self.name, embedding_function=embedder.chroma_function
             )
@@ -334,7 +353,7 @@ class VectorStore:
         if isinstance(ids, str):
             ids = [ids]
         if not ids and not where and not where_document:
-            raise ValueError(
+            raise DeleteFilterError(
                 "delete() needs ids or a where/where_document filter; nothing was deleted."
             )
         result = self.collection.delete(
@@ -389,9 +408,9 @@ class VectorStore:
     ) -> list[Hit]:
         """The ``top_k`` records nearest to one query: a text, or a precomputed ``embedding``."""
         if query is not None and embedding is not None:
-            raise ValueError("Pass a query text or an embedding, not both.")
+            raise QueryArgumentError("Pass a query text or an embedding, not both.")
         if query is not None and not isinstance(query, str):
-            raise TypeError(
+            raise QueryTypeError(
                 "search() takes one query text; use query(query_texts=[...]) for several."
             )
         texts = [query] if query is not None else None
@@ -409,7 +428,7 @@ class VectorStore:
     ) -> list[list[Hit]]:
         """The ``top_k`` nearest records for each query (texts or precomputed vectors)."""
         if query_texts is not None and query_embeddings is not None:
-            raise ValueError("Pass query_texts or query_embeddings, not both.")
+            raise QueryArgumentError("Pass query_texts or query_embeddings, not both.")
         if isinstance(query_texts, str):
             query_texts = [query_texts]
         return self._retrieve(query_texts, query_embeddings, top_k, where, where_document)
@@ -471,7 +490,7 @@ class VectorStore:
                 )
             first = vectors[0]
             if isinstance(first, numbers.Real):
-                raise TypeError(
+                raise QueryTypeError(
                     "query_embeddings takes a list of vectors; for one vector use "
                     "search(embedding=vector) or query(query_embeddings=[vector])."
                 )
