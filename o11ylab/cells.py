@@ -316,7 +316,7 @@ class CellTracer:
 
     def _cleaned(self, raw_cell: str) -> list[str]:
         """The lines our transformer sees: the cleanup transforms before it, applied."""
-        lines = raw_cell.splitlines(keepends=True)
+        lines = _lines(raw_cell)
         for transform in self.shell.input_transformers_cleanup:
             if transform == self.strip_traced_line:
                 break
@@ -393,11 +393,7 @@ class CellTracer:
         if "%%" + TRACED_MAGIC in raw_cell:
             # The usual cell starts with its magic, where IPython's cleanup changes nothing that
             # matters here; only an indented or pasted one pays for those transforms (~20 µs).
-            if raw_cell.startswith("%%"):
-                first, newline, body = raw_cell.partition("\n")
-                lines = [first + newline, body]
-            else:
-                lines = self._cleaned(raw_cell)
+            lines = _lines(raw_cell) if raw_cell.startswith("%%") else self._cleaned(raw_cell)
             if traced_line(lines) is not None:
                 args = self._traced(lines)
                 if args is None:
@@ -431,6 +427,12 @@ class CellTracer:
             opened = self._open.pop()
             if opened.run is not None:
                 opened.run.end(None)
+
+
+def _lines(cell: str) -> list[str]:
+    # As IPython's TransformerManager splits a cell: with a final newline, so the body (and its
+    # SHA-256) is the text the %%traced magic was given when it ran the body itself.
+    return (cell if cell.endswith("\n") else cell + "\n").splitlines(keepends=True)
 
 
 def _only_o11y_commands(source: str) -> bool:
