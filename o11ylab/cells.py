@@ -243,8 +243,12 @@ class CellTracer:
     KeyboardInterrupt and the cell's failure are IPython's own. Transformers also run for text
     that is never executed (history, ``%time``'s body, completion, inspection), so the
     transformer only strips; the span is opened by ``pre_run_cell``, which reads the executed
-    cell's own text again. Measured against the magic running its body through a nested
-    ``run_cell``: see benchmarks/bench_extension.py and the README's figures.
+    cell's own text again. In benchmarks/bench_extension.py (process CPU per cell, exports
+    included) the magic running its body through a nested ``run_cell`` added 567 µs to a cell,
+    this way 233 µs, beside 50 µs for a bare span and 190 µs for ``%%time``. Executing the body
+    as ``%%time`` does (compile under ``In[N]``, exec) would still pay the magic's dispatch and
+    could not ``await``. IPython fires no pre/post_run_cell for silent runs (``%run x.ipynb``):
+    there the line is taken off and the body runs untraced.
 
     The magic itself runs only when the transformer left the line in place: a line its parser
     refuses (the magic then says the one-line UsageError) or a direct ``run_cell_magic`` call.

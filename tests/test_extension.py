@@ -162,7 +162,7 @@ def test_only_the_executed_cell_opens_a_span(shell: Any) -> None:
     """Transformers also run for text that is never executed: no span comes from those."""
     with capture_spans() as spans:
         assert shell.transform_cell("%%traced ghost\nx = 1") == "x = 1\n"
-        shell.run_cell("%time _ = 1", store_history=True)
+        assert shell.run_cell("%%time\n%%traced ghost\nx = 1", store_history=True).success
         shell.input_transformer_manager.check_complete("%%traced ghost\nx = 1")  # is_complete
         captured = shell.run_cell("%%capture\n%%traced inner --quiet\ny = 2")
     assert captured.success
