@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import re
 from collections.abc import Iterator
@@ -62,6 +63,17 @@ def test_default_name_is_the_execution_count(shell: Any) -> None:
         shell.run_cell("%%traced\nx = 1", store_history=True)
     (cell,) = spans
     assert cell.name == f"cell [{cell.attributes[semconv.CELL_EXECUTION_COUNT]}]"
+
+
+def test_the_source_hash_is_the_bodys_however_the_cell_is_laid_out(shell: Any) -> None:
+    with capture_spans() as spans:
+        assert shell.run_cell("%%traced flush-left --quiet\nx = 1").success
+        assert shell.run_cell("\n  %%traced indented --quiet\n  x = 1\n").success
+    body = hashlib.sha256(b"x = 1\n").hexdigest()
+    assert [(s.name, s.attributes[semconv.CELL_SOURCE_SHA256]) for s in spans] == [
+        ("flush-left", body),
+        ("indented", body),
+    ]
 
 
 def test_cell_source_is_recorded_only_with_content_capture(
@@ -150,7 +162,7 @@ def test_only_the_executed_cell_opens_a_span(shell: Any) -> None:
     """Transformers also run for text that is never executed: no span comes from those."""
     with capture_spans() as spans:
         assert shell.transform_cell("%%traced ghost\nx = 1") == "x = 1\n"
-        shell.run_cell("%time _ = 1", store_history=True)
+        assert shell.run_cell("%%time\n%%traced ghost\nx = 1", store_history=True).success
         shell.input_transformer_manager.check_complete("%%traced ghost\nx = 1")  # is_complete
         captured = shell.run_cell("%%capture\n%%traced inner --quiet\ny = 2")
     assert captured.success
