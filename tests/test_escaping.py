@@ -272,6 +272,13 @@ def test_the_monitor_shows_hostile_gpu_names_from_the_driver_as_text() -> None:
             assert_inert(markup, WIDGET_TAGS, WIDGET_ATTRIBUTES)
         for panel, name in zip(monitor._panels, HOSTILE, strict=True):
             assert name in Page(panel.title.value).text, "the GPU's name is shown, whole"
+        # The still copy shown where the widget cannot render: the same names, as text.
+        copy = assert_inert(
+            monitor.snapshot_html(),
+            WIDGET_TAGS | {"div", "style", "script", "table", "tr", "td"},
+            WIDGET_ATTRIBUTES,
+        )
+        assert all(name in copy.text for name in HOSTILE)
         # The same names reach %o11y status through the sampler's notes and description.
         notes = [*sampler.notes, sampler.describe()]
         status = {**get_telemetry().status(), "notes": notes}
