@@ -193,9 +193,10 @@ min-width:0}
 .o11yt .o11yt-kind{color:var(--o11yt-muted)}
 .o11yt .o11yt-dur{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 .o11yt .o11yt-lane{position:relative;height:12px;min-width:0}
-.o11yt .o11yt-bar{position:absolute;top:1px;height:10px;min-width:2px;border-radius:2px;
-background:var(--o11yt-bar)}
-.o11yt .o11yt-error .o11yt-bar{background:var(--o11yt-err)}
+.o11yt .o11yt-bar{position:absolute;top:1px;height:10px;border-radius:2px;
+margin-left:0!important;min-width:2px!important;max-width:none!important;
+background:var(--o11yt-bar)!important}
+.o11yt .o11yt-error .o11yt-bar{background:var(--o11yt-err)!important}
 .o11yt .o11yt-error .o11yt-label{color:var(--o11yt-err)}
 .o11yt .o11yt-tw{display:inline-block;width:1.2em;color:var(--o11yt-muted)}
 .o11yt .o11yt-hidden{display:none}
@@ -366,7 +367,7 @@ class TraceView:
 
         out = ['<div class="o11yt">', f"<style>{_CSS}</style>", '<div class="o11yt-head">']
         if self.title:
-            out.append(f"<b>{_esc(self.title)}</b>")
+            out.append(f"<b>{_esc(self.title)}</b> ")
         meta = [
             f"{len(rows)} span{'s' if len(rows) != 1 else ''}",
             _fmt_ms(total / 1e6),
@@ -379,14 +380,15 @@ class TraceView:
         out.append(f'<span class="o11yt-meta">{_esc(" · ".join(meta))}</span></div>')
 
         total_ms = total / 1e6
-        ticks = "".join(
+        # Spaces between the pieces: where a sanitizer drops the <style>, the text still parts.
+        ticks = " ".join(
             f'<span class="o11yt-tick{" o11yt-tick-end" if t / total_ms > 0.9 else ""}" '
             f'style="left:{100 * t / total_ms:.2f}%">{_esc(_fmt_tick(t))}</span>'
             for t in _ticks(total_ms)
         )
         out.append(
-            '<div class="o11yt-axis o11yt-grid"><span>span</span><span>kind · service</span>'
-            f'<span class="o11yt-dur">duration</span><div class="o11yt-ticks">{ticks}</div></div>'
+            '<div class="o11yt-axis o11yt-grid"><span>span</span> <span>kind · service</span> '
+            f'<span class="o11yt-dur">duration</span> <div class="o11yt-ticks">{ticks}</div></div>'
         )
         for depth, record in rows:
             kids = record["span_id"] in has_children
@@ -419,17 +421,23 @@ class TraceView:
             else '<span class="o11yt-tw"> </span>'
         )
         parent = record["parent_span_id"] or ""
+        # Where a sanitizer drops the <style> (an untrusted notebook), the row still reads:
+        # spaces part name, kind and duration, and the bar (a block on its own line) is placed
+        # with margin-left/min-width, properties such sanitizers keep. The stylesheet, when
+        # present, overrides them.
+        colour = "#d9534f" if error else "#4a90d9"
         return (
             f'<details class="o11yt-span{" o11yt-error" if error else ""}" '
             f'data-id="{_esc(record["span_id"])}" data-parent="{_esc(parent)}" '
             f'data-collapsed="{"1" if collapsed else "0"}">'
             f'<summary class="o11yt-grid">'
             f'<span class="o11yt-name" style="padding-left:{depth * 14}px">{twisty}'
-            f'<span class="o11yt-label">{"✗ " if error else ""}{_esc(record["name"])}</span></span>'
-            f'<span class="o11yt-kind">{_esc(where)}</span>'
-            f'<span class="o11yt-dur">{_fmt_ms(_ms(record))}</span>'
-            f'<span class="o11yt-lane"><span class="o11yt-bar" '
-            f'style="left:{left:.2f}%;width:{width:.2f}%"></span></span>'
+            f'<span class="o11yt-label">{"✗ " if error else ""}{_esc(record["name"])}</span></span> '
+            f'<span class="o11yt-kind">{_esc(where)}</span> '
+            f'<span class="o11yt-dur">{_fmt_ms(_ms(record))}</span> '
+            f'<div class="o11yt-lane"><div class="o11yt-bar" style="left:{left:.2f}%;'
+            f"width:{width:.2f}%;margin-left:{left:.2f}%;min-width:{width:.2f}%;"
+            f'max-width:{width:.2f}%;min-height:8px;background-color:{colour}"></div></div>'
             f"</summary>{self._detail_html(record, start, logs.get(record['span_id'], []))}"
             "</details>"
         )

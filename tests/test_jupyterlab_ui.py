@@ -536,3 +536,77 @@ def test_the_trace_explorer_shows_a_rag_question_in_jupyterlab(
             raise
         finally:
             browser.close()
+
+
+def explorer_output_notebook() -> nbformat.NotebookNode:
+    """A notebook holding an explorer output, written here and never signed: JupyterLab opens
+    it untrusted, as a notebook from someone else, and sanitizes the HTML (no <style>, no
+    script)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from o11ylab.traceview import TraceView, span_record
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("ui-test")
+    with tracer.start_as_current_span("a cell with a rather long name that must not run on"):
+        with tracer.start_as_current_span("embeddings all-MiniLM-L6-v2", kind=SpanKind.CLIENT):
+            pass
+        with tracer.start_as_current_span("chat SmolLM2-135M-Instruct", kind=SpanKind.CLIENT):
+            pass
+    provider.shutdown()
+    view = TraceView([span_record(s) for s in exporter.get_finished_spans()], title="trace")
+    notebook = new_notebook("%o11y trace")
+    notebook.cells[0].outputs = [
+        nbformat.v4.new_output(
+            "execute_result",
+            data={"text/html": view._repr_html_(), "text/plain": repr(view)},
+            execution_count=1,
+        )
+    ]
+    return notebook
+
+
+def test_the_trace_explorer_reads_in_an_untrusted_notebook(tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    notebooks = {"untrusted.ipynb": explorer_output_notebook()}
+    with running_lab(tmp_path, notebooks, {}) as (base, token), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(f"{base}/lab/tree/untrusted.ipynb?token={token}")
+            explorer = page.locator(".o11yt")
+            expect(explorer).to_be_visible(timeout=UI_TIMEOUT)
+            assert explorer.locator("style").count() == 0, "sanitized, as an untrusted notebook"
+            rows = explorer.locator("details.o11yt-span > summary")
+            expect(rows).to_have_count(3, timeout=UI_TIMEOUT)
+            for row in rows.all():
+                name = row.locator(".o11yt-label").bounding_box()
+                duration = row.locator(".o11yt-dur").bounding_box()
+                bar = row.locator(".o11yt-bar").bounding_box()
+                assert name and duration and bar
+                assert name["x"] + name["width"] < duration["x"], "name, then the duration"
+                assert bar["width"] > 1, "the bar is still drawn"
+            # Every row still opens to its detail pane (plain <details>).
+            rows.nth(1).click()
+            detail = explorer.locator("details.o11yt-span").nth(1).locator(".o11yt-detail")
+            expect(detail).to_contain_text("embeddings all-MiniLM-L6-v2", timeout=UI_TIMEOUT)
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-trace-explorer-untrusted.png"), full_page=True
+            )
+        except BaseException:
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-trace-explorer-untrusted-failure.png"),
+                full_page=True,
+            )
+            raise
+        finally:
+            browser.close()
