@@ -306,6 +306,8 @@ class TraceView:
         self.records = sorted(records, key=lambda r: r["start_ns"])
         self.title = title
         self._logs = logs
+        self._shared_resource = False
+        self._resource_said = False
 
     def _rows(self) -> list[tuple[int, dict[str, Any]]]:
         ids = {r["span_id"] for r in self.records}
@@ -358,6 +360,11 @@ class TraceView:
         end = max(r["end_ns"] for r in self.records)
         total = max(end - start, 1)
         rows = self._rows()
+        # One process's spans share one resource: its table goes in the first row's pane only
+        # (14 rows repeated on every span made a 1,000-span view 2 MB).
+        resources = [r.get("resource") or {} for r in self.records]
+        self._shared_resource = all(r == resources[0] for r in resources)
+        self._resource_said = False
         has_children = {r["parent_span_id"] for _, r in rows}
         big = len(rows) > _COLLAPSE_BEYOND_SPANS
         logs = self._logs_by_span()
@@ -394,6 +401,7 @@ class TraceView:
             kids = record["span_id"] in has_children
             collapsed = kids and (depth >= _OPEN_DEPTH or (big and depth >= 1))
             out.append(self._row_html(record, depth, start, total, kids, collapsed, logs, services))
+            self._resource_said = True
         out.append(f"<script>{_JS}</script></div>")
         return "".join(out)
 
@@ -496,8 +504,9 @@ class TraceView:
                 )
             )
         resource = sorted((record.get("resource") or {}).items())
-        if resource:
-            parts.append(f"<h4>resource ({len(resource)})</h4>")
+        if resource and not (self._shared_resource and self._resource_said):
+            shared = ", the same for every span" if self._shared_resource else ""
+            parts.append(f"<h4>resource ({len(resource)}{shared})</h4>")
             parts.append(table(resource))
         parts.append("</div>")
         return "".join(parts)

@@ -98,3 +98,41 @@ def test_spans_dataframe_shows_cost_only_where_money_was_spent() -> None:
             record["attributes"][semconv.GEN_AI_USAGE_COST] = 0.0035
     df = spans_dataframe(records)
     assert df.set_index("name").loc["chat local", "cost_usd"] == 0.0035
+
+
+def big_trace(children: int, grandchildren: int) -> list[dict[str, Any]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("views-test")
+    with tracer.start_as_current_span("cell"):
+        for i in range(children):
+            with tracer.start_as_current_span(f"step {i}"):
+                for j in range(grandchildren):
+                    with tracer.start_as_current_span(f"call {i}.{j}"):
+                        pass
+    provider.shutdown()
+    return [span_record(s) for s in exporter.get_finished_spans()]
+
+
+def test_a_thousand_span_trace_opens_with_its_top_levels_only() -> None:
+    import re
+    import time
+
+    records = big_trace(children=100, grandchildren=9)  # 1,001 spans
+    started = time.perf_counter()
+    markup = TraceView(records, title="big")._repr_html_()
+    elapsed = time.perf_counter() - started
+    flags = dict(re.findall(r'data-id="(\w+)" data-parent="\w*" data-collapsed="(\d)"', markup))
+    by_name = {r["name"]: r["span_id"] for r in records}
+    assert flags[by_name["cell"]] == "0", "the root starts open: its 100 steps show"
+    assert flags[by_name["step 7"]] == "1", "each step starts collapsed over its calls"
+    assert flags[by_name["call 7.3"]] == "0", "a leaf has nothing to collapse"
+    assert elapsed < 2.0, f"rendering 1,001 spans took {elapsed:.2f} s"
+
+
+def test_a_small_trace_opens_fully() -> None:
+    import re
+
+    markup = TraceView(big_trace(children=3, grandchildren=2))._repr_html_()
+    assert set(re.findall(r'data-collapsed="(\d)"', markup)) == {"0"}
