@@ -43,16 +43,20 @@ model = (
 )
 device = ""  # "" = "cuda:0" when torch sees a GPU, else "cpu"; or any torch device
 generations = 4  # prompts to answer: one generation span each
-max_new_tokens = 16  # tokens per answer (short: the CPU default run takes about a minute)
+max_new_tokens = 16  # tokens per answer (short: ~2 min on two idle CPU cores, more when busy)
 
 # %% [markdown]
 # ## Load the extension and open the monitor
 #
 # `%load_ext o11ylab` starts the telemetry and a hardware sampler thread (once a second by default,
 # `O11YLAB_HARDWARE_INTERVAL`). `%o11y monitor` shows what it samples. Each row is a bar with the
-# current value and a sparkline of the last minute. The panel updates from the sampler thread, so it
-# keeps moving while a cell is busy. Where there is no GPU, the panel says why in one line and
-# shows the CPU and memory only.
+# current value and a sparkline of the last minute, with its scale on the right and its time span
+# below. The panel updates from the sampler thread, so it keeps moving while a cell is busy. Where
+# there is no GPU, the panel says why in one line and shows the CPU and memory only. **Stop**
+# freezes the panel at once; the kernel stops sampling for it when the running cell ends.
+#
+# To keep the panel in sight while the notebook runs, right-click it and choose **Create New View
+# for Output**: JupyterLab opens it in a panel of its own that you can dock beside the notebook.
 
 # %%
 # %load_ext o11ylab
@@ -93,7 +97,7 @@ if on_gpu:
     )
 else:
     print(
-        f"Running on the CPU ({lm.dtype}): {sampler.describe()}. "
+        f"Running on the CPU ({lm.dtype}; the monitor above says why there is no GPU). "
         "The spans carry CPU seconds; GPU energy per token needs an NVIDIA GPU."
     )
 
@@ -187,7 +191,9 @@ else:
     cpu = float(table["CPU s"].sum())
     print(
         f"On the CPU: {cpu:.2f} CPU seconds, {cpu / max(tokens, 1) * 1000:.0f} ms of CPU per output token. "
-        "No GPU energy here: " + (sampler.no_gpu_reason or "the model did not run on a GPU") + "."
+        "No GPU energy here: "
+        + ("no GPU (see the monitor)" if sampler.no_gpu_reason else "the model ran on the CPU")
+        + "."
     )
 
 # %% [markdown]

@@ -291,29 +291,52 @@ per_question = pd.DataFrame(rows)
 sampler = hardware.get_sampler()
 sampler.ready.wait(5)
 if per_question["GPU J"].isna().all():
-    print(f"No GPU energy on these spans: {sampler.describe()}.")
+    print("No GPU energy on these spans: they ran without a GPU (`%o11y status` says why).")
 display(per_question)
 
-fig, ax = plt.subplots(figsize=(9, 1 + 0.6 * len(pipelines)))
-colours = {"retrieval": "#f0b25c", "embeddings": "#8cb4e0", "chat": "#d98c8c"}
-for row, p in enumerate(pipelines):
-    for s in genai_below(p["span_id"]):
-        name = s["name"].split(" ")[0]
-        height = 0.35 if name == "embeddings" else 0.7  # the embedding runs inside the retrieval
-        ax.barh(
-            row,
-            (s["end_ns"] - s["start_ns"]) / 1e9,
-            left=(s["start_ns"] - p["start_ns"]) / 1e9,
-            height=height,
-            color=colours.get(name, "#bbbbbb"),
-            label=name,
-        )
-handles, labels = ax.get_legend_handles_labels()
-unique = dict(zip(labels, handles, strict=True))
-ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
-ax.set_yticks(range(len(pipelines)), [a["question"][:45] for a in answers], fontsize=8)
-ax.invert_yaxis()
-ax.set_xlabel("seconds since the question was asked")
-ax.set_title("Where each question's time went")
-fig.tight_layout()
-plt.show()
+# A transparent background and mid-grey text read on JupyterLab's light and dark themes alike;
+# the legend sits outside the axes, so it never covers the ends of the bars.
+neutral = "#8a8a8a"
+theme_neutral = {
+    "figure.facecolor": "none",
+    "axes.facecolor": "none",
+    "savefig.transparent": True,
+    "text.color": neutral,
+    "axes.labelcolor": neutral,
+    "axes.edgecolor": neutral,
+    "xtick.color": neutral,
+    "ytick.color": neutral,
+}
+with plt.rc_context(theme_neutral):
+    fig, ax = plt.subplots(figsize=(9, 1 + 0.6 * len(pipelines)))
+    colours = {"retrieval": "#e69f00", "embeddings": "#56b4e9", "chat": "#cc79a7"}
+    for row, p in enumerate(pipelines):
+        for s in genai_below(p["span_id"]):
+            name = s["name"].split(" ")[0]
+            height = 0.35 if name == "embeddings" else 0.7  # the embedding runs inside retrieval
+            ax.barh(
+                row,
+                (s["end_ns"] - s["start_ns"]) / 1e9,
+                left=(s["start_ns"] - p["start_ns"]) / 1e9,
+                height=height,
+                color=colours.get(name, "#999999"),
+                label=name,
+            )
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(
+        unique.values(),
+        unique.keys(),
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        frameon=False,
+    )
+    ax.set_yticks(range(len(pipelines)), [a["question"][:45] for a in answers], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since the question was asked")
+    ax.set_title("Where each question's time went")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    plt.show()

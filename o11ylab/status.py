@@ -5,7 +5,38 @@ from __future__ import annotations
 import html
 from typing import Any
 
-__all__ = ["StatusView"]
+__all__ = ["StatusView", "capture_words", "export_words"]
+
+# OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT's values, in words a user acts on.
+_CAPTURE = {
+    "NO_CONTENT": (
+        "off: prompts and answers are not recorded "
+        "(set OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY to record them)"
+    ),
+    "SPAN_ONLY": "on: prompts and answers are recorded on the spans",
+    "EVENT_ONLY": "on: prompts and answers are recorded as log events",
+    "SPAN_AND_EVENT": "on: prompts and answers are recorded on the spans and as log events",
+}
+
+
+def capture_words(mode: str) -> str:
+    """The content-capture mode in plain words (an unknown value is shown as it is)."""
+    return _CAPTURE.get(str(mode).upper(), str(mode))
+
+
+def export_words(exporter: dict[str, Any]) -> str:
+    """One exporter's counts; before its first export it says so rather than "0 exported"."""
+    exported, failed, target = exporter["exported"], exporter["failed"], exporter["target"]
+    dropped = exporter.get("dropped", 0)
+    if not exported and not failed and not dropped:
+        when = (
+            "at the next export interval"
+            if "metric" in str(exporter["name"])
+            else "when the next batch leaves"
+        )
+        return f"nothing exported yet ({when}, or now with %o11y flush) → {target}"
+    lost = f"{failed} failed" + (f" ({dropped} dropped: queue full)" if dropped else "")
+    return f"{exported} exported, {lost} → {target}"
 
 
 class StatusView:
@@ -25,21 +56,12 @@ class StatusView:
             ),
             ("/metrics", s["prometheus"] or "off"),
             ("autotrace", "on" if self.autotrace else "off"),
-            ("content capture", s["content_capture"]),
+            ("content capture", capture_words(s["content_capture"])),
             ("queued", str(s["queued"])),
             ("spans in memory", str(s["buffered_spans"])),
         ]
         for exporter in s["exporters"]:
-            dropped = exporter.get("dropped", 0)
-            failed = f"{exporter['failed']} failed" + (
-                f" ({dropped} dropped: queue full)" if dropped else ""
-            )
-            rows.append(
-                (
-                    exporter["name"],
-                    f"{exporter['exported']} exported, {failed} → {exporter['target']}",
-                )
-            )
+            rows.append((exporter["name"], export_words(exporter)))
         for row in s.get("instrumentation", ()):
             state = row["state"]
             detail = f"{row['library']} {row['library_version']}".strip()

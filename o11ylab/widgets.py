@@ -29,7 +29,12 @@ from .hardware import GpuInfo, HostReading, Sample, Sampler, format_bytes
 __all__ = ["HardwareMonitor", "monitor_command", "sparkline_svg"]
 
 _SPARK_WIDTH, _SPARK_HEIGHT = 120, 22
+_LABEL_WIDTH, _TIME_HEIGHT = 46, 11  # room for the scale ("80.0 GiB") and the time strip
+# A blue that reads on JupyterLab's light and dark backgrounds; labels take the text colour.
+_SPARK_COLOUR = "#2f8fdf"
 _MONITORS: weakref.WeakSet[HardwareMonitor] = weakref.WeakSet()
+# No-GPU reasons a monitor of this kernel has already explained: later monitors say it shortly.
+_REASONS_SHOWN: set[str] = set()
 
 
 def sparkline_svg(
@@ -37,13 +42,24 @@ def sparkline_svg(
     top: float,
     width: int = _SPARK_WIDTH,
     height: int = _SPARK_HEIGHT,
+    *,
+    top_label: str = "",
+    seconds: float | None = None,
 ) -> str:
-    """A small SVG line of ``values`` scaled to ``0..top``; gaps (None) break the line."""
+    """A small SVG line of ``values`` scaled to ``0..top``; gaps (None) break the line.
+
+    With ``top_label`` the scale is drawn: a faint line at the top labelled with it and one at
+    zero labelled "0", to the right of the line. With ``seconds`` (the time the values span) a
+    strip below says how long ago the left end was and marks the right end "now". Labels are
+    numbers and units o11ylab formats itself; they are escaped all the same.
+    """
+    plot_width = width - (_LABEL_WIDTH if top_label else 0)
+    plot_height = height - (_TIME_HEIGHT if seconds is not None else 0)
     count = len(values)
     pieces: list[str] = []
     run: list[str] = []
     scale = top if top > 0 else 1.0
-    step = width / max(count - 1, 1)
+    step = plot_width / max(count - 1, 1)
     for i, value in enumerate(values):
         if value is None:
             if len(run) > 1:
@@ -51,17 +67,40 @@ def sparkline_svg(
             run = []
             continue
         fraction = min(max(float(value) / scale, 0.0), 1.0)
-        run.append(f"{i * step:.1f},{(height - 1) - fraction * (height - 2):.1f}")
+        run.append(f"{i * step:.1f},{(plot_height - 1) - fraction * (plot_height - 2):.1f}")
     if len(run) > 1:
         pieces.append(" ".join(run))
-    lines = "".join(
-        f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{p}"/>'
+    parts: list[str] = []
+    if top_label:
+        for y, baseline, label in ((1, "hanging", top_label), (plot_height - 1, "auto", "0")):
+            parts.append(
+                f'<line x1="0" y1="{y}" x2="{plot_width}" y2="{y}" stroke="currentColor" '
+                'stroke-opacity="0.25" stroke-width="1"/>'
+                f'<text x="{plot_width + 3}" y="{y}" font-size="9" fill="currentColor" '
+                f'fill-opacity="0.75" dominant-baseline="{baseline}">{html.escape(label)}</text>'
+            )
+    if seconds is not None:
+        ago = f"−{seconds:.0f} s" if seconds >= 1 else "−1 s"
+        for x, anchor, label in ((0, "start", ago), (plot_width, "end", "now")):
+            parts.append(
+                f'<text x="{x}" y="{height - 1}" font-size="9" fill="currentColor" '
+                f'fill-opacity="0.75" text-anchor="{anchor}">{html.escape(label)}</text>'
+            )
+    parts.extend(
+        f'<polyline fill="none" stroke="{_SPARK_COLOUR}" stroke-width="1.5" points="{p}"/>'
         for p in pieces
     )
     return (
         f'<svg class="o11y-spark" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" style="color:#1f77b4">{lines}</svg>'
+        f'viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
     )
+
+
+def _window_s(history: Sequence[Sample]) -> float | None:
+    """How many seconds the samples span (None for fewer than two)."""
+    if len(history) < 2:
+        return None
+    return max(0.0, history[-1].wall - history[0].wall)
 
 
 def _style(fraction: float | None) -> str:
@@ -84,13 +123,19 @@ class _Row:
         )
         self.value = widgets.Label("n/a", layout=widgets.Layout(width="190px"))
         self.value.add_class("o11y-value")
-        self.spark = widgets.HTML(sparkline_svg([], 1.0))
+        self.spark = widgets.HTML(_row_sparkline([], 1.0, "", None))
         self.box = widgets.HBox([self.label, self.bar, self.value, self.spark])
         self.box.add_class("o11y-row")
         self.box.add_class(css)
 
     def update(
-        self, fraction: float | None, text: str, history: Sequence[float | None], top: float
+        self,
+        fraction: float | None,
+        text: str,
+        history: Sequence[float | None],
+        top: float,
+        top_label: str = "",
+        seconds: float | None = None,
     ) -> None:
         with self.bar.hold_sync():
             self.bar.value = min(max(fraction or 0.0, 0.0), 1.0)
@@ -98,7 +143,20 @@ class _Row:
         with self.value.hold_sync():
             self.value.value = text
         with self.spark.hold_sync():
-            self.spark.value = sparkline_svg(history, top)
+            self.spark.value = _row_sparkline(history, top, top_label, seconds)
+
+
+def _row_sparkline(
+    history: Sequence[float | None], top: float, top_label: str, seconds: float | None
+) -> str:
+    return sparkline_svg(
+        history,
+        top,
+        width=_SPARK_WIDTH + _LABEL_WIDTH,
+        height=_SPARK_HEIGHT + _TIME_HEIGHT,
+        top_label=top_label or "100%",
+        seconds=seconds if seconds is not None else 0.0,
+    )
 
 
 class _GpuPanel:
@@ -137,22 +195,31 @@ class _GpuPanel:
         def series(get: Callable[[Any], float | None]) -> list[float | None]:
             return [get(r) if r is not None else None for r in readings]
 
+        seconds = _window_s(history)
         utilization = series(lambda r: r.utilization)
         value = latest.utilization if latest else None
         self.rows["utilization"].update(
-            value, f"{value * 100:.0f}%" if value is not None else "n/a", utilization, 1.0
+            value,
+            f"{value * 100:.0f}%" if value is not None else "n/a",
+            utilization,
+            1.0,
+            "100%",
+            seconds,
         )
 
         memory = series(lambda r: r.memory_used)
         total = (latest.memory_total if latest else None) or info.memory_total
         used = latest.memory_used if latest else None
+        memory_top = float(total or max((m for m in memory if m is not None), default=1))
         self.rows["memory"].update(
             used / total if used is not None and total else None,
             f"{format_bytes(used)} / {format_bytes(total)}"
             if used is not None and total
             else "n/a",
             memory,
-            float(total or max((m for m in memory if m is not None), default=1)),
+            memory_top,
+            format_bytes(memory_top),
+            seconds,
         )
 
         power = series(lambda r: r.power_w)
@@ -166,6 +233,8 @@ class _GpuPanel:
             f"{watts:.0f} W{limit}" if watts is not None else "n/a",
             power,
             top,
+            f"{top:.0f} W",
+            seconds,
         )
 
         temperature = series(lambda r: r.temperature_c)
@@ -175,6 +244,8 @@ class _GpuPanel:
             f"{celsius:.0f} °C" if celsius is not None else "n/a",
             temperature,
             100.0,
+            "100 °C",
+            seconds,
         )
 
 
@@ -201,24 +272,32 @@ class _KernelPanel:
         def series(get: Callable[[HostReading], float]) -> list[float | None]:
             return [get(h) if h is not None else None for h in hosts]
 
+        seconds = _window_s(history)
         cpus = latest.cpus
         self.rows["cpu"].update(
             latest.cpu_utilization,
             f"{latest.cpu_utilization * cpus * 100:.0f}% of {cpus} CPU{'s' if cpus != 1 else ''}",
             series(lambda h: h.cpu_utilization),
             1.0,
+            f"{cpus * 100}%",  # all of the host's CPUs, as the value counts them
+            seconds,
         )
+        rss_top = float(max((h.rss for h in hosts if h is not None), default=1)) * 1.25
         self.rows["rss"].update(
             latest.rss / latest.memory_total if latest.memory_total else None,
             f"{format_bytes(latest.rss)} resident",
             series(lambda h: float(h.rss)),
-            float(max((h.rss for h in hosts if h is not None), default=1)) * 1.25,
+            rss_top,
+            format_bytes(rss_top),
+            seconds,
         )
         self.rows["host_cpu"].update(
             latest.system_cpu_utilization,
             f"{latest.system_cpu_utilization * 100:.0f}%",
             series(lambda h: h.system_cpu_utilization),
             1.0,
+            "100%",
+            seconds,
         )
         used = latest.memory_total - latest.memory_available
         self.rows["host_memory"].update(
@@ -226,7 +305,56 @@ class _KernelPanel:
             f"{format_bytes(used)} / {format_bytes(latest.memory_total)}",
             series(lambda h: h.memory_fraction),
             1.0,
+            "100%",
+            seconds,
         )
+
+
+# The static copy shown beside the live panel. While the live panel renders, CSS hides the copy;
+# where the widget cannot render (a saved notebook reopened: "Error displaying widget: model not
+# found"), CSS hides that error and the copy shows instead. Selectors are JupyterLab's output
+# area (the output just before the copy is always the widget's: they are displayed together);
+# elsewhere (nbconvert, GitHub) the copy simply shows.
+_SNAPSHOT_CSS = """
+.jp-OutputArea-child:has(.o11y-monitor) + .jp-OutputArea-child:has(.o11y-snapshot){display:none}
+.jp-OutputArea-child:not(:has(.o11y-monitor)):not(:has(.o11y-snapshot)):has(+ .jp-OutputArea-child .o11y-snapshot){display:none}
+.o11y-snapshot{font-size:12px;line-height:1.5}
+.o11y-snapshot table{border-collapse:collapse;margin:0}
+.o11y-snapshot table tr,.o11y-snapshot table tr:nth-child(odd),.o11y-snapshot table tr:hover{
+background:transparent}
+.o11y-snapshot table td{text-align:left;padding:0 12px 0 0;border:none;vertical-align:middle}
+.o11y-snapshot .o11y-note{opacity:.7}
+"""
+
+# A click on Stop reaches the kernel only when it is idle (widget messages queue behind the
+# running cell on the shell channel), so the front end freezes the panel itself at once: it
+# shows a still copy in place of the live one until Start is pressed. The kernel stops sampling
+# for this panel when the click reaches it. Fixed text: no data is spliced into it.
+_FREEZE_JS = """
+(function(){
+var me=document.currentScript,child=me&&me.closest('.jp-OutputArea-child');
+var prev=child&&child.previousElementSibling;if(!prev)return;
+var tries=0;
+(function wire(){
+  var live=prev.querySelector('.o11y-monitor');
+  if(!live){if(tries++<600)setTimeout(wire,100);return;}
+  if(live.getAttribute('data-o11y-freeze'))return;
+  live.setAttribute('data-o11y-freeze','1');
+  live.addEventListener('click',function(e){
+    var button=e.target.closest&&e.target.closest('button');
+    if(!button||button.textContent.trim()!=='Stop')return;
+    var still=live.cloneNode(true);
+    still.classList.remove('o11y-monitor');still.classList.add('o11y-monitor-frozen');
+    var status=still.querySelector('.o11y-status');
+    if(status)status.textContent='o11ylab hardware \u25a0 stopped (sampling stops once the kernel is free)';
+    var start=still.querySelector('button');
+    if(start){start.textContent='Start';start.addEventListener('click',function(){
+      still.remove();live.style.display='';button.click();});}
+    live.style.display='none';live.parentNode.insertBefore(still,live);
+  },true);
+})();
+})();
+"""
 
 
 class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VBox is Any
@@ -253,6 +381,7 @@ class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unty
         self._running = False
         self._panels: list[_GpuPanel] = []
         self._panels_for: tuple[str, ...] | None = None
+        self._explains: bool | None = None  # whether this monitor gives the no-GPU reason
         self._header = widgets.HTML()
         self._header.add_class("o11y-status")
         self._toggle = widgets.Button(
@@ -325,6 +454,57 @@ class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unty
             child.close()
         super().close()
 
+    # -- display: the live panel, and a static copy for where it cannot render
+
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        from IPython.display import display
+
+        # The copy shows what the panel shows: give a sampler that is just starting one sample
+        # (one interval, at most 2 s) so the copy is not an empty "waiting" panel.
+        deadline = time.monotonic() + min(2.0, 2 * self.sampler.interval_s)
+        while self._running and self.sampler.latest is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        latest = self.sampler.latest
+        if self._running and latest is not None:
+            self._on_sample(latest)
+        # IPython's display() is untyped.
+        display(self._repr_mimebundle_(**kwargs), raw=True)  # type: ignore[no-untyped-call]
+        display(  # type: ignore[no-untyped-call]
+            {
+                "text/html": self.snapshot_html(),
+                "text/plain": "(a static copy of the o11ylab hardware monitor)",
+            },
+            raw=True,
+        )
+
+    def snapshot_html(self) -> str:
+        """The panel as it is now, as plain HTML (shown where the live widget cannot render)."""
+        when = time.strftime("%H:%M:%S")
+        parts = [
+            '<div class="o11y-snapshot">',
+            f"<style>{_SNAPSHOT_CSS}</style>",
+            "<div><b>o11ylab hardware</b> <span class='o11y-note'>"
+            f"{html.escape(f'a still copy from {when}; the live panel needs its kernel: run the cell again')}"
+            "</span></div>",
+        ]
+        if self._why.value:
+            parts.append(f"<div>{self._why.value}</div>")
+
+        def rows(title: str, items: Sequence[_Row]) -> None:
+            parts.append(f"<div>{title}</div><table>")
+            for row in items:
+                parts.append(
+                    f"<tr><td>{html.escape(row.label.value)}</td>"
+                    f"<td>{html.escape(row.value.value)}</td><td>{row.spark.value}</td></tr>"
+                )
+            parts.append("</table>")
+
+        for panel in self._panels:
+            rows(panel.title.value, list(panel.rows.values()))
+        rows(self._kernel.title.value, list(self._kernel.rows.values()))
+        parts.append(f"<script>{_FREEZE_JS}</script></div>")
+        return "".join(parts)
+
     def _all_widgets(self) -> list[widgets.Widget]:
         found: list[widgets.Widget] = []
         stack: list[widgets.Widget] = list(self.children)
@@ -373,10 +553,20 @@ class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unty
             self._header.value = (
                 f"<b>o11ylab hardware</b> <span style='opacity:.7'>{html.escape(state)}</span>"
             )
+        reason = sampler.no_gpu_reason
         if not sampler.ready.is_set():
             why = "Looking for GPUs…"
-        elif sampler.no_gpu_reason:
-            why = f"No GPU: {sampler.no_gpu_reason}. Showing the kernel's CPU and memory."
+        elif reason:
+            if self._explains is None:  # the first monitor to meet this reason explains it
+                self._explains = reason not in _REASONS_SHOWN
+                _REASONS_SHOWN.add(reason)
+            # The driver's own words stay in %o11y status; the panel gives the short sentence.
+            short = reason.split(" (", 1)[0]
+            why = (
+                f"No GPU: {short}. Showing the kernel's CPU and memory."
+                if self._explains
+                else "No GPU (said above): showing the kernel's CPU and memory."
+            )
         else:
             why = ""
         text = f"<span>{html.escape(why)}</span>" if why else ""

@@ -117,8 +117,22 @@ def assert_inert(markup: str, allowed_tags: set[str], allowed_attributes: set[st
 
 # --- the trace view (%o11y trace) ----------------------------------------------------------------
 
-TRACE_TAGS = {"div", "b", "table", "tr", "td"}
-TRACE_ATTRIBUTES = {"class", "style", "title"}
+# The explorer's own markup: rows are <details>/<summary>, the detail pane holds tables; its CSS
+# and script are constants (test_the_trace_views_css_and_script_are_constants checks that).
+TRACE_TAGS = {
+    "div",
+    "b",
+    "span",
+    "style",
+    "script",
+    "details",
+    "summary",
+    "h4",
+    "table",
+    "tr",
+    "td",
+}
+TRACE_ATTRIBUTES = {"class", "style", "data-id", "data-parent", "data-collapsed", "data-kids"}
 
 
 def hostile_spans(name: str, value: str) -> list[dict[str, Any]]:
@@ -142,10 +156,22 @@ def hostile_spans(name: str, value: str) -> list[dict[str, Any]]:
 def test_trace_view_shows_hostile_names_and_attributes_as_text(name: str, value: str) -> None:
     view = TraceView(hostile_spans(name, value), title=f"trace {name}")
     page = assert_inert(view._repr_html_(), TRACE_TAGS, TRACE_ATTRIBUTES)
-    assert page.tags.count("tr") == 2, "one row per span: nothing closed the table early"
+    assert page.tags.count("summary") == 2, "one row per span: nothing closed a row early"
     assert name in page.text and f"chat {value}" in page.text, "names are shown, whole"
-    assert f"{semconv.GEN_AI_REQUEST_MODEL}={value}" in page.text, "the model column too"
-    assert any(f"team={value}" in title for title in page.titles()), "the tooltip keeps it"
+    # The detail pane: each attribute a key cell then its whole value
+    assert f"{semconv.GEN_AI_REQUEST_MODEL}{value}" in page.text, "the model attribute too"
+    assert f"team{value}" in page.text, "the detail pane keeps every attribute"
+
+
+def test_the_trace_views_css_and_script_are_constants() -> None:
+    """Hostile names never reach the explorer's <style> or <script>: both are fixed text."""
+    from o11ylab import traceview
+
+    hostile = "</style></script><script>alert(1)</script>"
+    markup = TraceView(hostile_spans(hostile, hostile), title=hostile)._repr_html_()
+    styles = re.findall(r"<style>(.*?)</style>", markup, re.S)
+    scripts = re.findall(r"<script>(.*?)</script>", markup, re.S)
+    assert styles == [traceview._CSS] and scripts == [traceview._JS]
 
 
 def test_percent_o11y_trace_in_the_shell_escapes_what_the_cell_named(shell: Any) -> None:
@@ -159,8 +185,8 @@ def test_percent_o11y_trace_in_the_shell_escapes_what_the_cell_named(shell: Any)
     view = shell.run_line_magic("o11y", "trace")
     markup = shell.display_formatter.format(view)[0]["text/html"]  # what the notebook gets
     page = assert_inert(markup, TRACE_TAGS, TRACE_ATTRIBUTES)
-    assert page.text.count(hostile) == 2 and page.tags.count("tr") == 2
-    assert any("note=</td><script>alert(2)</script>" in t for t in page.titles())
+    assert hostile in page.text and page.tags.count("summary") == 2
+    assert "note</td><script>alert(2)</script>" in page.text
 
 
 # --- %o11y status --------------------------------------------------------------------------------
@@ -197,7 +223,7 @@ def test_status_shows_hostile_service_folder_targets_and_notes_as_text(
 
 # --- the hardware monitor ------------------------------------------------------------------------
 
-WIDGET_TAGS = {"b", "span", "svg", "polyline"}
+WIDGET_TAGS = {"b", "span", "svg", "polyline", "line", "text"}
 WIDGET_ATTRIBUTES = {
     "style",
     "class",
@@ -205,9 +231,20 @@ WIDGET_ATTRIBUTES = {
     "height",
     "viewbox",
     "fill",
+    "fill-opacity",
     "stroke",
+    "stroke-opacity",
     "stroke-width",
     "points",
+    "x",
+    "y",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "font-size",
+    "text-anchor",
+    "dominant-baseline",
 }
 
 
@@ -235,6 +272,13 @@ def test_the_monitor_shows_hostile_gpu_names_from_the_driver_as_text() -> None:
             assert_inert(markup, WIDGET_TAGS, WIDGET_ATTRIBUTES)
         for panel, name in zip(monitor._panels, HOSTILE, strict=True):
             assert name in Page(panel.title.value).text, "the GPU's name is shown, whole"
+        # The still copy shown where the widget cannot render: the same names, as text.
+        copy = assert_inert(
+            monitor.snapshot_html(),
+            WIDGET_TAGS | {"div", "style", "script", "table", "tr", "td"},
+            WIDGET_ATTRIBUTES,
+        )
+        assert all(name in copy.text for name in HOSTILE)
         # The same names reach %o11y status through the sampler's notes and description.
         notes = [*sampler.notes, sampler.describe()]
         status = {**get_telemetry().status(), "notes": notes}
@@ -296,4 +340,4 @@ def test_a_hostile_service_name_run_folder_gpu_and_cell_reach_the_notebook_escap
     assert str(run_dir) in status.text, "the run folder, as text"
     assert f"({hostile})" in status.text, "the GPU's name from the driver, as text"
     trace = assert_inert(pages["trace"], TRACE_TAGS, TRACE_ATTRIBUTES)
-    assert hostile in trace.text and trace.tags.count("tr") == 1
+    assert hostile in trace.text and trace.tags.count("summary") == 1

@@ -320,17 +320,24 @@ def test_o11y_trace_shows_the_last_cell_and_escapes_html(shell: Any) -> None:
     view = shell.run_line_magic("o11y", "trace")
     text, page = repr(view), view._repr_html_()
     assert "<script>alert('x')</script>" in text.splitlines()[1]
-    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<script>alert(" not in page and "&lt;script&gt;" in page
     assert "child &quot;quoted&quot;" in page
     assert text.splitlines()[2].startswith("  child")
 
 
 def test_spans_dataframe_has_a_row_per_span_and_attribute_columns(shell: Any) -> None:
+    import o11ylab
+    from o11ylab.traceview import spans_dataframe
+
     shell.run_cell("%%traced frame-me --attr colour=blue --quiet\npass")
-    df = shell.run_line_magic("o11y", "spans")
+    df = shell.run_line_magic("o11y", "spans")  # the readable default
     row = df[df["name"] == "frame-me"].iloc[-1]
+    assert row["status"] == "OK" and row["duration_ms"] >= 0 and row["kind"] == "internal"
+    assert {"trace_id", "parent", "start"} <= set(df.columns) and "colour" not in df.columns
+    raw = spans_dataframe(o11ylab.recent_spans(), raw=True)  # everything, as recorded
+    row = raw[raw["name"] == "frame-me"].iloc[-1]
     assert row["colour"] == "blue" and row["status"] == "UNSET" and row["duration_ms"] >= 0
-    assert {"trace_id", "parent_span_id", "start"} <= set(df.columns)
+    assert {"trace_id", "parent_span_id", "start"} <= set(raw.columns)
 
 
 def test_status_lists_exporters_and_never_a_secret(

@@ -15,6 +15,7 @@ missing (``apt-get install -y chromium``); CI installs it, so there it always ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -28,6 +29,9 @@ from typing import Any
 import nbformat
 import pytest
 
+from o11ylab.serve import API_KEY_ENV, LOCAL_ENDPOINT_ENV
+
+from .ai_support import LocalServer, local_server_fixture  # noqa: F401
 from .conftest import PYTHON, ROOT, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,6 +45,8 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
+# Every wait is on a condition, with room for two loaded cores (Playwright's default is 5 s).
+UI_TIMEOUT = 60_000
 
 pytestmark = [
     pytest.mark.integration,
@@ -70,35 +76,38 @@ HardwareMonitor(Sampler(fake, interval_s=0.5))
 
 BUSY = """\
 import time
-until = time.time() + 6
+until = time.time() + 25  # long enough to press Stop while it runs
 while time.time() < until:
     sum(i * i for i in range(20_000))
 """
 
 
-def write_notebook(path: Path) -> None:
+def new_notebook(*cells: str) -> nbformat.NotebookNode:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
-    notebook.cells = [
-        nbformat.v4.new_code_cell("%load_ext o11ylab"),
-        nbformat.v4.new_code_cell("%o11y monitor"),
-        nbformat.v4.new_code_cell(FAKE_GPUS),
-        nbformat.v4.new_code_cell(BUSY),
-    ]
-    nbformat.write(notebook, path)
+    notebook.cells = [nbformat.v4.new_code_cell(cell) for cell in cells]
+    return notebook
 
 
-@pytest.fixture
-def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def monitor_notebook() -> nbformat.NotebookNode:
+    return new_notebook("%load_ext o11ylab", "%o11y monitor", FAKE_GPUS, BUSY)
+
+
+@contextlib.contextmanager
+def running_lab(
+    tmp_path: Path, notebooks: dict[str, nbformat.NotebookNode], env_extra: dict[str, str]
+) -> Iterator[tuple[str, str]]:
+    """``jupyter lab`` on a free loopback port over ``notebooks``; yields (base URL, token)."""
     home = tmp_path / "home"
     work = tmp_path / "notebooks"
     for folder in (home, work):
         folder.mkdir()
-    write_notebook(work / "monitor.ipynb")
+    for name, notebook in notebooks.items():
+        nbformat.write(notebook, work / name)
     token = "o11ylab-ui-test-" + os.urandom(8).hex()
     port = free_port()
     env = dict(os.environ)
@@ -115,6 +124,7 @@ def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
             "O11YLAB_RUNS_DIR": str(tmp_path / "runs"),
             "O11YLAB_PROMETHEUS_PORT": "0",
             "O11YLAB_HARDWARE_INTERVAL": "0.5",
+            **env_extra,
         }
     )
     env.pop("O11YLAB_RUN_DIR", None)
@@ -176,6 +186,35 @@ def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
         log.close()
 
 
+@pytest.fixture
+def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    with running_lab(tmp_path, {"monitor.ipynb": monitor_notebook()}, {}) as lab:
+        yield lab
+
+
+def open_and_run_all(page: Any, base: str, token: str, name: str) -> None:
+    """Open a notebook as a user would, wait for its kernel, then Run > Run All Cells."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    expect(page.locator(".jp-NotebookPanel .jp-Cell").first).to_be_visible(timeout=UI_TIMEOUT)
+    # A fresh JupyterLab asks which kernel to start; answer as a user would.
+    select = page.locator(".jp-Dialog").get_by_role("button", name="Select")
+    try:
+        select.click(timeout=20_000)
+    except PlaywrightTimeout:
+        pass  # no dialog: the kernel started by itself
+    news = page.locator(".jp-Notification-Toast").get_by_role("button", name="No")
+    if news.count():
+        news.click()
+    expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(
+        timeout=90_000
+    )
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
 def value_text(monitor: Any, css: str, index: int = 0) -> str:
     return str(monitor.locator(f".{css} .o11y-value").nth(index).inner_text()).strip()
 
@@ -198,46 +237,36 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.set_default_timeout(60_000)
-            page.goto(f"{base}/lab/tree/monitor.ipynb?token={token}")
-            expect(page.locator(".jp-NotebookPanel .jp-Cell").first).to_be_visible()
-            # A fresh JupyterLab asks which kernel to start; answer as a user would.
-            select = page.locator(".jp-Dialog").get_by_role("button", name="Select")
-            try:
-                select.click(timeout=20_000)
-            except PlaywrightTimeout:
-                pass  # no dialog: the kernel started by itself
-            news = page.locator(".jp-Notification-Toast").get_by_role("button", name="No")
-            if news.count():
-                news.click()
-            # Wait until the kernel is up, then run everything through JupyterLab's menu.
-            expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(
-                timeout=90_000
-            )
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            open_and_run_all(page, base, token, "monitor.ipynb")
 
             monitors = page.locator(".o11y-monitor")
             expect(monitors).to_have_count(2, timeout=90_000)
             real, fake = monitors.nth(0), monitors.nth(1)
 
             # The process's monitor: no GPU here, and it says so once, with the reason.
-            expect(real.locator(".o11y-no-gpu")).to_contain_text("No GPU: no NVIDIA driver")
-            expect(real.locator(".o11y-gpu")).to_have_count(0)
+            expect(real.locator(".o11y-no-gpu")).to_contain_text(
+                "No GPU: no NVIDIA driver", timeout=UI_TIMEOUT
+            )
+            expect(real.locator(".o11y-gpu")).to_have_count(0, timeout=UI_TIMEOUT)
             for row in (
                 "o11y-kernel-cpu",
                 "o11y-kernel-memory",
                 "o11y-host-cpu",
                 "o11y-host-memory",
             ):
-                expect(real.locator(f".{row} .widget-hprogress")).to_be_visible()
-            expect(real.locator(".o11y-kernel-memory .o11y-value")).to_contain_text("resident")
+                expect(real.locator(f".{row} .widget-hprogress")).to_be_visible(timeout=UI_TIMEOUT)
+            expect(real.locator(".o11y-kernel-memory .o11y-value")).to_contain_text(
+                "resident", timeout=UI_TIMEOUT
+            )
 
             # The fake-GPU monitor: a panel per GPU, every row a progress bar.
-            expect(fake.locator(".o11y-gpu")).to_have_count(2)
-            expect(fake.locator(".o11y-gpu").nth(0)).to_contain_text("Fake H100 (test double)")
-            expect(fake.locator(".o11y-gpu .widget-hprogress")).to_have_count(8)
+            expect(fake.locator(".o11y-gpu")).to_have_count(2, timeout=UI_TIMEOUT)
+            expect(fake.locator(".o11y-gpu").nth(0)).to_contain_text(
+                "Fake H100 (test double)", timeout=UI_TIMEOUT
+            )
+            expect(fake.locator(".o11y-gpu .widget-hprogress")).to_have_count(8, timeout=UI_TIMEOUT)
             expect(fake.locator(".o11y-gpu-utilization .o11y-value").first).to_have_text(
-                re.compile(r"^\d+%$")
+                re.compile(r"^\d+%$"), timeout=UI_TIMEOUT
             )
 
             # Values change over time, while the busy cell keeps the kernel's main thread busy.
@@ -264,17 +293,319 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
             assert cpu_seen and max(cpu_seen) >= 20, cpu_seen  # the busy cell shows up
             page.screenshot(path=str(ARTIFACTS / "jupyterlab-hardware-monitor.png"), full_page=True)
 
-            # Stop through the panel's own button: the status says so and stops changing.
+            # Stop through the panel's own button while the busy cell still runs: the kernel
+            # hears the click only when it is free, so the front end freezes the panel at once.
+            expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Busy"))).to_be_visible(
+                timeout=UI_TIMEOUT
+            )
             real.get_by_role("button", name="Stop").click()
-            expect(real.locator(".o11y-status")).to_contain_text("stopped")
-            frozen = sparkline(real, "o11y-kernel-cpu")
-            time.sleep(1.5)
-            assert sparkline(real, "o11y-kernel-cpu") == frozen
-            real.get_by_role("button", name="Start").click()
-            expect(real.locator(".o11y-status")).to_contain_text("live")
+            clicked = time.monotonic()
+            still = page.locator(".o11y-monitor-frozen")
+            expect(still).to_be_visible(timeout=2_000)
+            expect(still.locator(".o11y-status")).to_contain_text("stopped", timeout=2_000)
+            assert time.monotonic() - clicked < 2.0, "the panel froze within 2 s"
+            assert page.get_by_text(re.compile(r"\| Busy")).count() == 1, "the cell still runs"
+            shown = still.inner_text(), sparkline(still, "o11y-kernel-cpu")
+            time.sleep(1.5)  # a span of time in which a live panel would have changed 3 times
+            assert (still.inner_text(), sparkline(still, "o11y-kernel-cpu")) == shown
+            assert real.is_hidden(), "the live panel is out of sight while stopped"
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-hardware-monitor-stopped.png"), full_page=True
+            )
+            # Once the cell ends the kernel takes the click: its panel says stopped, and Start
+            # (on the still copy) brings the live panel back and running.
+            expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(
+                timeout=90_000
+            )
+            expect(real.locator(".o11y-status")).to_contain_text("stopped", timeout=UI_TIMEOUT)
+            still.get_by_role("button", name="Start").click()
+            expect(still).to_have_count(0, timeout=UI_TIMEOUT)
+            expect(real.locator(".o11y-status")).to_contain_text("live", timeout=UI_TIMEOUT)
+            expect(real).to_be_visible(timeout=UI_TIMEOUT)
+            # The scale and the time span of every sparkline.
+            labels = real.locator(".o11y-host-memory text").all_text_contents()
+            assert labels[:2] == ["100%", "0"] and labels[-1] == "now", labels
+
+            # Saved, the kernel gone, reopened: a still copy, never "Error displaying widget".
+            page.keyboard.press("Control+s")
+            expect(page.locator(".jp-mod-dirty")).to_have_count(0, timeout=UI_TIMEOUT)
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Kernel$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Shut Down Kernel$")).click()
+            confirm = page.locator(".jp-Dialog").get_by_role("button", name="Shut Down")
+            with contextlib.suppress(PlaywrightTimeout):
+                confirm.click(timeout=5_000)  # JupyterLab may ask first
+            expect(page.get_by_text("No Kernel").first).to_be_visible(timeout=UI_TIMEOUT)
+            page.reload()
+            expect(page.locator(".jp-NotebookPanel .jp-Cell").first).to_be_visible(
+                timeout=UI_TIMEOUT
+            )
+            copies = page.locator(".o11y-snapshot")
+            expect(copies).to_have_count(2, timeout=UI_TIMEOUT)
+            expect(copies.first).to_be_visible(timeout=UI_TIMEOUT)
+            expect(copies.first).to_contain_text("kernel memory", timeout=UI_TIMEOUT)
+            expect(copies.nth(1)).to_contain_text("Fake H100 (test double)", timeout=UI_TIMEOUT)
+            # With a fresh kernel the widget manager gives up on the old models and writes its
+            # error; the still copy's CSS keeps it out of sight.
+            with contextlib.suppress(PlaywrightTimeout):
+                page.locator(".jp-Dialog").get_by_role("button", name="Select").click(
+                    timeout=10_000
+                )
+            expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(
+                timeout=90_000
+            )
+            errors = page.get_by_text("Error displaying widget")
+            expect(errors).to_have_count(2, timeout=UI_TIMEOUT)
+            visible_errors = [e for e in errors.all() if e.is_visible()]
+            assert visible_errors == [], "no widget error in sight"
+            assert page.get_by_text("Loading widget").count() == 0 or not any(
+                e.is_visible() for e in page.get_by_text("Loading widget").all()
+            )
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-hardware-monitor-reopened.png"), full_page=True
+            )
         except BaseException:
             page.screenshot(
                 path=str(ARTIFACTS / "jupyterlab-hardware-monitor-failure.png"), full_page=True
+            )
+            raise
+        finally:
+            browser.close()
+
+
+# --- the trace explorer (%o11y trace) ------------------------------------------------------------
+
+LONG_NOTE = "a long attribute value that the row never shows " + "0123456789" * 12 + " (end)"
+RAG_SETUP = """\
+import logging
+import o11ylab
+from o11ylab.ai.pipeline import ask, index_documents, open_store
+from o11ylab.telemetry import get_telemetry
+from o11ylab.traceview import remember_logs
+
+remember_logs(get_telemetry())  # log records beside their spans in the explorer
+store = open_store("ui-rag", path="chroma")
+index_documents(store)
+"""
+RAG_QUESTION = f"""\
+%%traced rag-question
+from opentelemetry import trace
+trace.get_current_span().set_attribute("note", {LONG_NOTE!r})
+answer = ask("What does the W3C traceparent header carry?", store=store, top_k=3, max_tokens=8)
+logging.getLogger("rag-demo").warning("answered with %d sources", len(answer.sources))
+try:
+    with o11ylab.span("flaky-step"):
+        raise TimeoutError("upstream timed out")
+except TimeoutError:
+    pass
+"""
+
+
+def rects(page: Any, explorer: Any) -> list[dict[str, Any]]:
+    """Bounding boxes of each visible row's name, duration and bar, as the browser laid them out."""
+    boxes: list[dict[str, Any]] = explorer.evaluate(
+        """root => Array.from(root.querySelectorAll('details.o11yt-span > summary'))
+            .filter(s => s.offsetParent !== null)
+            .map(s => {
+              const box = el => { const r = (el ? s.querySelector(el) : s)
+                                                .getBoundingClientRect();
+                                  return [r.left, r.top, r.right, r.bottom]; };
+              return {name: s.querySelector('.o11yt-label').textContent,
+                      label: box('.o11yt-name'), duration: box('.o11yt-dur'),
+                      bar: box('.o11yt-bar'), row: box(null),
+                      nameFits: s.querySelector('.o11yt-name').scrollWidth
+                                <= s.querySelector('.o11yt-name').clientWidth + 1};
+            })"""
+    )
+    return boxes
+
+
+def overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.timeout(600)
+def test_the_trace_explorer_shows_a_rag_question_in_jupyterlab(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    notebook = new_notebook("%load_ext o11ylab", RAG_SETUP, RAG_QUESTION, "%o11y trace")
+    env = {
+        LOCAL_ENDPOINT_ENV: local_server.base_url,
+        API_KEY_ENV: local_server.api_key,
+        "ANONYMIZED_TELEMETRY": "False",
+        "HF_HUB_OFFLINE": "1",
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (
+        running_lab(tmp_path, {"trace.ipynb": notebook}, env) as (base, token),
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(UI_TIMEOUT)
+        try:
+            open_and_run_all(page, base, token, "trace.ipynb")
+            explorer = page.locator(".o11yt")
+            expect(explorer).to_be_visible(timeout=240_000)
+            rows = explorer.locator("details.o11yt-span")
+            expect(rows.first).to_contain_text("rag-question", timeout=UI_TIMEOUT)
+            expect(explorer.locator(".o11yt-tick")).not_to_have_count(0, timeout=UI_TIMEOUT)
+            names = [t.strip() for t in explorer.locator(".o11yt-label").all_inner_texts()]
+            assert "invoke_workflow rag" in names and "embeddings all-MiniLM-L6-v2" in names
+            assert any(n.startswith("retrieval ") for n in names), names
+            assert any(n.startswith("chat ") for n in names), names
+            assert "✗ flaky-step" in names, names
+            chat = rows.filter(has=page.locator(".o11yt-label", has_text=re.compile("^chat ")))
+            expect(chat.locator(".o11yt-kind")).to_have_text("client", timeout=UI_TIMEOUT)
+
+            # Name, duration and bar never overlap, on any row; the rows stay one line high.
+            boxes = rects(page, explorer.element_handle())
+            assert len(boxes) == len(names)
+            for box in boxes:
+                for a, b in (("label", "duration"), ("label", "bar"), ("duration", "bar")):
+                    assert not overlap(box[a], box[b]), (box["name"], a, b, box)
+                assert box["row"][3] - box["row"][1] < 30, box  # one line, not four or five
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab-trace-explorer.png"), full_page=True)
+
+            # Opening a row shows every attribute whole, as selectable text, and its events.
+            cell = rows.first
+            cell.locator("summary").click()
+            detail = cell.locator(".o11yt-detail").first
+            expect(detail).to_be_visible(timeout=UI_TIMEOUT)
+            expect(detail).to_contain_text(LONG_NOTE, timeout=UI_TIMEOUT)
+            assert detail.evaluate("d => getComputedStyle(d).userSelect") != "none"
+            flaky = rows.filter(has=page.locator(".o11yt-label", has_text="flaky-step"))
+            flaky.locator("summary").click()
+            expect(flaky.locator(".o11yt-detail")).to_contain_text(
+                "upstream timed out", timeout=UI_TIMEOUT
+            )
+            expect(flaky.locator(".o11yt-detail")).to_contain_text("exception", timeout=UI_TIMEOUT)
+            expect(cell.locator(".o11yt-detail")).to_contain_text(
+                "answered with 3 sources", timeout=UI_TIMEOUT
+            )
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-trace-explorer-detail.png"), full_page=True
+            )
+
+            # Collapsing the workflow hides its stages; expanding shows them again.
+            workflow = rows.filter(
+                has=page.locator(".o11yt-label", has_text=re.compile("^invoke_workflow rag$"))
+            )
+            retrieval = rows.filter(
+                has=page.locator(".o11yt-label", has_text=re.compile("^retrieval "))
+            )
+            expect(retrieval).to_be_visible(timeout=UI_TIMEOUT)
+            workflow.locator(".o11yt-tw").first.click()
+            expect(retrieval).to_be_hidden(timeout=UI_TIMEOUT)
+            workflow.locator(".o11yt-tw").first.click()
+            expect(retrieval).to_be_visible(timeout=UI_TIMEOUT)
+
+            # The dark theme: the explorer follows JupyterLab's colours.
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
+            expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(
+                1, timeout=UI_TIMEOUT
+            )
+            expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=UI_TIMEOUT)
+            colour = explorer.evaluate("e => getComputedStyle(e).color")
+            red, green, blue = (int(x) for x in re.findall(r"\d+", colour)[:3])
+            assert red + green + blue > 3 * 160, f"light text on the dark theme, got {colour}"
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-trace-explorer-dark.png"), full_page=True
+            )
+
+            # Saved and reopened: the explorer is plain HTML in the notebook and works again.
+            page.keyboard.press("Control+s")
+            expect(page.locator(".jp-mod-dirty")).to_have_count(0, timeout=UI_TIMEOUT)
+            page.reload()
+            explorer = page.locator(".o11yt")
+            expect(explorer).to_be_visible(timeout=UI_TIMEOUT)
+            rows = explorer.locator("details.o11yt-span")
+            rows.first.locator("summary").click()
+            expect(rows.first.locator(".o11yt-detail").first).to_contain_text(
+                LONG_NOTE, timeout=UI_TIMEOUT
+            )
+        except BaseException:
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-trace-explorer-failure.png"), full_page=True
+            )
+            raise
+        finally:
+            browser.close()
+
+
+def explorer_output_notebook() -> nbformat.NotebookNode:
+    """A notebook holding an explorer output, written here and never signed: JupyterLab opens
+    it untrusted, as a notebook from someone else, and sanitizes the HTML (no <style>, no
+    script)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from o11ylab.traceview import TraceView, span_record
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("ui-test")
+    with tracer.start_as_current_span("a cell with a rather long name that must not run on"):
+        with tracer.start_as_current_span("embeddings all-MiniLM-L6-v2", kind=SpanKind.CLIENT):
+            pass
+        with tracer.start_as_current_span("chat SmolLM2-135M-Instruct", kind=SpanKind.CLIENT):
+            pass
+    provider.shutdown()
+    view = TraceView([span_record(s) for s in exporter.get_finished_spans()], title="trace")
+    notebook = new_notebook("%o11y trace")
+    notebook.cells[0].outputs = [
+        nbformat.v4.new_output(
+            "execute_result",
+            data={"text/html": view._repr_html_(), "text/plain": repr(view)},
+            execution_count=1,
+        )
+    ]
+    return notebook
+
+
+def test_the_trace_explorer_reads_in_an_untrusted_notebook(tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    notebooks = {"untrusted.ipynb": explorer_output_notebook()}
+    with running_lab(tmp_path, notebooks, {}) as (base, token), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(f"{base}/lab/tree/untrusted.ipynb?token={token}")
+            explorer = page.locator(".o11yt")
+            expect(explorer).to_be_visible(timeout=UI_TIMEOUT)
+            assert explorer.locator("style").count() == 0, "sanitized, as an untrusted notebook"
+            rows = explorer.locator("details.o11yt-span > summary")
+            expect(rows).to_have_count(3, timeout=UI_TIMEOUT)
+            for row in rows.all():
+                name = row.locator(".o11yt-label").bounding_box()
+                duration = row.locator(".o11yt-dur").bounding_box()
+                bar = row.locator(".o11yt-bar").bounding_box()
+                assert name and duration and bar
+                assert name["x"] + name["width"] < duration["x"], "name, then the duration"
+                assert bar["width"] > 1, "the bar is still drawn"
+            # Every row still opens to its detail pane (plain <details>).
+            rows.nth(1).click()
+            detail = explorer.locator("details.o11yt-span").nth(1).locator(".o11yt-detail")
+            expect(detail).to_contain_text("embeddings all-MiniLM-L6-v2", timeout=UI_TIMEOUT)
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-trace-explorer-untrusted.png"), full_page=True
+            )
+        except BaseException:
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-trace-explorer-untrusted-failure.png"),
+                full_page=True,
             )
             raise
         finally:

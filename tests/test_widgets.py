@@ -30,6 +30,18 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
     return bool(predicate())
 
 
+@pytest.fixture(autouse=True)
+def fresh_kernel_memory() -> Iterator[None]:
+    """Each test is a fresh kernel as far as "the no-GPU reason was already said" goes."""
+    from o11ylab import widgets
+
+    saved = set(widgets._REASONS_SHOWN)
+    widgets._REASONS_SHOWN.clear()
+    yield
+    widgets._REASONS_SHOWN.clear()
+    widgets._REASONS_SHOWN.update(saved)
+
+
 @pytest.fixture
 def fake_sampler() -> Iterator[Sampler]:
     sampler = Sampler(two_gpus(), interval_s=0.2, settings=HardwareSettings())
@@ -152,6 +164,36 @@ def test_without_a_gpu_it_shows_cpu_memory_and_one_line_why() -> None:
         sampler.stop()
 
 
+def test_the_no_gpu_reason_is_given_once_per_kernel() -> None:
+    sampler = Sampler(interval_s=0.2, settings=HardwareSettings())  # real pynvml: no GPU here
+    first, second = HardwareMonitor(sampler), HardwareMonitor(sampler)
+    try:
+        assert wait_for(lambda: sampler.samples_taken >= 2 and "No GPU" in second._why.value)
+        assert "no NVIDIA driver on this machine" in first._why.value
+        assert "driver" not in second._why.value and "said above" in second._why.value
+        first._show_status()  # the first keeps its explanation on every refresh
+        assert "no NVIDIA driver on this machine" in first._why.value
+    finally:
+        first.close()
+        second.close()
+        sampler.stop()
+
+
+def test_sparklines_have_a_scale_and_time_labels(fake_sampler: Sampler) -> None:
+    monitor = HardwareMonitor(fake_sampler)
+    try:
+        assert wait_for(lambda: fake_sampler.samples_taken >= 4 and len(monitor._panels) == 2)
+        assert wait_for(lambda: "now" in monitor._panels[0].rows["memory"].spark.value)
+        memory = monitor._panels[0].rows["memory"].spark.value
+        labels = re.findall(r"<text[^>]*>([^<]*)</text>", memory)
+        assert labels[:2] == ["80.0 GiB", "0"], labels  # the scale: the GPU's memory, and zero
+        assert re.fullmatch(r"−\d+ s", labels[2]) and labels[3] == "now", labels
+        power = monitor._panels[0].rows["power"].spark.value
+        assert re.findall(r"<text[^>]*>([^<]*)</text>", power)[0] == "700 W"
+    finally:
+        monitor.close()
+
+
 def test_stop_and_restart(fake_sampler: Sampler) -> None:
     monitor = HardwareMonitor(fake_sampler)
     try:
@@ -250,3 +292,27 @@ def test_sparkline_is_numbers_only_and_breaks_at_gaps() -> None:
     assert lines == ["0.0,21.0 10.0,11.0", "30.0,1.0 40.0,1.0"]  # a gap; 2.0 clipped to the top
     assert re.fullmatch(r"[\d.,\s]+", " ".join(lines))
     assert "<polyline" not in sparkline_svg([None, 1.0], 1.0)
+
+
+def test_displayed_with_a_still_copy_for_where_the_widget_cannot_render(
+    fake_sampler: Sampler,
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    monitor = HardwareMonitor(fake_sampler)
+    try:
+        assert wait_for(lambda: fake_sampler.samples_taken >= 3)  # a line needs two points
+        with capture_output() as shown:
+            monitor._ipython_display_()
+        live, still = (output.data for output in shown.outputs)
+        assert live["application/vnd.jupyter.widget-view+json"]["model_id"] == monitor.model_id
+        copy = still["text/html"]
+        # The copy holds what the panel showed: both GPUs (one sample was waited for), the
+        # kernel's rows with their values and sparklines, and says it is not live.
+        assert "NVIDIA H100 80GB HBM3" in copy and "NVIDIA A10G" in copy
+        assert "kernel memory" in copy and "resident" in copy and "<polyline" in copy
+        assert "still copy" in copy and "run the cell again" in copy
+    finally:
+        monitor.close()
