@@ -1,6 +1,7 @@
 """The FastAPI app of ``o11ylab serve``: what it serves, its routes, and its error answers."""
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time.
+import asyncio
 import base64
 import inspect
 import logging
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import models
 from .._version import __version__
+from ._admission import Admission
 from ._bodylimit import BodyLimit
 from ._config import ServeConfig
 from ._errors import (
@@ -60,6 +62,7 @@ class Served:
             self.embedding_ids.add(f"sentence-transformers/{models.DEFAULT_EMBEDDING_MODEL}")
         if config.embedding_model:
             self.embedding_ids.add(config.embedding_model)
+        self.max_prompt_chars = self.engine.context_window * _longest_token(self.engine)
 
     def embedder(self) -> Any:
         with self._embedder_lock:
@@ -83,6 +86,15 @@ class Served:
         if name not in served:
             raise self.unknown(name)
         info["served_model"] = name
+
+
+def _longest_token(engine: Any) -> int:
+    """Characters in the vocabulary's longest token (its stored form, which is never shorter
+    than the text it decodes to); 64 when the tokenizer does not list its vocabulary."""
+    try:
+        return max(64, max(len(token) for token in engine.tokenizer.get_vocab()))
+    except (AttributeError, TypeError, ValueError):
+        return 64
 
 
 def _served(request: Request) -> Served:
@@ -213,34 +225,99 @@ def _chat_options(body: ChatRequest) -> dict[str, Any]:
     }
 
 
-def chat_completions(body: ChatRequest, request: Request) -> Any:
-    from ..ai import local_model
+def _check_prompt_size(served: Served, messages: list[dict[str, Any]]) -> None:
+    """Refuse a prompt that cannot fit before tokenizing it: a 21 MB prompt took 36 s and
+    2.9 GB to be tokenized and then refused. No token covers more characters than the
+    vocabulary's longest, so more than context window x that many characters cannot fit."""
+    from ..ai.local_model import message_text
 
+    size = sum(len(message_text(m.get("content"))) for m in messages)
+    if size > served.max_prompt_chars:
+        raise OpenAIError(
+            400,
+            f"The messages have {size:,} characters; {served.engine.name} has a context window "
+            f"of {served.engine.context_window:,} tokens, which no more than "
+            f"{served.max_prompt_chars:,} characters can fit. Shorten the messages.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+
+
+async def chat_completions(body: ChatRequest, request: Request) -> Any:
     served, info = _served(request), request.state.o11ylab
     served.choose(body.model, served.chat_ids, info)
     options = _chat_options(body)
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    _check_prompt_size(served, messages)
     engine = served.engine
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     now = int(time.time())
     info["response_model"] = engine.name
+    called = time.perf_counter()
+    stream = await _prepared(engine, messages, options)
     if not body.stream:
-        called = time.perf_counter()
-        try:
-            result = engine.chat(messages, **options)
-        except local_model.LocalModelError as exc:
-            raise _engine_error(exc) from None
+        result = await _until_done_or_gone(stream, request)
+        if result is None:
+            info["error_type"] = "client_closed"
+            return Response(status_code=499)  # nobody reads it: the client has gone
         return _completion(result, info, called, completion_id, now, engine.name)
-    try:
-        stream = engine.stream_chat(messages, **options)
-    except local_model.LocalModelError as exc:
-        raise _engine_error(exc) from None
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         sse(stream, info, Chunks(completion_id, now, engine.name, include_usage)),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+async def _prepared(engine: Any, messages: list[dict[str, Any]], options: dict[str, Any]) -> Any:
+    """The generation's stream, not started: templating and tokenizing run on the thread
+    pool, off the event loop that answers /health."""
+    from starlette.concurrency import run_in_threadpool
+
+    from ..ai import local_model
+
+    try:
+        return await run_in_threadpool(lambda: engine.stream_chat(messages, **options))
+    except local_model.LocalModelError as exc:
+        raise _engine_error(exc) from None
+
+
+async def _until_done_or_gone(stream: Any, request: Request) -> Any:
+    """The finished ``Generation``, or None when the client went away first, in which case the
+    model stops at its next token (or never starts, if it was still waiting for the model).
+    A client with a 3 s timeout had left its generation running, and its retries queued the
+    same work again: the next 1-token request waited 123 s."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def drain() -> None:
+        try:
+            for _ in stream:
+                pass
+            loop.call_soon_threadsafe(_settle, done, stream.result, None)
+        except BaseException as exc:  # noqa: BLE001 - raised again on the event loop below
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+
+    threading.Thread(target=drain, name="o11ylab-chat", daemon=True).start()
+    while True:
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), _DISCONNECT_POLL_S)
+        except TimeoutError:
+            if await request.is_disconnected():
+                stream.cancel()
+                return None
+
+
+_DISCONNECT_POLL_S = 0.25  # how soon a gone client's generation is stopped
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _completion(
@@ -324,7 +401,8 @@ def embeddings(body: EmbeddingRequest, request: Request) -> Any:
 
 class ServeApp:
     """The ASGI app ``o11ylab serve`` runs: the FastAPI ``app`` (its routes and OpenAPI schema)
-    behind the Host check, the telemetry, the key gate and the body limit, in that order."""
+    behind the Host check, the telemetry, the key gate, the queue bound and the body limit, in
+    that order."""
 
     def __init__(self, app: FastAPI, asgi: Callable[..., Awaitable[None]]) -> None:
         self.app = app
@@ -394,7 +472,7 @@ def create_app(
     app.add_api_route("/v1/embeddings", embeddings, methods=["POST"])
     inner: Any = BodyLimit(app, config.max_body_bytes) if config.max_body_bytes > 0 else app
     traced = ServerTelemetry(
-        ApiKeyGate(inner, config.api_key),
+        ApiKeyGate(Admission(inner, config.max_queue), config.api_key),
         config.host,
         config.port,
         tracer_provider=tracer_provider,

@@ -199,6 +199,7 @@ def run_command(args: argparse.Namespace) -> int:
             api_key=api_key_from(args),
             device=args.device,
             max_body_bytes=max_body_bytes_from(args),
+            max_queue=load_serve().max_queue,
         )
     except ConfigError as exc:
         raise SystemExit(f"o11ylab serve: {exc}") from None

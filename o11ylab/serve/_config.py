@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config import SERVE_DEFAULT_MAX_BODY_MB
+from ..config import SERVE_DEFAULT_MAX_BODY_MB, SERVE_DEFAULT_MAX_QUEUE
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8008
 API_KEY_ENV = "O11YLAB_SERVE_API_KEY"
 MAX_BODY_ENV = "O11YLAB_SERVE_MAX_BODY_MB"
+MAX_QUEUE_ENV = "O11YLAB_SERVE_MAX_QUEUE"
 LOCAL_ENDPOINT_ENV = "O11YLAB_LOCAL_ENDPOINT"
 START_TIMEOUT_ENV = "O11YLAB_SERVE_START_TIMEOUT"
 DEFAULT_MAX_BODY_MB = int(SERVE_DEFAULT_MAX_BODY_MB)
@@ -24,3 +25,4 @@ class ServeConfig:
     api_key: str | None = None
     device: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_MB * 1024 * 1024  # 0: no limit
+    max_queue: int = SERVE_DEFAULT_MAX_QUEUE  # generations waiting or running; more get a 503

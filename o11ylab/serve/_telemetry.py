@@ -46,6 +46,15 @@ def _route(path: str) -> str | None:
     return path if path in _ROUTES else None
 
 
+def _untraced(path: str, headers: dict[str, str]) -> bool:
+    """A liveness probe or a scrape belongs to no trace, and neither does a model lookup that
+    comes with none: each would be a one-span trace of its own (a run must stay one trace; the
+    launcher's probes and the clients' GET /v1/models to pick a default had made 6 of them)."""
+    if path in _PROBES:
+        return True
+    return path.startswith("/v1/models") and "traceparent" not in headers
+
+
 class ServerTelemetry:
     """One SERVER span per request, in the caller's trace; GenAI server metrics.
 
@@ -86,9 +95,7 @@ class ServerTelemetry:
         started = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path = scope.get("path", "")
-        if path in _PROBES and "traceparent" not in headers:
-            # A launcher's liveness probe or a scrape belongs to no trace: it would make a
-            # one-span trace of its own per probe (a run must stay one trace).
+        if _untraced(path, headers):
             await self.app(scope, receive, send)
             return
         parent = extract(headers)
