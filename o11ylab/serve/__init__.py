@@ -57,7 +57,7 @@ from ._errors import (
     OTHER,
     OpenAIError,
 )
-from ._launcher import EndpointError, LocalEndpoint, ensure_local_endpoint
+from ._launcher import EndpointError, LocalEndpoint, ensure_local_endpoint, new_launch_key
 
 if TYPE_CHECKING:
     from ._app import ServeApp, create_app
@@ -86,6 +86,7 @@ __all__ = [
     "ensure_local_endpoint",
     "is_loopback",
     "max_body_bytes_from",
+    "new_launch_key",
     "run_command",
     "serve",
 ]

@@ -31,7 +31,7 @@ from ._errors import (
     invalid,
     unknown_model,
 )
-from ._gate import ApiKeyGate, LoopbackHostOnly
+from ._gate import CHALLENGE_HEADER, PROOF_HEADER, ApiKeyGate, LoopbackHostOnly, proof
 from ._schema import ChatRequest, EmbeddingRequest
 from ._sse import Chunks, sse, usage
 from ._telemetry import ServerTelemetry
@@ -167,8 +167,11 @@ def _engine_error(exc: Exception) -> OpenAIError:
 # server dead and started a second one.
 
 
-async def health(request: Request) -> dict[str, Any]:
+async def health(request: Request, response: Response) -> dict[str, Any]:
     served = _served(request)
+    challenge = request.headers.get(CHALLENGE_HEADER)
+    if challenge and served.config.api_key:
+        response.headers[PROOF_HEADER] = proof(served.config.api_key, challenge)
     return {
         "status": "ok",
         "model": served.engine.name,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import socket
 import sys
 import threading
 import time
@@ -45,9 +47,29 @@ def _service_name_unset() -> bool:
     return not any(part.strip().startswith("service.name=") for part in resource.split(","))
 
 
-def serve(config: ServeConfig, *, exit_with_parent: int | None = None) -> int:
-    """Load the models and serve until interrupted. This process's telemetry (providers, run
-    files, /metrics) is set up here: the command owns its process, the app does not."""
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def _report_port(path: str, port: int) -> None:
+    """Write the bound port for the launcher, whole or not at all (it polls for the file)."""
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(str(port), encoding="utf-8")
+    os.replace(partial, target)
+
+
+def serve(
+    config: ServeConfig, *, exit_with_parent: int | None = None, port_file: str | None = None
+) -> int:
+    """Bind, load the models and serve until interrupted. This process's telemetry (providers,
+    run files, /metrics) is set up here: the command owns its process, the app does not.
+
+    The port is bound before the models load (seconds to minutes) and held from then on:
+    a launcher that picked a free port and let the child bind it after loading had another
+    local process take the port first and receive the prompts. ``port_file`` gets the bound
+    port (``--port 0`` picks one) as soon as it is held."""
     import uvicorn
 
     from ..ai import local_model
@@ -61,6 +83,18 @@ def serve(config: ServeConfig, *, exit_with_parent: int | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        listener = _listen(config.host, config.port)
+    except OSError as exc:
+        print(
+            f"o11ylab serve: cannot listen on {config.host}:{config.port} ({exc.strerror or exc}): "
+            "choose another --port, or stop what holds it.",
+            file=sys.stderr,
+        )
+        return 1
+    config = dataclasses.replace(config, port=int(listener.getsockname()[1]))
+    if port_file:
+        _report_port(port_file, config.port)
     if _service_name_unset():
         os.environ["OTEL_SERVICE_NAME"] = semconv.SERVE_SERVICE_NAME
     telemetry = get_telemetry()
@@ -68,6 +102,7 @@ def serve(config: ServeConfig, *, exit_with_parent: int | None = None) -> int:
         app = create_app(config)
     except (models.ModelNotFoundError, local_model.LocalModelError) as exc:
         print(f"o11ylab serve: {exc}", file=sys.stderr)
+        listener.close()
         return 1
     uv_config = uvicorn.Config(
         app,
@@ -92,7 +127,7 @@ def serve(config: ServeConfig, *, exit_with_parent: int | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    server.run()
+    server.run(sockets=[listener])
     telemetry.shutdown()
     return 0
 
@@ -145,6 +180,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exit-with-parent", type=int, default=None, metavar="PID", help=argparse.SUPPRESS
     )
+    # The launcher's private file for the bound port (see serve()).
+    parser.add_argument("--port-file", default=None, metavar="PATH", help=argparse.SUPPRESS)
 
 
 def api_key_from(args: argparse.Namespace) -> str | None:
@@ -203,4 +240,4 @@ def run_command(args: argparse.Namespace) -> int:
         )
     except ConfigError as exc:
         raise SystemExit(f"o11ylab serve: {exc}") from None
-    return serve(config, exit_with_parent=args.exit_with_parent)
+    return serve(config, exit_with_parent=args.exit_with_parent, port_file=args.port_file)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -18,6 +19,18 @@ def header(scope: MutableMapping[str, Any], name: bytes) -> str:
     """A request header's value ('' when absent), ``name`` in lower case."""
     value = next((v for k, v in scope["headers"] if k == name), b"")
     return str(value.decode("latin-1"))
+
+
+CHALLENGE_HEADER = "x-o11ylab-challenge"
+PROOF_HEADER = "x-o11ylab-proof"
+
+
+def proof(api_key: str, challenge: str) -> str:
+    """What a server holding ``api_key`` answers to ``challenge`` on /health: a launcher tells
+    the server it started from anything else answering on that port, and sends no key to learn
+    it (an impostor learns nothing from the challenge)."""
+    mac = hmac.new(api_key.encode(), challenge[:128].encode(), hashlib.sha256)
+    return mac.hexdigest()
 
 
 class LoopbackHostOnly:

@@ -5,8 +5,9 @@ nothing here imports the server's web stack."""
 from __future__ import annotations
 
 import atexit
+import hmac
 import os
-import socket
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -21,16 +22,17 @@ from .. import models, semconv
 from ..config import load_serve
 from ..errors import O11yLabError
 from ._config import API_KEY_ENV, DEFAULT_HOST, LOCAL_ENDPOINT_ENV, START_TIMEOUT_ENV
+from ._gate import CHALLENGE_HEADER, PROOF_HEADER, proof
 
 
 class EndpointError(O11yLabError, RuntimeError):
     """The local endpoint could not be started or reached. The message says why and what next."""
 
 
-def _free_port(host: str = DEFAULT_HOST) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def new_launch_key() -> str:
+    """A random key for one auto-started endpoint: only the clients that launched it can use
+    it, and its /health proof tells it from anything else on its port."""
+    return secrets.token_urlsafe(32)
 
 
 def _root(base_url: str) -> str:
@@ -38,10 +40,21 @@ def _root(base_url: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def _healthy(base_url: str, timeout: float = 2.0) -> bool:
+def _healthy(base_url: str, timeout: float = 2.0, api_key: str | None = None) -> bool:
+    """Whether ``base_url`` answers /health; with ``api_key``, whether the server there holds
+    that key (it proves it on a fresh challenge, so nothing else on the port passes)."""
+    request = urllib.request.Request(_root(base_url) + "/health")
+    challenge = secrets.token_hex(16)
+    if api_key:
+        request.add_header(CHALLENGE_HEADER, challenge)
     try:
-        with urllib.request.urlopen(_root(base_url) + "/health", timeout=timeout) as response:
-            return bool(response.status == 200)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if response.status != 200:
+                return False
+            if not api_key:
+                return True
+            given = response.headers.get(PROOF_HEADER, "")
+            return hmac.compare_digest(given, proof(api_key, challenge))
     except (OSError, urllib.error.URLError, ValueError):
         return False
 
@@ -56,6 +69,12 @@ class LocalEndpoint:
     ``/health`` up to ``start_timeout_s`` (default 120 s, env ``O11YLAB_SERVE_START_TIMEOUT``)
     and raises ``EndpointError`` with the end of the server's log if it does not come up.
     The server also stops by itself when this process dies.
+
+    The child binds its port (``port``, else one the system picks) before it loads anything
+    and reports it back in a private file; nothing is sent to a port before that. With
+    ``api_key`` (``new_launch_key()`` for one of its own) the server requires the key and
+    proves on /health that it holds it, so the start-up probe and the first request reach this
+    server and no other.
     """
 
     def __init__(
@@ -145,7 +164,7 @@ class LocalEndpoint:
             env[API_KEY_ENV] = self.api_key
         return env
 
-    def _command(self) -> list[str]:
+    def _command(self, port_file: Path) -> list[str]:
         command = [
             sys.executable,
             "-m",
@@ -154,7 +173,9 @@ class LocalEndpoint:
             "--host",
             self.host,
             "--port",
-            str(self.port),
+            str(self.port or 0),
+            "--port-file",
+            str(port_file),
             "--exit-with-parent",
             str(os.getpid()),
         ]
@@ -169,23 +190,24 @@ class LocalEndpoint:
             return self
         env = self._child_env()
         self._prepare_default_model(env)
-        self.port = self.port or _free_port()
-        self._log_dir = tempfile.TemporaryDirectory(prefix="o11ylab-serve-")
+        self._log_dir = tempfile.TemporaryDirectory(prefix="o11ylab-serve-")  # 0700
         self.log_path = Path(self._log_dir.name) / "serve.log"
+        port_file = Path(self._log_dir.name) / "port"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self._command(),
+                self._command(port_file),
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self._wait_ready(self.process)
+        self._wait_ready(self.process, port_file)
         return self
 
-    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
+    def _wait_ready(self, process: subprocess.Popen[bytes], port_file: Path) -> None:
         deadline = time.monotonic() + self.start_timeout_s
+        bound: int | None = None
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 log_tail = self._log_tail()
@@ -194,7 +216,9 @@ class LocalEndpoint:
                     f"o11ylab serve exited with status {process.returncode} before it was "
                     f"ready:\n{log_tail}"
                 )
-            if _healthy(self.base_url, timeout=1.0):
+            if bound is None and port_file.exists():
+                bound = self.port = int(port_file.read_text(encoding="utf-8"))
+            if bound is not None and _healthy(self.base_url, 1.0, self.api_key):
                 return
             time.sleep(0.2)
         log_tail = self._log_tail()
@@ -254,12 +278,13 @@ def _exits_within(endpoint: LocalEndpoint, seconds: float) -> bool:
 
 
 def _configured() -> str | None:
-    """``O11YLAB_LOCAL_ENDPOINT``'s base URL when it answers ``/health``."""
-    configured = load_serve().local_endpoint
-    if not configured:
+    """``O11YLAB_LOCAL_ENDPOINT``'s base URL when it answers ``/health`` (proving it holds
+    ``O11YLAB_SERVE_API_KEY`` when that is set: the two name one shared server)."""
+    settings = load_serve()
+    if not settings.local_endpoint:
         return None
-    base = _root(configured) + "/v1"
-    if _healthy(base):
+    base = _root(settings.local_endpoint) + "/v1"
+    if _healthy(base, api_key=settings.api_key):
         return base
     print(
         f"o11ylab: {LOCAL_ENDPOINT_ENV} ({base}) does not answer /health; starting a local "
@@ -275,12 +300,14 @@ def ensure_local_endpoint(
     model: str | None = None,
     embedding_model: str | None = None,
     start_timeout_s: float | None = None,
+    api_key: str | None = None,
 ) -> str:
     """A base URL (ending in ``/v1``) of a healthy local OpenAI-compatible endpoint.
 
     ``O11YLAB_LOCAL_ENDPOINT`` when it is set and answers ``/health``; otherwise one server
-    started for this process on a free loopback port (reused by later calls, stopped when the
-    process exits).
+    started for this process on a loopback port of its own (reused by later calls, stopped when
+    the process exits), requiring ``api_key`` when one is given (the kernel's relay gives a
+    ``new_launch_key()``).
     """
     configured = _configured()
     if configured:
@@ -291,11 +318,14 @@ def ensure_local_endpoint(
         if shared is not None and shared.running():
             # A killed server can still look alive for a moment after its sockets close (the
             # client saw the connection drop first): wait for it to go, and start another.
-            if _healthy(shared.base_url) or not _exits_within(shared, 5.0):
+            if _healthy(shared.base_url, api_key=shared.api_key) or not _exits_within(shared, 5.0):
                 return shared.base_url
             shared.stop()
         endpoint = LocalEndpoint(
-            model=model, embedding_model=embedding_model, start_timeout_s=start_timeout_s
+            model=model,
+            embedding_model=embedding_model,
+            api_key=api_key,
+            start_timeout_s=start_timeout_s,
         )
         endpoint._say("starting the local model endpoint (o11ylab serve) on 127.0.0.1")
         endpoint.start()
