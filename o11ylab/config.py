@@ -386,8 +386,48 @@ def load_hardware(env: Mapping[str, str] | None = None) -> HardwareSettings:
     )
 
 
+
 # --- section: serve (O11YLAB_SERVE_*, O11YLAB_LOCAL_ENDPOINT)
-# (serve section)
+@dataclasses.dataclass(frozen=True)
+class ServeSettings:
+    """What ``o11ylab serve`` and the endpoint launcher read from the environment."""
+
+    api_key: str | None  # O11YLAB_SERVE_API_KEY: the key of `o11ylab serve` (never printed)
+    max_body_mb: float  # O11YLAB_SERVE_MAX_BODY_MB: largest request body read; 0 for no limit
+    max_queue: int  # O11YLAB_SERVE_MAX_QUEUE: generations waiting or running before a 503
+    start_timeout_s: float  # O11YLAB_SERVE_START_TIMEOUT: an auto-started endpoint's load time
+    local_endpoint: str | None  # O11YLAB_LOCAL_ENDPOINT: a shared `o11ylab serve` to reuse
+
+
+SERVE_DEFAULT_MAX_BODY_MB = 8.0  # a whole 8k-token chat is ~40 kB; 2,048 long inputs fit in 8 MB
+# 80 queued generations of a small model are minutes of work on a CPU; past this many a client
+# is told to come back (503 with Retry-After) rather than wait behind all of them.
+SERVE_DEFAULT_MAX_QUEUE = 64
+
+
+def _float_in(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # NaN fails too
+        raise ConfigError(f"{name}={raw!r} is not a number in {low:g}..{high:g}.")
+    return value
+
+
+def load_serve(env: Mapping[str, str] | None = None) -> ServeSettings:
+    env = os.environ if env is None else env
+    return ServeSettings(
+        api_key=env.get("O11YLAB_SERVE_API_KEY", "").strip() or None,
+        max_body_mb=_float_in(env, "O11YLAB_SERVE_MAX_BODY_MB", SERVE_DEFAULT_MAX_BODY_MB, 0, 1024),
+        max_queue=_int(env, "O11YLAB_SERVE_MAX_QUEUE", SERVE_DEFAULT_MAX_QUEUE, 1, 100_000),
+        start_timeout_s=_float_in(env, "O11YLAB_SERVE_START_TIMEOUT", 120.0, 1, 3600),
+        local_endpoint=env.get("O11YLAB_LOCAL_ENDPOINT", "").strip() or None,
+    )
+
 
 # --- section: openai (OPENAI_*, the chat and embedding model names the client uses)
 # (openai section)

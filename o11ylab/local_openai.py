@@ -6,9 +6,11 @@ processes it starts:
 
 - ``OPENAI_BASE_URL`` to a loopback address this process listens on at once (a relay: no model
   is loaded and nothing starts yet);
-- ``OPENAI_API_KEY`` to a placeholder (``O11YLAB_SERVE_API_KEY`` when the local endpoint has a
-  key), because the SDK and libraries built on it (Chroma's ``OpenAIEmbeddingFunction``,
-  ``langchain-openai``) refuse to build a client without one.
+- ``OPENAI_API_KEY`` to a random key made for this process (``O11YLAB_SERVE_API_KEY`` when
+  that is set): the endpoint the relay starts requires it, so no other local user can use
+  it, and proves on /health that it holds it, so the relay reaches that server and no other.
+  (The SDK and libraries built on it, Chroma's ``OpenAIEmbeddingFunction`` and
+  ``langchain-openai``, refuse to build a client without a key anyway.)
 
 The first connection starts the local endpoint (``o11ylab serve``, or the shared one
 ``O11YLAB_LOCAL_ENDPOINT`` names) and is then relayed to it byte for byte, as is every later
@@ -36,7 +38,8 @@ _CHUNK = 64 * 1024
 class LocalRelay:
     """A loopback listener that starts the local endpoint on first use and relays to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, api_key: str | None = None) -> None:
+        self.api_key = api_key  # what the endpoint it starts requires
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -77,7 +80,7 @@ class LocalRelay:
 
                 from .serve import ensure_local_endpoint
 
-                parsed = urlparse(ensure_local_endpoint())
+                parsed = urlparse(ensure_local_endpoint(api_key=self.api_key))
                 self._target = (parsed.hostname or "127.0.0.1", parsed.port or 80)
                 from . import pricing
 
@@ -172,12 +175,14 @@ def activate() -> str | None:
             return _relay.base_url
         if any(os.environ.get(name, "").strip() for name in _VARS):
             return None
-        _relay = LocalRelay()
+        from .config import load_serve
+        from .serve import new_launch_key
+
+        key = load_serve().api_key or new_launch_key()
+        _relay = LocalRelay(api_key=key)
         _saved = {name: os.environ.get(name) for name in _VARS}
         os.environ["OPENAI_BASE_URL"] = _relay.base_url
-        os.environ["OPENAI_API_KEY"] = (
-            os.environ.get("O11YLAB_SERVE_API_KEY", "").strip() or PLACEHOLDER_KEY
-        )
+        os.environ["OPENAI_API_KEY"] = key
         from . import pricing
 
         pricing.register_local_server("127.0.0.1", _relay.port)
@@ -210,7 +215,9 @@ def is_local_url(base_url: str) -> bool:
     url = base_url.rstrip("/")
     if _relay is not None and url == _relay.base_url:
         return True
-    shared = os.environ.get("O11YLAB_LOCAL_ENDPOINT", "").strip().rstrip("/")
+    from .config import load_serve
+
+    shared = (load_serve().local_endpoint or "").rstrip("/")
     if shared:
         shared = shared if shared.endswith("/v1") else shared + "/v1"
         return url == shared
