@@ -463,8 +463,9 @@ def run_on_dask(
             attempts = progress.started.get(key, 0)
             result.worker = result.worker or progress.workers.get(key)
         result.attempts = max(attempts, 1)
-        if result.status != "ok":
+        if result.status == "failed":
             progress.failed += 1
+        if result.status != "ok":
             span.set_status(Status(StatusCode.ERROR, result.error or result.status))
         span.set_attribute(semconv.RUN_TASK_STATUS, result.status)
         span.set_attribute(semconv.RUN_TASK_ATTEMPTS, result.attempts)
@@ -475,7 +476,8 @@ def run_on_dask(
         bar.update(1)
         mark = "✓" if result.status == "ok" else "✗"
         where = f" on {result.worker}" if result.worker else ""
-        bar.write(f"  {mark} {Path(result.output).name}{where} ({result.status})")
+        bar.write(f"  {mark} {Path(result.output).name}{where} ({result.status})", file=sys.stdout)
+        sys.stdout.flush()
 
     interrupted = False
     remaining = dict(futures)
@@ -484,8 +486,8 @@ def run_on_dask(
             wake.wait(1.0)
             wake.clear()
             for key, future in list(remaining.items()):
-                if not future.done():
-                    continue
+                if key not in remaining or not future.done():
+                    continue  # cancelled meanwhile (--stop-on-error), or still running
                 del remaining[key]
                 result = _result_of(future, by_key[key], out)
                 finish(key, result)
@@ -494,7 +496,10 @@ def run_on_dask(
             refresh()
     except KeyboardInterrupt:
         interrupted = True
-        bar.write("o11ylab run: interrupted; cancelling the runs that have not finished")
+        bar.write(
+            "o11ylab run: interrupted; cancelling the runs that have not finished",
+            file=sys.stdout,
+        )
         _cancel(client, remaining, progress, finish, by_key, out, started_too=True)
     finally:
         bar.close()

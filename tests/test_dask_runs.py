@@ -287,6 +287,60 @@ def test_a_worker_killed_mid_run_loses_nothing_that_finished(
     assert survivor.poll() is None
 
 
+def test_ctrl_c_cancels_the_rest_and_writes_what_finished(
+    tmp_path: Path, dask_env: dict[str, str], cluster: DaskProcesses
+) -> None:
+    notebook = tiny_notebook(tmp_path)
+    held = [tmp_path / "held-2", tmp_path / "held-3"]
+    params = tmp_path / "sets.yaml"
+    params.write_text(
+        f"- {{n: 1}}\n- {{n: 2, hold: '{held[0]}'}}\n- {{n: 3, hold: '{held[1]}'}}\n- {{n: 4}}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    # Ctrl-C as a terminal sends it; a shell's background job would start with SIGINT ignored.
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from o11ylab.cli import main; sys.exit(main(sys.argv[1:]))",
+            "run",
+            str(notebook),
+            "--parameters-file",
+            str(params),
+            "--scheduler",
+            cluster.address,
+            "--out",
+            str(out),
+        ],
+        env=dask_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not all(h.exists() for h in held) and runner.poll() is None:
+            assert time.monotonic() < deadline, "the held runs never started"
+            time.sleep(0.1)
+        # Both workers hold a run; n=1 finished before the second of them started.
+        runner.send_signal(signal.SIGINT)
+        stdout, stderr = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 130, stdout + stderr
+    assert "interrupted; cancelling the runs that have not finished" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    status = {r["parameters"]["n"]: r["status"] for r in summary["notebooks"]}
+    assert status == {1: "ok", 2: "cancelled", 3: "cancelled", 4: "cancelled"}
+    assert [p.name for p in out.glob("*.ipynb")] == ["tiny__n=1.ipynb"]
+    spans = read_spans(out)
+    assert len({s["trace_id"] for s in spans}) == 1
+    assert any(s["name"] == "notebook tiny__n=1" for s in spans)
+
+
 def test_two_local_workers_run_a_sweep_and_a_failure_does_not_stop_the_others(
     tmp_path: Path, dask_env: dict[str, str]
 ) -> None:
