@@ -247,13 +247,17 @@ def _own_endpoint(env: dict[str, str]) -> None:
         env.pop(key, None)
     if not wanted:
         return  # the runner was given a real endpoint (OPENAI_*): the worker's own env says
+    from .config import load_run
     from .local_openai import PLACEHOLDER_KEY
     from .serve import ensure_local_endpoint
 
     base_url = ensure_local_endpoint()
     env.update(
-        {"OPENAI_BASE_URL": base_url, "O11YLAB_LOCAL_ENDPOINT": base_url}
-        | {"OPENAI_API_KEY": os.environ.get("O11YLAB_SERVE_API_KEY", "").strip() or PLACEHOLDER_KEY}
+        {
+            "OPENAI_BASE_URL": base_url,
+            "O11YLAB_LOCAL_ENDPOINT": base_url,
+            "OPENAI_API_KEY": load_run().serve_api_key or PLACEHOLDER_KEY,
+        }
     )
 
 
@@ -262,7 +266,7 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    from .config import load_settings
+    from .config import load_run, load_settings
 
     worker_address = _announce(spec)
     folder = Path(tempfile.mkdtemp(prefix="o11ylab-task-"))
@@ -272,7 +276,7 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
             _own_endpoint(env)
         # Batch kernels in parallel on one machine would fight over one /metrics port; their
         # metrics reach the files or OTLP. A worker's own O11YLAB_PROMETHEUS_PORT wins.
-        if "O11YLAB_PROMETHEUS_PORT" not in os.environ:
+        if not load_run().prometheus_port_set:
             env["O11YLAB_PROMETHEUS_PORT"] = "0"
         env["O11YLAB_RUN_DIR"] = str(folder)
         settings = load_settings({**os.environ, **env})

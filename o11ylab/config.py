@@ -365,6 +365,8 @@ class RunConfig:
     openai_configured: bool
     # O11YLAB_SERVE_API_KEY: the key kernels present to the run's local endpoint, if any.
     serve_api_key: str | None
+    # O11YLAB_PROMETHEUS_PORT is set: a worker's kernels keep it instead of serving no /metrics.
+    prometheus_port_set: bool = False
 
 
 def load_run(env: Mapping[str, str] | None = None) -> RunConfig:
@@ -384,6 +386,7 @@ def load_run(env: Mapping[str, str] | None = None) -> RunConfig:
         autotrace_set="O11YLAB_AUTOTRACE" in env,
         openai_configured=bool(env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL")),
         serve_api_key=env.get("O11YLAB_SERVE_API_KEY", "").strip() or None,
+        prometheus_port_set="O11YLAB_PROMETHEUS_PORT" in env,
     )
 
 
