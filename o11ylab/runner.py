@@ -283,6 +283,7 @@ def run_tasks(
         trace_id = format(root.get_span_context().trace_id, "032x")
         if echo:
             print(f"o11ylab run {run_id}: {len(tasks)} notebook(s), trace {trace_id}")
+        began = time.perf_counter()
         if cluster is not None:
             from ._dask import run_on_dask
 
@@ -320,6 +321,7 @@ def run_tasks(
 
             failed = [_label(r) for r in results if r.status != "ok"]
             root.set_status(Status(StatusCode.ERROR, f"failed: {', '.join(failed)}"))
+        wall_s = time.perf_counter() - began
     telemetry.shutdown()
     if cluster is None:
         _collect(out, owners)
@@ -329,11 +331,13 @@ def run_tasks(
         "out": str(out),
         "where": cluster.where if cluster is not None else "this process",
         "notebooks": [asdict(r) for r in results],
-        "totals": totals(results),
+        "totals": {**totals(results), "wall_s": wall_s},
     }
     write_private(out / "summary.json", json.dumps(summary, indent=2, default=str))
     if echo:
         print(format_summary(results, out, trace_id))
+        if cluster is not None:  # in parallel, the notebooks' time adds up to more than this
+            print(f"wall clock {wall_s:.1f} s on {cluster.where}")
     if interrupted:
         raise KeyboardInterrupt
     return results, trace_id
