@@ -11,7 +11,11 @@ import importlib
 import sys
 
 COMMANDS = {
-    "run": ("o11ylab.runner", "Run notebooks headless with papermill, all in one trace."),
+    "run": (
+        "o11ylab.runner",
+        "Run notebooks headless with papermill, all in one trace (sweeps with --grid; in "
+        "parallel or on a cluster with --workers / --scheduler).",
+    ),
     "serve": ("o11ylab.serve", "Serve local models over the OpenAI API on 127.0.0.1."),
     "models": ("o11ylab.models", "Prepare and list the local models (offline)."),
 }

@@ -438,8 +438,47 @@ def load_serve(env: Mapping[str, str] | None = None) -> ServeSettings:
 # --- section: models (LOCAL_MODEL_NAME, EMBEDDING_MODEL, O11YLAB_MODEL_CACHE, USE_GPU, GPU_DEVICE_ID)
 # (models section)
 
+
 # --- section: run (what `o11ylab run` reads: DASK_SCHEDULER_ADDRESS, ...)
-# (run section)
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What ``o11ylab run`` reads beside its options."""
+
+    # DASK_SCHEDULER_ADDRESS, Dask's own variable: the cluster to run on when no --workers or
+    # --scheduler is given (dask-gateway and dask-jobqueue set it for their clients too).
+    scheduler_address: str | None
+    # Seconds to reach the scheduler before giving up with one line naming it.
+    connect_timeout_s: float
+    # The user set O11YLAB_AUTOTRACE: the runner leaves it to them instead of turning it on.
+    autotrace_set: bool
+    # OPENAI_API_KEY or OPENAI_BASE_URL is set: no local endpoint is started for the run.
+    openai_configured: bool
+    # O11YLAB_SERVE_API_KEY: the key kernels present to the run's local endpoint, if any.
+    serve_api_key: str | None
+    # O11YLAB_PROMETHEUS_PORT is set: a worker's kernels keep it instead of serving no /metrics.
+    prometheus_port_set: bool = False
+
+
+def load_run(env: Mapping[str, str] | None = None) -> RunConfig:
+    env = os.environ if env is None else env
+    raw_timeout = env.get("O11YLAB_RUN_CONNECT_TIMEOUT", "").strip()
+    try:
+        timeout = float(raw_timeout) if raw_timeout else 10.0
+    except ValueError:
+        raise ConfigError(
+            f"O11YLAB_RUN_CONNECT_TIMEOUT={raw_timeout!r} is not a number of seconds."
+        ) from None
+    if not 0 < timeout <= 3600:
+        raise ConfigError("O11YLAB_RUN_CONNECT_TIMEOUT must be between 0 and 3600 seconds.")
+    return RunConfig(
+        scheduler_address=env.get("DASK_SCHEDULER_ADDRESS", "").strip() or None,
+        connect_timeout_s=timeout,
+        autotrace_set="O11YLAB_AUTOTRACE" in env,
+        openai_configured=bool(env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL")),
+        serve_api_key=env.get("O11YLAB_SERVE_API_KEY", "").strip() or None,
+        prometheus_port_set="O11YLAB_PROMETHEUS_PORT" in env,
+    )
+
 
 
 # --- section: pricing and instrumentation (O11YLAB_PRICING_FILE, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS)

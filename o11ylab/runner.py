@@ -6,6 +6,10 @@ the notebook span before starting each kernel makes every cell span of that kern
 run's trace, and ``O11YLAB_RUN_DIR`` makes every kernel write its telemetry files into the
 run's folder. The trace id goes into each executed notebook's metadata, and a summary per
 notebook is printed at the end (and written to ``summary.json``).
+
+``--grid`` and ``--parameters-file`` turn one notebook into several runs (``_sweep.py``);
+``--workers N`` and ``--scheduler ADDRESS`` hand the runs to Dask (``_dask.py``), where each
+run is a task span under the root and the notebook span opens on the worker.
 """
 
 from __future__ import annotations
@@ -20,12 +24,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import semconv
 from ._files import private_folder, write_private
+from ._sweep import SweepError, Task, load_parameters_file, parse_grid, parse_value, plan
 
-__all__ = ["NotebookResult", "add_arguments", "run_command", "run_notebooks"]
+if TYPE_CHECKING:
+    from .config import RunConfig
+
+__all__ = [
+    "NotebookResult",
+    "SweepError",
+    "add_arguments",
+    "find_notebooks",
+    "format_summary",
+    "run_command",
+    "run_notebooks",
+    "run_tasks",
+]
 
 
 @dataclass
@@ -43,6 +60,11 @@ class NotebookResult:
     gpu_energy_j: float | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The parameters papermill injected (-p values and this run's sweep values).
+    parameters: dict[str, Any] = field(default_factory=dict)
+    # Where it ran: a Dask worker's address (None when the runner ran it itself).
+    worker: str | None = None
+    attempts: int = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,21 +104,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stop-on-error",
         action="store_true",
-        help="Do not run the remaining notebooks after a failure.",
+        help="Do not run the remaining notebooks after a failure (with Dask: cancel the runs "
+        "that have not started).",
+    )
+    sweep = parser.add_argument_group("parameter sweeps (one run per combination)")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="Values for one parameter of the notebooks' parameters cell; repeat for a "
+        "cartesian product (values parsed as JSON when they can be).",
+    )
+    sweep.add_argument(
+        "--parameters-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="A YAML or JSON list of parameter sets, one run per set (combined with --grid).",
+    )
+    dask = parser.add_argument_group("Dask (pip install 'o11ylab[dask]')")
+    where = dask.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Run in parallel on a Dask LocalCluster of N worker processes on this machine.",
+    )
+    where.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="Run on an existing Dask cluster (tcp://host:8786); default: "
+        "DASK_SCHEDULER_ADDRESS when it is set.",
     )
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from .config import load_run
+    from .errors import O11yLabError
+
     notebooks = find_notebooks(args.paths)
     parameters = {name: _parse_value(value) for name, value in args.parameter}
-    results, _ = run_notebooks(
-        notebooks,
-        out=args.out,
-        parameters=parameters,
-        kernel=args.kernel,
-        cell_timeout=args.cell_timeout,
-        stop_on_error=args.stop_on_error,
-    )
+    try:
+        grid = parse_grid(args.grid)
+        sets = load_parameters_file(args.parameters_file) if args.parameters_file else []
+        tasks = plan(notebooks, parameters, grid, sets)
+        if args.workers is not None and args.workers < 1:
+            raise SweepError("--workers must be 1 or more.")
+        scheduler = args.scheduler
+        if args.workers is None and scheduler is None:
+            scheduler = load_run().scheduler_address
+        results, _ = run_tasks(
+            tasks,
+            out=args.out,
+            kernel=args.kernel,
+            cell_timeout=args.cell_timeout,
+            stop_on_error=args.stop_on_error,
+            workers=args.workers,
+            scheduler=scheduler,
+        )
+    except O11yLabError as exc:
+        raise SystemExit(f"o11ylab run: {exc}") from None
+    except KeyboardInterrupt:
+        if args.workers is None and not scheduler:
+            raise  # the serial runner stops as it always has
+        return 130  # the Dask runner cancelled the rest and wrote what finished
     return 0 if results and all(r.status == "ok" for r in results) else 1
 
 
@@ -115,11 +189,7 @@ def find_notebooks(paths: list[str]) -> list[Path]:
     return found
 
 
-def _parse_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
+_parse_value = parse_value  # the -p values and the sweep values are read alike
 
 
 @contextmanager
@@ -144,11 +214,54 @@ def run_notebooks(
     cell_timeout: float | None = None,
     stop_on_error: bool = False,
     echo: bool = True,
+    client: Any = None,
 ) -> tuple[list[NotebookResult], str]:
-    """Run ``notebooks`` in one trace; return a result per notebook and the trace id."""
-    from .config import load_settings
+    """Run ``notebooks`` in one trace; return a result per notebook and the trace id.
+
+    ``client``: a ``distributed.Client`` to run them on (a dask-gateway or dask-jobqueue
+    cluster's, say), as ``--scheduler`` does; it stays open afterwards.
+    """
+    return run_tasks(
+        plan(notebooks, parameters or {}),
+        out=out,
+        kernel=kernel,
+        cell_timeout=cell_timeout,
+        stop_on_error=stop_on_error,
+        echo=echo,
+        client=client,
+    )
+
+
+def run_tasks(
+    tasks: list[Task],
+    out: Path | None = None,
+    kernel: str | None = None,
+    cell_timeout: float | None = None,
+    stop_on_error: bool = False,
+    echo: bool = True,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+) -> tuple[list[NotebookResult], str]:
+    """Run ``tasks`` in one trace: here one after another, or on Dask (``workers``, a
+    ``scheduler`` address or a connected ``client``).
+
+    Returns a result per task (in task order) and the trace id.
+    """
+    from .config import load_run, load_settings
 
     settings = load_settings()
+    run_config = load_run()
+    cluster = None
+    if client is not None:
+        from ._dask import DaskCluster
+
+        cluster = DaskCluster(client, None, f"the Dask cluster of {client!r}", owned=False)
+    elif workers is not None or scheduler:
+        from ._dask import connect
+
+        # Before the run folder and the endpoint: an unreachable scheduler is one line, at once.
+        cluster = connect(workers, scheduler, run_config.connect_timeout_s, echo=echo)
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     out = (out or settings.runs_dir / run_id).expanduser().resolve()
     private_folder(out)  # 0700: executed notebooks and traces may hold prompts
@@ -158,46 +271,113 @@ def run_notebooks(
 
         telemetry = get_telemetry(load_settings())
     results: list[NotebookResult] = []
+    interrupted = False
     with (
-        _local_endpoint(echo, out) as endpoint_env,
+        cluster if cluster is not None else _nothing(),
+        _local_endpoint(echo, out, run_config) as endpoint_env,
         telemetry.tracer.start_as_current_span(
             semconv.RUN_SPAN,
-            attributes={semconv.RUN_ID: run_id, semconv.RUN_NOTEBOOK_COUNT: len(notebooks)},
+            attributes={semconv.RUN_ID: run_id, semconv.RUN_NOTEBOOK_COUNT: len(tasks)},
         ) as root,
     ):
         trace_id = format(root.get_span_context().trace_id, "032x")
         if echo:
-            print(f"o11ylab run {run_id}: {len(notebooks)} notebook(s), trace {trace_id}")
-        for notebook in notebooks:
-            result = _run_one(
-                notebook, out, parameters or {}, kernel, cell_timeout, endpoint_env, trace_id, echo
+            print(f"o11ylab run {run_id}: {len(tasks)} notebook(s), trace {trace_id}")
+        began = time.perf_counter()
+        if cluster is not None:
+            from ._dask import run_on_dask
+
+            results, interrupted = run_on_dask(
+                cluster.client,
+                tasks,
+                out,
+                kernel,
+                cell_timeout,
+                endpoint_env,
+                trace_id,
+                stop_on_error,
+                echo,
+                autotrace_set=run_config.autotrace_set,
             )
-            results.append(result)
-            if result.status != "ok" and stop_on_error:
-                break
+        else:
+            owners: dict[str, NotebookResult] = {}
+            for task in tasks:
+                result, span_id = _run_one(
+                    task,
+                    out,
+                    kernel,
+                    cell_timeout,
+                    endpoint_env,
+                    trace_id,
+                    echo,
+                    run_config.autotrace_set,
+                )
+                results.append(result)
+                owners[span_id] = result
+                if result.status != "ok" and stop_on_error:
+                    break
         if any(r.status != "ok" for r in results):
             from opentelemetry.trace import Status, StatusCode
 
-            failed = [r.notebook for r in results if r.status != "ok"]
+            failed = [_label(r) for r in results if r.status != "ok"]
             root.set_status(Status(StatusCode.ERROR, f"failed: {', '.join(failed)}"))
+        wall_s = time.perf_counter() - began
     telemetry.shutdown()
-    _collect(out, results)
+    if cluster is None:
+        _collect(out, owners)
     summary = {
         "run_id": run_id,
         "trace_id": trace_id,
         "out": str(out),
+        "where": cluster.where if cluster is not None else "this process",
         "notebooks": [asdict(r) for r in results],
+        "totals": {**totals(results), "wall_s": wall_s},
     }
-    write_private(out / "summary.json", json.dumps(summary, indent=2))
+    write_private(out / "summary.json", json.dumps(summary, indent=2, default=str))
     if echo:
         print(format_summary(results, out, trace_id))
+        if cluster is not None:  # in parallel, the notebooks' time adds up to more than this
+            print(f"wall clock {wall_s:.1f} s on {cluster.where}")
+    if interrupted:
+        raise KeyboardInterrupt
     return results, trace_id
 
 
 @contextmanager
-def _local_endpoint(echo: bool, out: Path) -> Iterator[dict[str, str]]:
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def totals(results: list[NotebookResult]) -> dict[str, Any]:
+    """The run's figures added up, as ``summary.json`` holds them beside the per-run ones."""
+    costs = [r.cost_usd for r in results if r.cost_usd is not None]
+    energies = [r.gpu_energy_j for r in results if r.gpu_energy_j is not None]
+    by_status: dict[str, int] = {}
+    for r in results:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    return {
+        "notebooks": len(results),
+        "by_status": by_status,
+        "duration_s": sum(r.duration_s for r in results),
+        "spans": sum(r.spans for r in results),
+        "errors": sum(r.errors for r in results),
+        "input_tokens": sum(r.input_tokens for r in results),
+        "output_tokens": sum(r.output_tokens for r in results),
+        "cost_usd": sum(costs) if costs else None,
+        "gpu_energy_j": sum(energies) if energies else None,
+        "lost": sum(r.lost for r in results),
+    }
+
+
+def _label(result: NotebookResult) -> str:
+    """How a result is named to the user: its executed notebook's name (parameters and all)."""
+    return Path(result.output).name
+
+
+@contextmanager
+def _local_endpoint(echo: bool, out: Path, run_config: RunConfig) -> Iterator[dict[str, str]]:
     """One local OpenAI-compatible endpoint for the whole run, when no real one is configured."""
-    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+    if run_config.openai_configured:
         yield {}
         return
     try:
@@ -216,33 +396,31 @@ def _local_endpoint(echo: bool, out: Path) -> Iterator[dict[str, str]]:
         yield {
             "OPENAI_BASE_URL": endpoint.base_url,
             "O11YLAB_LOCAL_ENDPOINT": endpoint.base_url,
-            "OPENAI_API_KEY": os.environ.get("O11YLAB_SERVE_API_KEY", "").strip()
-            or PLACEHOLDER_KEY,
+            "OPENAI_API_KEY": run_config.serve_api_key or PLACEHOLDER_KEY,
         }
 
 
 def _run_one(
-    notebook: Path,
+    task: Task,
     out: Path,
-    parameters: dict[str, Any],
     kernel: str | None,
     cell_timeout: float | None,
     endpoint_env: dict[str, str],
     trace_id: str,
     echo: bool,
-) -> NotebookResult:
-    import papermill
+    autotrace_set: bool,
+) -> tuple[NotebookResult, str]:
+    """Run one task in this process; return its result and its notebook span's id (hex)."""
     from opentelemetry import trace
     from opentelemetry.propagate import inject
-    from opentelemetry.trace import Status, StatusCode
 
+    notebook = task.notebook
     tracer = trace.get_tracer(semconv.SCOPE)
-    output = out / notebook.name
-    result = NotebookResult(notebook=str(notebook), output=str(output))
+    output = out / task.output_name
+    result = NotebookResult(notebook=str(notebook), output=str(output), parameters=task.parameters)
     started = time.perf_counter()
     with tracer.start_as_current_span(
-        f"{semconv.NOTEBOOK_SPAN_PREFIX} {notebook.stem}",
-        attributes={semconv.NOTEBOOK_PATH: str(notebook)},
+        notebook_span_name(task), attributes=notebook_span_attributes(task)
     ) as span:
         carrier: dict[str, str] = {}
         inject(carrier)
@@ -252,41 +430,86 @@ def _run_one(
             "O11YLAB_RUN_DIR": str(out),
             **endpoint_env,
         }
-        extra_arguments = _autoload(notebook, kernel, env)
+        extra_arguments = _autoload(notebook, kernel, env, autotrace_set)
         if echo:
-            print(f"  ▶ {notebook.name} …", flush=True)
-        failure: Exception | None = None
-        try:
-            with _environ(env):
-                papermill.execute_notebook(
-                    str(notebook),
-                    str(output),
-                    parameters=parameters,
-                    kernel_name=kernel,
-                    cwd=str(notebook.parent.resolve()),
-                    progress_bar=False,
-                    log_output=False,
-                    execution_timeout=cell_timeout,
-                    extra_arguments=extra_arguments,
-                )
-        except Exception as exc:  # noqa: BLE001 - papermill's execution errors and kernel deaths alike
-            failure = None if _only_expected_errors(exc, output) else exc
-        if failure is not None:
-            result.status = "failed"
-            result.error = _first_line(failure)
-            span.set_status(Status(StatusCode.ERROR, result.error))
-            span.set_attribute(semconv.ERROR_TYPE, type(failure).__qualname__)
-        span.set_attribute(semconv.NOTEBOOK_STATUS, result.status)
+            print(f"  ▶ {task.output_name} …", flush=True)
+        with _environ(env):
+            failure = execute(
+                notebook,
+                output,
+                task.parameters,
+                kernel,
+                notebook.parent.resolve(),
+                cell_timeout,
+                extra_arguments,
+            )
+        record_failure(span, result, failure)
+        span_id = format(span.get_span_context().span_id, "016x")
     result.duration_s = time.perf_counter() - started
-    _stamp(output, trace_id, result.status)
-    return result
+    _stamp(output, trace_id, result.status, task.parameters)
+    return result, span_id
+
+
+def notebook_span_name(task: Task) -> str:
+    return f"{semconv.NOTEBOOK_SPAN_PREFIX} {Path(task.output_name).stem}"
+
+
+def notebook_span_attributes(task: Task) -> dict[str, Any]:
+    attributes: dict[str, Any] = {semconv.NOTEBOOK_PATH: str(task.notebook)}
+    if task.swept:
+        attributes[semconv.RUN_TASK_PARAMETERS] = json.dumps(task.swept, default=str)
+    return attributes
+
+
+def execute(
+    notebook: Path,
+    output: Path,
+    parameters: dict[str, Any],
+    kernel: str | None,
+    cwd: Path,
+    cell_timeout: float | None,
+    extra_arguments: list[str],
+    **engine_options: Any,
+) -> Exception | None:
+    """papermill on one notebook; the failure to report, None when it ran (expected errors ok)."""
+    import papermill
+
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name=kernel,
+            cwd=str(cwd),
+            progress_bar=False,
+            log_output=False,
+            execution_timeout=cell_timeout,
+            extra_arguments=extra_arguments,
+            **engine_options,
+        )
+    except Exception as exc:  # noqa: BLE001 - papermill's execution errors and kernel deaths alike
+        return None if _only_expected_errors(exc, output) else exc
+    return None
+
+
+def record_failure(span: Any, result: NotebookResult, failure: Exception | None) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    if failure is not None:
+        result.status = "failed"
+        result.error = _first_line(failure)
+        span.set_status(Status(StatusCode.ERROR, result.error))
+        span.set_attribute(semconv.ERROR_TYPE, type(failure).__qualname__)
+    span.set_attribute(semconv.NOTEBOOK_STATUS, result.status)
 
 
 # Run by the kernel before the first cell, outside the history and the user's namespace.
 _AUTOLOAD = "__import__('o11ylab').load_ipython_extension(get_ipython())"
 
 
-def _autoload(notebook: Path, kernel: str | None, env: dict[str, str]) -> list[str]:
+def _autoload(
+    notebook: Path, kernel: str | None, env: dict[str, str], autotrace_set: bool
+) -> list[str]:
     """Kernel arguments that trace a Python notebook which does not load o11ylab itself.
 
     Such a notebook (plain openai, Chroma or transformers code) gets the extension loaded
@@ -310,7 +533,7 @@ def _autoload(notebook: Path, kernel: str | None, env: dict[str, str]) -> list[s
         source = cell.get("source") or ""
         if "o11ylab" in ("".join(source) if isinstance(source, list) else source):
             return []
-    if "O11YLAB_AUTOTRACE" not in os.environ:
+    if not autotrace_set:
         env["O11YLAB_AUTOTRACE"] = "1"
     return [f"--InteractiveShellApp.exec_lines={_AUTOLOAD}"]
 
@@ -352,36 +575,61 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def _stamp(output: Path, trace_id: str, status: str) -> None:
-    """Write the run's W3C trace id into the executed notebook's metadata."""
+def _stamp(output: Path, trace_id: str, status: str, parameters: dict[str, Any]) -> None:
+    """Write the run's W3C trace id (and the run's parameters) into the notebook's metadata."""
     if not output.exists():
         return
     import nbformat
 
     nb = nbformat.read(output, as_version=4)
-    nb.metadata[semconv.NOTEBOOK_METADATA_KEY] = {"trace_id": trace_id, "status": status}
+    stamp: dict[str, Any] = {"trace_id": trace_id, "status": status}
+    if parameters:
+        stamp["parameters"] = parameters
+    nb.metadata[semconv.NOTEBOOK_METADATA_KEY] = stamp
     nbformat.write(nb, output)
 
 
-def _collect(out: Path, results: list[NotebookResult]) -> None:
-    """Per-notebook totals from the run's span files (every kernel wrote into ``out``)."""
+def _collect(out: Path, owners: dict[str, NotebookResult]) -> None:
+    """Per-run totals from the span files in ``out``; ``owners`` maps notebook span ids to runs.
+
+    A kernel's spans belong to the run whose notebook span they descend from (one notebook may
+    run many times in a sweep, so its path alone does not say which run), and only a kernel's
+    own spans count: the local endpoint's server spans of the same calls do not.
+    """
     from .otlpjson import read_spans
 
-    by_notebook = {r.notebook: r for r in results}
-    for report_path in out.glob("exports.*.json"):
-        try:
-            report = json.loads(report_path.read_text())
-        except (OSError, json.JSONDecodeError):
+    spans = read_spans(out)
+    by_id = {s["span_id"]: s for s in spans}
+    owner_of: dict[str, NotebookResult | None] = {}
+
+    def owner(span_id: str | None, depth: int = 0) -> NotebookResult | None:
+        if span_id is None or depth > 200:
+            return None
+        if span_id in owners:
+            return owners[span_id]
+        if span_id not in owner_of:
+            parent = by_id.get(span_id, {}).get("parent_span_id")
+            owner_of[span_id] = owner(parent, depth + 1)
+        return owner_of[span_id]
+
+    kernels: dict[tuple[str, int], NotebookResult] = {}  # (notebook path, pid) → its run
+    counted: list[tuple[dict[str, Any], NotebookResult]] = []
+    unplaced: list[dict[str, Any]] = []
+    for span in spans:
+        path = span["resource"].get(semconv.NOTEBOOK_PATH)
+        if path is None:
+            continue  # the runner's and the endpoint's spans
+        result = owner(span["span_id"])
+        if result is None or result.notebook != path:
+            unplaced.append(span)
             continue
-        owner = by_notebook.get(report.get("notebook"))
-        if owner is not None:
-            owner.lost += report.get("stranded", 0) + sum(
-                e.get("failed", 0) for e in report.get("exporters", [])
-            )
-    for span in read_spans(out):
-        result = by_notebook.get(span["resource"].get(semconv.NOTEBOOK_PATH))
-        if result is None:
-            continue
+        kernels[(path, span["resource"].get("process.pid", -1))] = result
+        counted.append((span, result))
+    for span in unplaced:  # a span whose parent was lost (a kernel killed mid-cell)
+        key = (span["resource"].get(semconv.NOTEBOOK_PATH), span["resource"].get("process.pid", -1))
+        if key in kernels:
+            counted.append((span, kernels[key]))
+    for span, result in counted:
         attributes = span["attributes"]
         result.spans += 1
         if span["status"] == "ERROR":
@@ -395,6 +643,16 @@ def _collect(out: Path, results: list[NotebookResult]) -> None:
         energy = attributes.get(semconv.CELL_GPU_ENERGY)
         if isinstance(energy, (int, float)) and _is_cell(span):
             result.gpu_energy_j = (result.gpu_energy_j or 0.0) + energy
+    for report_path in out.glob("exports.*.json"):
+        try:
+            report = json.loads(report_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        found = kernels.get((report.get("notebook"), report.get("pid", -1)))
+        if found is not None:
+            found.lost += report.get("stranded", 0) + sum(
+                e.get("failed", 0) for e in report.get("exporters", [])
+            )
 
 
 def _is_cell(span: dict[str, Any]) -> bool:
@@ -402,8 +660,10 @@ def _is_cell(span: dict[str, Any]) -> bool:
 
 
 def format_summary(results: list[NotebookResult], out: Path, trace_id: str) -> str:
+    on_dask = any(r.worker for r in results)
     header = (
         "notebook",
+        *(("worker",) if on_dask else ()),
         "status",
         "time",
         "spans",
@@ -417,8 +677,9 @@ def format_summary(results: list[NotebookResult], out: Path, trace_id: str) -> s
     for r in results:
         rows.append(
             (
-                Path(r.notebook).name,
-                r.status,
+                _label(r),
+                *((r.worker or "-",) if on_dask else ()),
+                r.status if r.attempts < 2 else f"{r.status} (try {r.attempts})",
                 f"{r.duration_s:.1f} s",
                 str(r.spans),
                 str(r.errors),
@@ -428,19 +689,37 @@ def format_summary(results: list[NotebookResult], out: Path, trace_id: str) -> s
                 str(r.lost),
             )
         )
+    sums = totals(results)
+    if len(results) > 1:
+        rows.append(
+            (
+                "total",
+                *(("",) if on_dask else ()),
+                "",
+                f"{sums['duration_s']:.1f} s",
+                str(sums["spans"]),
+                str(sums["errors"]),
+                f"{sums['input_tokens']}/{sums['output_tokens']}",
+                "-" if sums["cost_usd"] is None else f"{sums['cost_usd']:.6f}",
+                "-" if sums["gpu_energy_j"] is None else f"{sums['gpu_energy_j']:.1f}",
+                str(sums["lost"]),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if len(results) > 1:
+        lines.insert(len(lines) - 1, lines[1])
     failed = [r for r in results if r.status != "ok"]
     for r in failed:
-        lines.append(f"✗ {Path(r.notebook).name}: {r.error}")
-    lost = sum(r.lost for r in results)
+        lines.append(f"✗ {_label(r)}: {r.error}")
+    lost = sums["lost"]
     if lost:
         lines.append(
             f"⚠ {lost} telemetry items could not be exported (a collector down or slow, "
             "or a full disk); each kernel said why once in its output."
         )
-    total = sum(r.duration_s for r in results)
+    total = sums["duration_s"]
     lines.append(
         f"{len(results) - len(failed)}/{len(results)} notebooks ok in {total:.1f} s · "
         f"trace {trace_id}"

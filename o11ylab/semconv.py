@@ -260,3 +260,11 @@ PRICING_FILE = "o11ylab.pricing.file"  # the override file that priced the span
 # True on a GenAI span (a langchain "chat", say) whose descendant GenAI span already carries the
 # usage of the same call: it is not costed, and roll-ups should skip its tokens too.
 USAGE_COUNTED_BELOW = "o11ylab.usage.counted_below"
+
+# `o11ylab run` on Dask: one span per task on the runner, parent of the notebook span a worker
+# opens (retries of a task sit under the same task span).
+RUN_TASK_SPAN_PREFIX = "task"
+RUN_TASK_PARAMETERS = "o11ylab.run.task.parameters"  # JSON object of the swept parameters
+RUN_TASK_WORKER = "o11ylab.run.task.worker"  # the Dask worker address that finished it
+RUN_TASK_ATTEMPTS = "o11ylab.run.task.attempts"
+RUN_TASK_STATUS = "o11ylab.run.task.status"
