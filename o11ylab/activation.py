@@ -68,10 +68,11 @@ def deactivate(telemetry: Any = None) -> None:
 
 def _register_shared_endpoint() -> None:
     """Calls to the shared local endpoint (``o11ylab run`` names it for its kernels) cost 0."""
-    import os
     from urllib.parse import urlparse
 
-    shared = os.environ.get("O11YLAB_LOCAL_ENDPOINT", "").strip()
+    from .config import load_serve
+
+    shared = load_serve().local_endpoint
     if not shared:
         return
     parsed = urlparse(shared)
