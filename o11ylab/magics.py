@@ -128,7 +128,12 @@ class O11yMagics(Magics):
 
         if rest:
             raise UsageError("%o11y status takes no arguments.")
-        return StatusView(self.tracer.telemetry.status(), autotrace=self.tracer.autotrace)
+        status = self.tracer.telemetry.status()
+        from . import hardware
+
+        if hardware.attached():
+            status["hardware"] = hardware.get_sampler().describe()
+        return StatusView(status, autotrace=self.tracer.autotrace)
 
     def _cmd_flush(self, rest: list[str]) -> None:
         if rest:

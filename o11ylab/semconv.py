@@ -40,10 +40,7 @@ SERVICE_NAME_DEFAULT = "o11ylab"
 # --- metrics of the extension itself ----------------------------------------------------------
 METRIC_CELL_DURATION = "o11ylab.cell.duration"  # histogram, s, attrs: status
 METRIC_CELLS = "o11ylab.cells"  # counter, {cell}, attrs: status
-METRIC_SPANS_EXPORTED = "o11ylab.telemetry.spans.exported"  # counter, attrs: exporter
-METRIC_SPANS_FAILED = "o11ylab.telemetry.spans.failed"  # counter, attrs: exporter
 STATUS = "status"  # "ok" / "error" on the metrics above
-EXPORTER = "exporter"
 
 # --- GenAI (semantic conventions, development status) ----------------------------------------
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
@@ -190,15 +187,13 @@ DB_OPERATION_NAME = "db.operation.name"  # add / upsert / delete / get spans; "q
 DB_OPERATION_BATCH_SIZE = "db.operation.batch.size"  # queries in one retrieval call, only when > 1
 DB_RESPONSE_RETURNED_ROWS = "db.response.returned_rows"  # hits (retrieval) or records (get)
 VECTORSTORE_RECORD_COUNT = "o11ylab.vectorstore.record_count"  # records added/upserted/deleted
-VECTORSTORE_BATCH_COUNT = "o11ylab.vectorstore.batch_count"  # Chroma calls one add/upsert made
 # Metrics. Retrieval duration goes into METRIC_GEN_AI_CLIENT_OPERATION_DURATION (defined with
 # the local-model names below; gen_ai.operation.name=retrieval, db.system.name,
-# db.collection.name, error.type on failure); hits per retrieval call use the database histogram.
-METRIC_DB_RETURNED_ROWS = "db.client.response.returned_rows"  # histogram, {row}, attrs as above
+# db.collection.name, error.type on failure); hits per retrieval call are on the span only (the
+# db.client.response.returned_rows histogram is opt-in in the conventions).
 
 # --- chromadb instrumentor ---
 # o11ylab/instrumentation/chromadb.py makes the spans and metrics above for any Chroma collection.
-CHROMA_QUERY_OPERATION = "query"  # db.operation.name on METRIC_DB_RETURNED_ROWS
 
 # --- local models and the local endpoint (o11ylab/ai/local_model.py, o11ylab/serve.py) -------
 # In-process generation and embeddings follow the GenAI inference / embeddings span conventions

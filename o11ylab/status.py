@@ -75,6 +75,8 @@ class StatusView:
             rows.append(("openai SDK", s["openai_default"]))
         if s.get("prices"):
             rows.append(("prices", s["prices"]))
+        if s.get("hardware"):
+            rows.append(("hardware", s["hardware"]))
         rows.extend(("note", note) for note in s["notes"])
         return rows
 

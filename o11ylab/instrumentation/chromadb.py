@@ -99,7 +99,6 @@ class _Names:
         "duration_attributes",
         "retrieval_attributes",
         "retrieval_name",
-        "rows_attributes",
     )
 
     def __init__(self, name: str) -> None:
@@ -117,7 +116,6 @@ class _Names:
             semconv.GEN_AI_OPERATION_NAME: semconv.RETRIEVAL_OPERATION,
             **common,
         }
-        self.rows_attributes = {semconv.DB_OPERATION_NAME: semconv.CHROMA_QUERY_OPERATION, **common}
         self.data_names = {op: f"{op} {name}" for op in _DATA_OPERATIONS}
         self.data = {op: {semconv.DB_OPERATION_NAME: op, **common} for op in _DATA_OPERATIONS}
 
