@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ distributed = pytest.importorskip("distributed")
 # The notebook a sweep runs: `n` and `label` in its parameters cell, `fail_at` to make one
 # combination fail, `hold` to keep its first attempt running until the test kills its worker.
 TINY = {
-    "parameters": "n = 1\nlabel = 'a'\nfail_at = -1\nhold = ''",
+    "parameters": "n = 1\nlabel = 'a'\nfail_at = -1\nhold = ''\nask_endpoint = False",
     "work": (
         "import os, pathlib, time\n"
         "if hold:\n"
@@ -40,6 +41,9 @@ TINY = {
         "        deadline = time.monotonic() + 120\n"
         "        while time.monotonic() < deadline:\n"
         "            time.sleep(0.1)  # until the test kills this worker\n"
+        "if ask_endpoint:  # the local endpoint the runner passed down, through plain openai\n"
+        "    import openai\n"
+        "    print(os.environ['OPENAI_BASE_URL'], [m.id for m in openai.OpenAI().models.list()])\n"
         "if n == fail_at:\n"
         "    raise ValueError(f'n={n} is the one that fails')\n"
         "print(label, sum(range(n)))"
@@ -355,6 +359,9 @@ def test_two_local_workers_run_a_sweep_and_a_failure_does_not_stop_the_others(
         "-p",
         "fail_at",
         "2",
+        "-p",
+        "ask_endpoint",
+        "true",
         "--out",
         str(out),
     )
@@ -371,6 +378,19 @@ def test_two_local_workers_run_a_sweep_and_a_failure_does_not_stop_the_others(
     failed_task = [t for t in tree["tasks"] if t["name"] == "task tiny__n=2"]
     assert failed_task[0]["status"] == "ERROR"
     assert all(r["worker"].startswith("tcp://127.0.0.1:") for r in summary["notebooks"])
+    # Both workers' kernels reached the runner's one local endpoint, and its server spans nest
+    # under their cells in the run's trace.
+    (endpoint,) = re.findall(r"local OpenAI-compatible endpoint at (\S+)", done.stdout)
+    for n in (1, 3):
+        executed = nbformat.read(out / f"tiny__n={n}.ipynb", as_version=4)
+        assert executed.cells[-1].outputs[0]["text"].startswith(endpoint + " ['")
+    served = [s for s in read_spans(out) if s["name"] == "GET /v1/models"]
+    assert len(served) == 3
+    assert {s["resource"]["service.name"] for s in served} == {semconv.SERVE_SERVICE_NAME}
+    assert all(
+        semconv.CELL_SOURCE_SHA256 in tree["by_id"][s["parent_span_id"]]["attributes"]
+        for s in served
+    )
 
 
 def test_an_unreachable_scheduler_is_one_line_naming_it(
