@@ -381,22 +381,23 @@ def _local_endpoint(echo: bool, out: Path, run_config: RunConfig) -> Iterator[di
         yield {}
         return
     try:
-        from .serve import LocalEndpoint
+        from .serve import LocalEndpoint, new_launch_key
     except ImportError:
         yield {}
         return
+    # A key of this run's own unless the user set one: only its kernels can use the endpoint,
+    # and the launcher's /health proof tells it from anything else that took its port.
+    key = run_config.serve_api_key or new_launch_key()
     # Its spans (the server side of every kernel's calls) belong in the run folder too.
-    with LocalEndpoint(env=dict(os.environ, O11YLAB_RUN_DIR=str(out))) as endpoint:
+    with LocalEndpoint(env=dict(os.environ, O11YLAB_RUN_DIR=str(out)), api_key=key) as endpoint:
         if echo:
             print(f"o11ylab run: local OpenAI-compatible endpoint at {endpoint.base_url}")
-        from .local_openai import PLACEHOLDER_KEY
-
         # Both variables, so a plain openai.OpenAI() in a kernel (and Chroma's or LangChain's
         # clients, which insist on a key) reaches the shared endpoint without code changes.
         yield {
             "OPENAI_BASE_URL": endpoint.base_url,
             "O11YLAB_LOCAL_ENDPOINT": endpoint.base_url,
-            "OPENAI_API_KEY": run_config.serve_api_key or PLACEHOLDER_KEY,
+            "OPENAI_API_KEY": key,
         }
 
 
