@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .._files import PRIVATE_FILE, private_folder
-from ._otlpjson import to_json_line
+from ._otlpjson import encode_spans_line, to_json_line
 
 __all__ = [
     "FileLogExporter",
@@ -67,8 +67,9 @@ class JsonLinesWriter:
         self.failures = 0
         self._lock = threading.Lock()
 
-    def write(self, message: Message) -> bool:
-        data = to_json_line(message)
+    def write(self, message: Message | bytes) -> bool:
+        """Append one export request: a protobuf message, or a line already encoded."""
+        data = message if isinstance(message, bytes) else to_json_line(message)
         with self._lock:
             try:
                 private_folder(self.path.parent)
@@ -100,9 +101,7 @@ class FileSpanExporter(SpanExporter):
         self.writer = writer
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-        ok = self.writer.write(encode_spans(spans))
+        ok = self.writer.write(encode_spans_line(spans))  # straight to JSON: see _otlpjson
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
 
