@@ -16,11 +16,14 @@ from .conftest import free_port
 from .test_instrumentation import run_python
 
 # OpenTelemetry's global providers can be set once per process, so o11ylab's stay installed
-# after unload (idle) and a later %load_ext reuses them: their export workers stay too.
+# after unload (idle) and a later %load_ext reuses them: their export workers stay too, the
+# run files' own (o11ylab-file-*, which never drop) among them.
 SDK_WORKERS = {
     "OtelBatchSpanRecordProcessor",
     "OtelBatchLogRecordProcessor",
     "OtelPeriodicExportingMetricReader",
+    "o11ylab-file-spans",
+    "o11ylab-file-logs",
 }
 
 STATE = f"""
