@@ -19,6 +19,7 @@ import copy
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -172,8 +173,28 @@ class LocalBatcher(Generic[T]):
         self._wake = threading.Event()
         self._closed = False
         self._local = threading.local()  # .exporting: this thread is inside an export
-        self._worker = threading.Thread(target=self._work, name=f"o11ylab-{name}", daemon=True)
+        self._name = name
+        self._start_worker()
+        # A forked child (multiprocessing's fork start method) has none of the parent's
+        # threads and may inherit a held lock: it starts afresh, and the parent writes what
+        # was queued before the fork.
+        reinit = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (method := reinit()) and method())
+
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(
+            target=self._work, name=f"o11ylab-{self._name}", daemon=True
+        )
         self._worker.start()
+
+    def _after_fork(self) -> None:
+        self._items = []
+        self._lock = threading.Lock()
+        self._writing = threading.Lock()
+        self._wake = threading.Event()
+        self._local = threading.local()
+        if not self._closed:
+            self._start_worker()
 
     def add(self, item: T) -> None:
         with self._lock:
