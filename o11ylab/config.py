@@ -510,6 +510,9 @@ class TelemetryExtras:
 
     otlp_endpoint: str
     otlp_signal_endpoints: Mapping[str, str]
+    # Lowest level exported from installed libraries' and the standard library's loggers
+    # (httpx's "HTTP Request: POST ..." is INFO: one log record per call otherwise).
+    library_log_level: str = "WARNING"
 
 
 def load_telemetry(env: Mapping[str, str] | None = None) -> TelemetryExtras:
@@ -518,9 +521,16 @@ def load_telemetry(env: Mapping[str, str] | None = None) -> TelemetryExtras:
         signal: env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
         for signal in SIGNALS
     }
+    level = env.get("O11YLAB_LIBRARY_LOG_LEVEL", "").strip().upper() or "WARNING"
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(
+            f"O11YLAB_LIBRARY_LOG_LEVEL={level!r} is not a logging level: use WARNING (the "
+            "default), or INFO to export libraries' INFO records too."
+        )
     return TelemetryExtras(
         otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip(),
         otlp_signal_endpoints={signal: url for signal, url in specific.items() if url},
+        library_log_level=level,
     )
 
 

@@ -221,3 +221,31 @@ def test_the_local_batcher_makes_producers_wait_instead_of_dropping() -> None:
     assert len(exporter.spans) == 8_000, "none dropped"
     assert peak <= 32 + 4, "at most the queue plus one span per producing thread"
     provider.shutdown()
+
+
+def _child(processor: LocalSpanProcessor, provider: TracerProvider) -> None:
+    tracer = provider.get_tracer("child")
+    for _ in range(100):
+        tracer.start_span("in-child").end()
+    processor.force_flush()
+
+
+def test_a_forked_child_writes_its_own_spans_to_the_run_file(tmp_path: Path) -> None:
+    import multiprocessing
+
+    from o11ylab.telemetry import FileSpanExporter, JsonLinesWriter
+
+    processor = LocalSpanProcessor(
+        FileSpanExporter(JsonLinesWriter(tmp_path / "traces.1.jsonl")), delay_s=60
+    )
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    provider.get_tracer("parent").start_span("before-fork").end()  # queued in the parent
+    child = multiprocessing.get_context("fork").Process(target=_child, args=(processor, provider))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    processor.force_flush()
+    names = [s["name"] for s in read_spans(tmp_path)]
+    assert names.count("in-child") == 100 and names.count("before-fork") == 1
+    provider.shutdown()

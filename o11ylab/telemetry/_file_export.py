@@ -19,6 +19,7 @@ import copy
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -39,7 +40,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .._files import PRIVATE_FILE, private_folder
-from ._otlpjson import to_json_line
+from ._otlpjson import encode_spans_line, to_json_line
 
 __all__ = [
     "FileLogExporter",
@@ -67,8 +68,9 @@ class JsonLinesWriter:
         self.failures = 0
         self._lock = threading.Lock()
 
-    def write(self, message: Message) -> bool:
-        data = to_json_line(message)
+    def write(self, message: Message | bytes) -> bool:
+        """Append one export request: a protobuf message, or a line already encoded."""
+        data = message if isinstance(message, bytes) else to_json_line(message)
         with self._lock:
             try:
                 private_folder(self.path.parent)
@@ -100,9 +102,7 @@ class FileSpanExporter(SpanExporter):
         self.writer = writer
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-        ok = self.writer.write(encode_spans(spans))
+        ok = self.writer.write(encode_spans_line(spans))  # straight to JSON: see _otlpjson
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
 
@@ -173,8 +173,28 @@ class LocalBatcher(Generic[T]):
         self._wake = threading.Event()
         self._closed = False
         self._local = threading.local()  # .exporting: this thread is inside an export
-        self._worker = threading.Thread(target=self._work, name=f"o11ylab-{name}", daemon=True)
+        self._name = name
+        self._start_worker()
+        # A forked child (multiprocessing's fork start method) has none of the parent's
+        # threads and may inherit a held lock: it starts afresh, and the parent writes what
+        # was queued before the fork.
+        reinit = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (method := reinit()) and method())
+
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(
+            target=self._work, name=f"o11ylab-{self._name}", daemon=True
+        )
         self._worker.start()
+
+    def _after_fork(self) -> None:
+        self._items = []
+        self._lock = threading.Lock()
+        self._writing = threading.Lock()
+        self._wake = threading.Event()
+        self._local = threading.local()
+        if not self._closed:
+            self._start_worker()
 
     def add(self, item: T) -> None:
         with self._lock:

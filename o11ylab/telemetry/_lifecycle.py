@@ -362,9 +362,11 @@ class Telemetry:
         if not self.owns_logger_provider:
             return
         level = logging.getLevelName(self.settings.log_level)
-        self._log_handler = OtelLogHandler(otel_logs.get_logger_provider(), level)
+        library_level = logging.getLevelName(self.extras.library_log_level)
+        self._log_handler = OtelLogHandler(otel_logs.get_logger_provider(), level, library_level)
         root = logging.getLogger()
         root.addHandler(self._log_handler)
+        level = min(level, library_level)
         if root.level > level or root.level == logging.NOTSET:
             self._root_level = root.level
             root.setLevel(level)

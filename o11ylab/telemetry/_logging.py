@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import site
+import sys
+import sysconfig
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -10,7 +15,38 @@ from opentelemetry import _logs as otel_logs
 from opentelemetry import trace
 from opentelemetry.context import get_current
 
-__all__ = ["OtelLogHandler", "correlating_factory"]
+__all__ = ["OtelLogHandler", "correlating_factory", "is_library_logger"]
+
+
+@functools.cache
+def _library_folders() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    folders = {paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"]}
+    folders.update(site.getsitepackages())
+    folders.add(site.getusersitepackages())
+    return tuple(os.path.join(os.path.realpath(f), "") for f in folders if f)
+
+
+def is_library_logger(name: str) -> bool:
+    """Whether a logger belongs to an installed library or the standard library, not to you.
+
+    Loggers are named after their modules (``logging.getLogger(__name__)``), so the logger's
+    top-level name is looked up as a module: one loaded from site-packages or the standard
+    library is a library's. Anything else is yours: a notebook's ``logging.getLogger("etl")``,
+    ``__main__``, a module of your own project (an editable install included). o11ylab's own
+    loggers count as yours: what they say is about your session.
+    """
+    top = name.partition(".")[0]
+    if top in ("o11ylab", "root", "__main__"):  # a kernel's __main__ is ipykernel_launcher's
+        return False
+    if top in sys.stdlib_module_names:
+        return True
+    module = sys.modules.get(top)
+    if module is None:
+        return False
+    files = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", ())]
+    folders = _library_folders()
+    return any(f and os.path.realpath(f).startswith(folders) for f in files)
 
 
 class OtelLogHandler(logging.Handler):
@@ -24,14 +60,29 @@ class OtelLogHandler(logging.Handler):
         logging.CRITICAL: (21, "FATAL"),
     }
 
-    def __init__(self, provider: otel_logs.LoggerProvider, level: int) -> None:
-        super().__init__(level)
+    def __init__(
+        self, provider: otel_logs.LoggerProvider, level: int, library_level: int | None = None
+    ) -> None:
+        library_level = level if library_level is None else library_level
+        super().__init__(min(level, library_level))
         self._provider = provider
         self._loggers: dict[str, otel_logs.Logger] = {}
+        self._user_level = level
+        self._library_level = library_level
+        self._lowest: dict[str, int] = {}  # logger name -> lowest level exported from it
+
+    def _lowest_for(self, name: str) -> int:
+        lowest = self._lowest.get(name)
+        if lowest is None:
+            lowest = self._library_level if is_library_logger(name) else self._user_level
+            self._lowest[name] = lowest
+        return lowest
 
     def emit(self, record: logging.LogRecord) -> None:
         # The SDK and our own warnings would otherwise feed back into the exporters.
         if record.name.startswith(("opentelemetry", "o11ylab.internal")):
+            return
+        if record.levelno < self._lowest_for(record.name):
             return
         try:
             logger = self._loggers.get(record.name)
