@@ -325,6 +325,21 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
             # The scale and the time span of every sparkline.
             labels = real.locator(".o11y-host-memory text").all_text_contents()
             assert labels[:2] == ["100%", "0"] and labels[-1] == "now", labels
+            # The dark theme: the labels take the theme's text colour.
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
+            expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(
+                1, timeout=UI_TIMEOUT
+            )
+            expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=UI_TIMEOUT)
+            label = real.locator(".o11y-host-memory text").first
+            colour = label.evaluate("t => getComputedStyle(t).fill")
+            red, green, blue = (int(x) for x in re.findall(r"\d+", colour)[:3])
+            assert red + green + blue > 3 * 160, f"light labels on the dark theme, got {colour}"
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-hardware-monitor-dark.png"), full_page=True
+            )
 
             # Saved, the kernel gone, reopened: a still copy, never "Error displaying widget".
             page.keyboard.press("Control+s")
