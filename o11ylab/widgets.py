@@ -124,6 +124,8 @@ class _Row:
         self.value = widgets.Label("n/a", layout=widgets.Layout(width="190px"))
         self.value.add_class("o11y-value")
         self.spark = widgets.HTML(_row_sparkline([], 1.0, "", None))
+        self.history: list[float | None] = []
+        self.top = 1.0
         self.box = widgets.HBox([self.label, self.bar, self.value, self.spark])
         self.box.add_class("o11y-row")
         self.box.add_class(css)
@@ -142,6 +144,7 @@ class _Row:
             self.bar.bar_style = _style(fraction)
         with self.value.hold_sync():
             self.value.value = text
+        self.history, self.top = list(history), top
         with self.spark.hold_sync():
             self.spark.value = _row_sparkline(history, top, top_label, seconds)
 
@@ -456,6 +459,11 @@ class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unty
 
     # -- display: the live panel, and a static copy for where it cannot render
 
+    def __repr__(self) -> str:
+        # What a notebook shows for the widget where it cannot render it (an untrusted notebook
+        # shows this text): ipywidgets' own repr is the whole widget tree.
+        return "o11ylab hardware monitor (live with the notebook's kernel; a still copy follows)"
+
     def _ipython_display_(self, **kwargs: Any) -> None:
         from IPython.display import display
 
@@ -493,9 +501,12 @@ class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unty
         def rows(title: str, items: Sequence[_Row]) -> None:
             parts.append(f"<div>{title}</div><table>")
             for row in items:
+                # The line alone, without its text labels: where a sanitizer drops the <svg>
+                # (an untrusted notebook), its labels would otherwise run together as text.
+                line = sparkline_svg(row.history, row.top)
                 parts.append(
                     f"<tr><td>{html.escape(row.label.value)}</td>"
-                    f"<td>{html.escape(row.value.value)}</td><td>{row.spark.value}</td></tr>"
+                    f"<td>{html.escape(row.value.value)}</td><td>{line}</td></tr>"
                 )
             parts.append("</table>")
 

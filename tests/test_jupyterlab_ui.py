@@ -325,6 +325,21 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
             # The scale and the time span of every sparkline.
             labels = real.locator(".o11y-host-memory text").all_text_contents()
             assert labels[:2] == ["100%", "0"] and labels[-1] == "now", labels
+            # The dark theme: the labels take the theme's text colour.
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
+            expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(
+                1, timeout=UI_TIMEOUT
+            )
+            expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=UI_TIMEOUT)
+            label = real.locator(".o11y-host-memory text").first
+            colour = label.evaluate("t => getComputedStyle(t).fill")
+            red, green, blue = (int(x) for x in re.findall(r"\d+", colour)[:3])
+            assert red + green + blue > 3 * 160, f"light labels on the dark theme, got {colour}"
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-hardware-monitor-dark.png"), full_page=True
+            )
 
             # Saved, the kernel gone, reopened: a still copy, never "Error displaying widget".
             page.keyboard.press("Control+s")
@@ -605,6 +620,60 @@ def test_the_trace_explorer_reads_in_an_untrusted_notebook(tmp_path: Path) -> No
         except BaseException:
             page.screenshot(
                 path=str(ARTIFACTS / "jupyterlab-trace-explorer-untrusted-failure.png"),
+                full_page=True,
+            )
+            raise
+        finally:
+            browser.close()
+
+
+def test_a_headless_executed_monitor_notebook_reopens_without_a_widget_error(
+    tmp_path: Path, run_env: dict[str, str]
+) -> None:
+    """Executed by nbclient (as ``o11ylab run`` and papermill do), never signed: JupyterLab
+    opens it untrusted. The still copy shows; no widget error and no widget-tree repr."""
+    import nbclient
+    from playwright.sync_api import expect, sync_playwright
+
+    notebook = new_notebook("%load_ext o11ylab", "%o11y monitor")
+    nbclient.NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute(env={**run_env, "O11YLAB_HARDWARE_INTERVAL": "0.5"})
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (
+        running_lab(tmp_path, {"executed.ipynb": notebook}, {}) as (base, token),
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(f"{base}/lab/tree/executed.ipynb?token={token}")
+            copy = page.locator(".o11y-snapshot")
+            expect(copy).to_be_visible(timeout=UI_TIMEOUT)
+            expect(copy).to_contain_text("kernel memory", timeout=UI_TIMEOUT)
+            expect(copy).to_contain_text("No GPU", timeout=UI_TIMEOUT)
+            with contextlib.suppress(Exception):
+                page.locator(".jp-Dialog").get_by_role("button", name="Select").click(
+                    timeout=10_000
+                )
+            expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(
+                timeout=90_000
+            )
+            expect(page.get_by_text("HardwareMonitor(children")).to_have_count(
+                0, timeout=UI_TIMEOUT
+            )
+            errors = [
+                e for e in page.get_by_text("Error displaying widget").all() if e.is_visible()
+            ]
+            assert errors == [], "no widget error in sight"
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-monitor-executed-reopened.png"), full_page=True
+            )
+        except BaseException:
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-monitor-executed-reopened-failure.png"),
                 full_page=True,
             )
             raise
