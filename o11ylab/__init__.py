@@ -146,8 +146,9 @@ def _subtree(records: list[dict[str, Any]], root: dict[str, Any]) -> list[dict[s
     return chosen
 
 
-def spans_df() -> Any:
-    """Recent spans as a pandas DataFrame: one row per span, attributes as columns."""
+def spans_df(raw: bool = False) -> Any:
+    """Recent spans as a pandas DataFrame, one row per span: a readable table, or with ``raw``
+    every field and every attribute as its own column."""
     from .traceview import spans_dataframe
 
-    return spans_dataframe(recent_spans())
+    return spans_dataframe(recent_spans(), raw=raw)

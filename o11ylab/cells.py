@@ -56,7 +56,7 @@ class CellSummary:
         if tokens_in or tokens_out:
             parts.append(f"{int(tokens_in or 0)} in / {int(tokens_out or 0)} out tokens")
         cost = self.sums.get(semconv.GEN_AI_USAGE_COST)
-        if cost is not None:
+        if cost:  # local models cost 0: saying "$0.000000" after every local call is noise
             parts.append(f"${cost:.6f}")
         parts.extend(self.extra.values())
         parts.append(f"trace {self.trace_id}")
@@ -124,7 +124,6 @@ class CellRun:
     def end(self, error: BaseException | None) -> CellSummary:
         span = self.span
         self._detach()
-        duration = time.perf_counter() - self.started
         rollup = self.rollup
         rolled: dict[str, Any] = {
             semconv.CELL_SPAN_COUNT: rollup.spans,
@@ -146,6 +145,13 @@ class CellRun:
             span.set_status(Status(StatusCode.ERROR, f"{error_name}: {error}"[:500]))
         span.end()
         self.telemetry.rollups.close(rollup)
+        # The span's own clock, so the summary says what the trace view says for the same cell
+        # (a provider of the user's whose spans keep no times: our own clock).
+        start_ns, end_ns = getattr(span, "start_time", None), getattr(span, "end_time", None)
+        if start_ns and end_ns:
+            duration = (end_ns - start_ns) / 1e9
+        else:
+            duration = time.perf_counter() - self.started
         self.telemetry.record_cell(duration, error is not None)
         _wake_flusher(self.telemetry)
         return CellSummary(

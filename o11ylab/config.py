@@ -386,7 +386,6 @@ def load_hardware(env: Mapping[str, str] | None = None) -> HardwareSettings:
     )
 
 
-
 # --- section: serve (O11YLAB_SERVE_*, O11YLAB_LOCAL_ENDPOINT)
 @dataclasses.dataclass(frozen=True)
 class ServeSettings:
@@ -478,7 +477,6 @@ def load_run(env: Mapping[str, str] | None = None) -> RunConfig:
         serve_api_key=env.get("O11YLAB_SERVE_API_KEY", "").strip() or None,
         prometheus_port_set="O11YLAB_PROMETHEUS_PORT" in env,
     )
-
 
 
 # --- section: pricing and instrumentation (O11YLAB_PRICING_FILE, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS)

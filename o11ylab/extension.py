@@ -51,6 +51,9 @@ class O11yLabExtension:
         self.options, self.telemetry = options, telemetry
         shell.configurables.append(options)
         telemetry.attach()
+        from .traceview import remember_logs
+
+        remember_logs(telemetry)  # the log records %o11y trace shows under their spans
         activation.activate(telemetry)  # the user's own AI libraries, traced from their import
         self.tracer = CellTracer(shell, telemetry)
         self.tracer.install()  # the %%traced transformer, the cell hooks and the magics
@@ -72,6 +75,9 @@ class O11yLabExtension:
             from . import activation
 
             activation.deactivate(telemetry)  # uninstruments what o11ylab instrumented
+            from .traceview import forget_logs
+
+            forget_logs(telemetry)
             telemetry.detach()
         options, self.options = self.options, None
         if options is not None and options in shell.configurables:

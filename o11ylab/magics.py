@@ -101,7 +101,7 @@ class O11yMagics(Magics):
         %o11y status              exporters, endpoints, exported / failed / queued counts
         %o11y flush               export everything queued now
         %o11y trace [--all] [ID]  the last traced cell (or trace ID) as a tree with durations
-        %o11y spans               recent spans as a pandas DataFrame
+        %o11y spans [--all]       recent spans as a pandas DataFrame (--all: every attribute)
         %o11y autotrace on|off    trace every cell as a span
         %o11y monitor [stop|start] the live GPU / CPU / memory panel (stop or restart them all)
         """
@@ -160,9 +160,9 @@ class O11yMagics(Magics):
     def _cmd_spans(self, rest: list[str]) -> Any:
         from . import spans_df
 
-        if rest:
-            raise UsageError("%o11y spans takes no arguments.")
-        return spans_df()
+        if rest not in ([], ["--all"]):
+            raise UsageError("Use %o11y spans, or %o11y spans --all for every field and attribute.")
+        return spans_df(raw=bool(rest))
 
     def _cmd_monitor(self, rest: list[str]) -> Any:
         from .errors import MissingDependency, require

@@ -82,6 +82,12 @@ def remember_logs(telemetry: Any, maxlen: int = 5_000) -> None:
     sinks.append(_LOGS)
 
 
+def forget_logs(telemetry: Any) -> None:
+    """Undo ``remember_logs`` (``%unload_ext``): the records kept so far stay readable."""
+    sinks = telemetry.log_tap.sinks
+    sinks[:] = [sink for sink in sinks if sink is not _LOGS]
+
+
 def log_record(record: Any) -> dict[str, Any]:
     """An SDK log record (``ReadableLogRecord`` or a plain one) as the flat shape read_logs gives."""
     inner = getattr(record, "log_record", record)
