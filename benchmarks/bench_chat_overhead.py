@@ -64,6 +64,7 @@ def main() -> int:
     from o11ylab.ai import chat
     from o11ylab.ai import client as ai_client
     from o11ylab.serve import LOCAL_ENDPOINT_ENV, LocalEndpoint
+    from o11ylab.telemetry import get_telemetry
 
     model_dir = args.model
     if model_dir is None:
@@ -73,6 +74,9 @@ def main() -> int:
     print(f"serving {model_dir} ...", file=sys.stderr)
     with LocalEndpoint(model=model_dir, echo=False, start_timeout_s=300) as endpoint:
         os.environ[LOCAL_ENDPOINT_ENV] = endpoint.base_url
+        # o11ylab's providers, as %load_ext or o11ylab.init() sets them up: the client installs
+        # none, and without them the spans would go to the API's no-op proxy.
+        get_telemetry()
         ours = ai_client.get_client()  # instruments the SDK
         model = ai_client.default_model("chat", ours)
         raw = openai.OpenAI(base_url=endpoint.base_url, api_key="unused", max_retries=2, timeout=60)

@@ -59,9 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     from o11ylab import models
     from o11ylab.ai.local_model import LocalModel
     from o11ylab.instrumentation.transformers import TransformersInstrumentor
+    from o11ylab.telemetry import get_telemetry
 
     original_generate = GenerationMixin.generate
     model_path = args.model or str(models.build_tiny_model(folder / "tiny"))
+    # o11ylab's providers, as %load_ext or o11ylab.init() sets them up: the engine installs none,
+    # and without them the spans would go to the API's no-op proxy and cost nothing to measure.
+    get_telemetry()
     engine = LocalModel(model_path, device="cpu", verbose=False)  # instruments (global providers)
     assert TransformersInstrumentor().is_instrumented_by_opentelemetry
     assert GenerationMixin.generate is not original_generate

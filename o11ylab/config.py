@@ -429,13 +429,128 @@ def load_serve(env: Mapping[str, str] | None = None) -> ServeSettings:
 
 
 # --- section: openai (OPENAI_*, the chat and embedding model names the client uses)
-# (openai section)
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenAISettings:
+    """Where ``o11ylab.ai``'s openai clients go, and how patiently. The two keys are credentials:
+    out of ``repr()``, never printed; the client sends them and nothing else reads them."""
+
+    api_key: str = dataclasses.field(default="", repr=False)  # OPENAI_API_KEY
+    base_url: str = ""  # OPENAI_BASE_URL; checked where it is used, without echoing it
+    timeout_s: float = 60.0  # O11YLAB_OPENAI_TIMEOUT
+    max_retries: int = 2  # O11YLAB_OPENAI_MAX_RETRIES
+    chat_model: str | None = None  # O11YLAB_CHAT_MODEL
+    embedding_model: str | None = None  # O11YLAB_EMBEDDING_MODEL
+    # O11YLAB_SERVE_API_KEY: what the local endpoint (`o11ylab serve`) wants from its clients.
+    local_api_key: str = dataclasses.field(default="", repr=False)
+
+
+def _openai_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds.") from None
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name}={raw} is out of range: use more than 0 and at most 3600 s.")
+    return value
+
+
+def load_openai(env: Mapping[str, str] | None = None) -> OpenAISettings:
+    """The openai section from ``env`` (default ``os.environ``)."""
+    env = os.environ if env is None else env
+    return OpenAISettings(
+        api_key=env.get("OPENAI_API_KEY", "").strip(),
+        base_url=env.get("OPENAI_BASE_URL", "").strip(),
+        timeout_s=_openai_seconds(env, "O11YLAB_OPENAI_TIMEOUT", 60.0),
+        max_retries=_int(env, "O11YLAB_OPENAI_MAX_RETRIES", 2, 0, 20),
+        chat_model=env.get("O11YLAB_CHAT_MODEL", "").strip() or None,
+        embedding_model=env.get("O11YLAB_EMBEDDING_MODEL", "").strip() or None,
+        local_api_key=env.get("O11YLAB_SERVE_API_KEY", "").strip(),
+    )
+
 
 # --- section: chroma (CHROMA_*)
-# (chroma section)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChromaSettings:
+    """Where ``VectorStore`` keeps its vectors. Chroma reads its own auth variables
+    (``CHROMA_CLIENT_AUTH_CREDENTIALS`` ...) itself; they are not here."""
+
+    path: Path  # CHROMA_PATH, default ~/.o11ylab/chroma: the local store's folder
+    host: str | None  # CHROMA_HOST: a Chroma server instead of the folder
+    port: int  # CHROMA_PORT, default 8000
+    ssl: bool  # CHROMA_SSL: https to the server
+
+
+def load_chroma(env: Mapping[str, str] | None = None) -> ChromaSettings:
+    """The chroma section from ``env`` (default ``os.environ``)."""
+    env = os.environ if env is None else env
+    port = 8000
+    raw_port = env.get("CHROMA_PORT", "").strip()
+    if raw_port:
+        try:
+            port = int(raw_port)
+        except ValueError:
+            port = -1
+        if not 0 < port < 65536:
+            raise ConfigError(f"CHROMA_PORT={raw_port!r} is not a port number (1..65535).")
+    return ChromaSettings(
+        path=_folder("CHROMA_PATH", env.get("CHROMA_PATH", "").strip() or "~/.o11ylab/chroma"),
+        host=env.get("CHROMA_HOST", "").strip() or None,
+        port=port,
+        # Anything but a yes is no, as the store has always read it.
+        ssl=env.get("CHROMA_SSL", "").strip().lower() in _TRUE,
+    )
+
 
 # --- section: models (LOCAL_MODEL_NAME, EMBEDDING_MODEL, O11YLAB_MODEL_CACHE, USE_GPU, GPU_DEVICE_ID)
-# (models section)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelsSettings:
+    """Which local models o11ylab loads, where it keeps them, and on which device."""
+
+    chat_model: str | None  # LOCAL_MODEL_NAME: a folder or cached hub id; None: SmolLM2
+    embedding_model: str | None  # EMBEDDING_MODEL; None: all-MiniLM-L6-v2
+    cache_dir: Path  # O11YLAB_MODEL_CACHE, default ~/.cache/o11ylab/models
+    use_gpu: bool | None  # USE_GPU: None (unset or auto) means CUDA when torch sees one
+    gpu_device_id: int  # GPU_DEVICE_ID, default 0 (checked against the devices when used)
+
+
+def load_models(env: Mapping[str, str] | None = None) -> ModelsSettings:
+    """The models section from ``env`` (default ``os.environ``)."""
+    env = os.environ if env is None else env
+    raw_gpu = env.get("USE_GPU", "").strip().lower()
+    use_gpu: bool | None = None
+    if raw_gpu in ("0", "false", "no", "off"):
+        use_gpu = False
+    elif raw_gpu in ("1", "true", "yes", "on"):
+        use_gpu = True
+    elif raw_gpu not in ("", "auto"):
+        raise ConfigError(f"USE_GPU={raw_gpu!r} is not a yes/no value: use 1, 0 or leave it unset.")
+    raw_id = env.get("GPU_DEVICE_ID", "0").strip() or "0"
+    try:
+        device_id = int(raw_id)
+    except ValueError:
+        raise ConfigError(f"GPU_DEVICE_ID={raw_id!r} is not a whole number.") from None
+    cache = env.get("O11YLAB_MODEL_CACHE", "").strip()
+    return ModelsSettings(
+        chat_model=env.get("LOCAL_MODEL_NAME", "").strip() or None,
+        embedding_model=env.get("EMBEDDING_MODEL", "").strip() or None,
+        cache_dir=(
+            _folder("O11YLAB_MODEL_CACHE", cache)
+            if cache
+            else Path.home() / ".cache" / "o11ylab" / "models"
+        ),
+        use_gpu=use_gpu,
+        gpu_device_id=device_id,
+    )
+
 
 
 # --- section: run (what `o11ylab run` reads: DASK_SCHEDULER_ADDRESS, ...)

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .config import load_models
 from .errors import O11yLabError
 
 __all__ = [
@@ -108,8 +109,7 @@ def _quiet(message: str) -> None:
 
 def cache_dir() -> Path:
     """The model cache: ``O11YLAB_MODEL_CACHE`` or ``~/.cache/o11ylab/models``."""
-    raw = os.environ.get("O11YLAB_MODEL_CACHE", "").strip()
-    return Path(raw).expanduser() if raw else Path.home() / ".cache" / "o11ylab" / "models"
+    return load_models().cache_dir
 
 
 def default_chat_model_dir(cache: Path | None = None) -> Path:
@@ -173,7 +173,7 @@ def resolve_chat_model(
     The default is prepared on first use when ``prepare`` is true (about a minute, once);
     otherwise a missing preparation raises ``LocalModelNotFoundError`` saying how to prepare it.
     """
-    name = (name or os.environ.get("LOCAL_MODEL_NAME", "")).strip() or None
+    name = (name or load_models().chat_model or "").strip() or None
     if name == DEFAULT_CHAT_MODEL_HUB_ID and _hub_snapshot(name) is None:
         name = None  # not in the hub cache: the bundled copy is the same model
     if name is None or name == DEFAULT_CHAT_MODEL:
@@ -191,7 +191,7 @@ def resolve_chat_model(
 
 def resolve_embedding_model(name: str | None = None) -> ModelRef:
     """The embedding model: ``name``, else ``EMBEDDING_MODEL``, else the bundled MiniLM."""
-    name = (name or os.environ.get("EMBEDDING_MODEL", "")).strip() or None
+    name = (name or load_models().embedding_model or "").strip() or None
     default_names = (DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}")
     if name is None or name in default_names:
         try:
@@ -478,8 +478,11 @@ def list_models(cache: Path | None = None) -> list[dict[str, Any]]:
                         "source": "cache folder",
                     }
                 )
-    for variable, kind in (("LOCAL_MODEL_NAME", "chat"), ("EMBEDDING_MODEL", "embedding")):
-        value = os.environ.get(variable, "").strip()
+    settings = load_models()
+    for variable, kind, value in (
+        ("LOCAL_MODEL_NAME", "chat", settings.chat_model or ""),
+        ("EMBEDDING_MODEL", "embedding", settings.embedding_model or ""),
+    ):
         if value:
             try:
                 ref = (

@@ -355,3 +355,20 @@ def test_embeddings_errors_are_translated_too() -> None:
     (span,) = spans
     assert span.name == "embeddings text-embedding-3-small"
     assert span.attributes[semconv.ERROR_TYPE] == "openai.APIConnectionError"
+
+
+def test_openai_settings_come_from_config_and_never_show_the_keys() -> None:
+    from o11ylab.config import load_openai
+
+    settings = load_openai(
+        {
+            "OPENAI_API_KEY": "sk-secret-123",
+            "O11YLAB_SERVE_API_KEY": "local-secret",
+            "O11YLAB_OPENAI_TIMEOUT": "12.5",
+            "O11YLAB_CHAT_MODEL": " m1 ",
+        }
+    )
+    assert (settings.api_key, settings.local_api_key) == ("sk-secret-123", "local-secret")
+    assert (settings.timeout_s, settings.max_retries, settings.chat_model) == (12.5, 2, "m1")
+    assert settings.embedding_model is None
+    assert "secret" not in repr(settings)

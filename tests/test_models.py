@@ -163,3 +163,22 @@ def test_prepare_converts_the_bundled_gguf_once_and_it_answers(tmp_path: Path) -
     )
     assert answer.output_tokens > 0 and answer.text.strip()
     assert "paris" in answer.text.lower()
+
+
+def test_model_settings_come_from_config(tmp_path: Path) -> None:
+    from o11ylab.config import ConfigError, load_models
+
+    settings = load_models(
+        {
+            "LOCAL_MODEL_NAME": str(tmp_path / "chat"),
+            "O11YLAB_MODEL_CACHE": str(tmp_path / "cache"),
+            "USE_GPU": "0",
+            "GPU_DEVICE_ID": "1",
+        }
+    )
+    assert settings.chat_model == str(tmp_path / "chat") and settings.embedding_model is None
+    assert settings.cache_dir == tmp_path / "cache"
+    assert (settings.use_gpu, settings.gpu_device_id) == (False, 1)
+    assert load_models({}).use_gpu is None  # unset: CUDA when torch sees one
+    with pytest.raises(ConfigError, match="GPU_DEVICE_ID='first'"):
+        load_models({"GPU_DEVICE_ID": "first"})

@@ -745,3 +745,18 @@ def test_one_embedding_result_for_remote_and_local_embeddings() -> None:
     assert local_model.EmbeddingResult is embeddings.EmbeddingResult is EmbeddingResult
     result = EmbeddingResult([[0.6, 0.8]], "m", 2, cost_usd=0.0)
     assert (result.dimensions, len(result)) == (2, 1)
+
+
+def test_chroma_settings_come_from_config(tmp_path: Path) -> None:
+    from o11ylab.config import ConfigError, load_chroma
+
+    settings = load_chroma({"CHROMA_PATH": str(tmp_path), "CHROMA_HOST": "db", "CHROMA_SSL": "1"})
+    assert (settings.path, settings.host, settings.port, settings.ssl) == (
+        tmp_path,
+        "db",
+        8000,
+        True,
+    )
+    assert load_chroma({}).path == Path("~/.o11ylab/chroma").expanduser()
+    with pytest.raises(ConfigError, match="CHROMA_PORT='0' is not a port"):
+        load_chroma({"CHROMA_PORT": "0"})

@@ -29,7 +29,6 @@ message, a span, a log record or a ``repr``.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import threading
 import weakref
@@ -41,7 +40,7 @@ from urllib.parse import urlparse
 
 from opentelemetry.trace import Status, StatusCode
 
-from ..config import ConfigError
+from ..config import ConfigError, load_openai
 from ..errors import O11yLabError
 
 if TYPE_CHECKING:
@@ -198,32 +197,6 @@ class Endpoint:
         return f"{self.kind} endpoint {self.display}"
 
 
-def _float_env(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds.") from None
-    if not 0 < value <= 3600:
-        raise ConfigError(f"{name}={raw} is out of range: use more than 0 and at most 3600 s.")
-    return value
-
-
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number.") from None
-    if not 0 <= value <= 20:
-        raise ConfigError(f"{name}={value} is out of range: use 0..20.")
-    return value
-
-
 def _local_base_url() -> str:
     try:
         from ..serve import ensure_local_endpoint
@@ -241,11 +214,9 @@ _local_url: list[str] = []  # the local endpoint once started; reset when it sto
 
 def resolve_endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
     """The endpoint the environment asks for (starting the local one if none is set)."""
-    env = os.environ if env is None else env
-    key = env.get("OPENAI_API_KEY", "").strip()
-    base = env.get("OPENAI_BASE_URL", "").strip()
-    timeout = _float_env(env, "O11YLAB_OPENAI_TIMEOUT", DEFAULT_TIMEOUT_S)
-    retries = _int_env(env, "O11YLAB_OPENAI_MAX_RETRIES", DEFAULT_MAX_RETRIES)
+    settings = load_openai(env)
+    key, base = settings.api_key, settings.base_url
+    timeout, retries = settings.timeout_s, settings.max_retries
     from ..local_openai import PLACEHOLDER_KEY, is_local_url
 
     if key and key != PLACEHOLDER_KEY:
@@ -261,7 +232,7 @@ def resolve_endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
             from .. import pricing
 
             pricing.register_local_server(parsed.hostname, parsed.port or 80)
-            local_key = env.get("O11YLAB_SERVE_API_KEY", "").strip()
+            local_key = settings.local_api_key
             if local_key:
                 _known_keys.add(local_key)
             key = "" if key == PLACEHOLDER_KEY else key
@@ -278,7 +249,7 @@ def resolve_endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
 
         pricing.register_local_server(parsed.hostname or "127.0.0.1", parsed.port or 80)
     # `o11ylab serve --api-key` / O11YLAB_SERVE_API_KEY protects the local endpoint too.
-    local_key = env.get("O11YLAB_SERVE_API_KEY", "").strip()
+    local_key = settings.local_api_key
     if local_key:
         _known_keys.add(local_key)
     return Endpoint("local", _local_url[0], timeout, retries, local_key or _NO_KEY)
@@ -475,7 +446,8 @@ _default_models: dict[tuple[str, str], str] = {}
 def default_model(kind: str, client: Any = None) -> str:
     """The model to use when none is given: ``O11YLAB_CHAT_MODEL`` / ``O11YLAB_EMBEDDING_MODEL``,
     else OpenAI's small defaults, else what the server lists at ``/v1/models``."""
-    configured = os.environ.get(_MODEL_ENV[kind], "").strip()
+    settings = load_openai()
+    configured = settings.chat_model if kind == "chat" else settings.embedding_model
     if configured:
         return configured
     client = client or get_client()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._device import choose_device
+from ._device import _settings, choose_device
 from ._embedder import LocalEmbedder
 from ._engine import LocalModel
 
@@ -54,12 +53,12 @@ def get_local_model(model: str | Path | None = None, **options: Any) -> LocalMod
     """The process's shared ``LocalModel`` for ``model`` (default: ``LOCAL_MODEL_NAME``, else
     SmolLM2) and ``options`` (``device``, ``dtype``, the providers): another device or dtype is
     another engine."""
-    model = model if model is not None else (os.environ.get("LOCAL_MODEL_NAME", "").strip() or None)
+    model = model if model is not None else _settings().chat_model
     return _shared(_key("chat", model, options), lambda: LocalModel(model, **options))
 
 
 def get_local_embedder(model: str | Path | None = None, **options: Any) -> LocalEmbedder:
     """The process's shared ``LocalEmbedder`` for ``model`` (default: ``EMBEDDING_MODEL`` or
     all-MiniLM-L6-v2) and ``options`` (``device``, the providers)."""
-    model = model if model is not None else (os.environ.get("EMBEDDING_MODEL", "").strip() or None)
+    model = model if model is not None else _settings().embedding_model
     return _shared(_key("embedding", model, options), lambda: LocalEmbedder(model, **options))

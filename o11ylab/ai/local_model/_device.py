@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
+from ...config import ConfigError, ModelsSettings, load_models
 from ._errors import LocalModelError
 
 
+def _settings(env: Mapping[str, str] | None = None) -> ModelsSettings:
+    """The models section of o11ylab's settings; a value it cannot use is a LocalModelError
+    here, as it has always been for the device."""
+    try:
+        return load_models(env)
+    except ConfigError as exc:
+        raise LocalModelError(str(exc)) from None
+
+
 def choose_device(env: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """(torch device, why) from ``USE_GPU`` and ``GPU_DEVICE_ID``."""
+    """(torch device, why) from ``USE_GPU`` and ``GPU_DEVICE_ID`` (``env``: default os.environ)."""
+    settings = _settings(env)
+    if settings.use_gpu is False:
+        return "cpu", "USE_GPU=0"
     import torch
 
-    env = os.environ if env is None else env
-    raw = env.get("USE_GPU", "").strip().lower()
-    if raw in ("0", "false", "no", "off"):
-        return "cpu", "USE_GPU=0"
-    if raw not in ("", "auto", "1", "true", "yes", "on"):
-        raise LocalModelError(f"USE_GPU={raw!r} is not a yes/no value: use 1, 0 or leave it unset.")
     if not torch.cuda.is_available():
         why = (
-            "USE_GPU is set but torch sees no CUDA device"
-            if raw not in ("", "auto")
-            else ("no CUDA device")
+            "USE_GPU is set but torch sees no CUDA device" if settings.use_gpu else "no CUDA device"
         )
         return "cpu", why
     count = torch.cuda.device_count()
-    id_raw = env.get("GPU_DEVICE_ID", "0").strip() or "0"
-    try:
-        index = int(id_raw)
-    except ValueError:
-        raise LocalModelError(f"GPU_DEVICE_ID={id_raw!r} is not a whole number.") from None
+    index = settings.gpu_device_id
     if not 0 <= index < count:
         raise LocalModelError(
             f"GPU_DEVICE_ID={index} but torch sees {count} CUDA device(s): use 0..{count - 1}."

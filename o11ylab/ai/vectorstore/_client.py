@@ -8,19 +8,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..._files import private_folder
+from ...config import ChromaSettings, ConfigError, load_chroma
 from ._errors import ChromaConnectionError, StorePathError
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
 
 DEFAULT_PORT = 8000
-_TRUE = {"1", "true", "yes", "on"}
+
+
+def _settings() -> ChromaSettings:
+    """The chroma section of o11ylab's settings; a bad CHROMA_PORT is the store's connection
+    error, as it has always been."""
+    try:
+        return load_chroma()
+    except ConfigError as exc:
+        if str(exc).startswith("CHROMA_PORT"):
+            raise ChromaConnectionError(str(exc)) from None
+        raise
 
 
 def default_path() -> Path:
     """Where the local store lives: ``CHROMA_PATH`` or ``~/.o11ylab/chroma``."""
-    raw = os.environ.get("CHROMA_PATH", "").strip()
-    return Path(raw or "~/.o11ylab/chroma").expanduser()
+    return _settings().path
 
 
 def _ensure_writable(path: Path) -> Path:
@@ -48,19 +58,6 @@ def _ensure_writable(path: Path) -> Path:
     return path
 
 
-def _env_port() -> int:
-    raw = os.environ.get("CHROMA_PORT", "").strip()
-    if not raw:
-        return DEFAULT_PORT
-    try:
-        port = int(raw)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise ChromaConnectionError(f"CHROMA_PORT={raw!r} is not a port number (1..65535).")
-    return port
-
-
 def open_client(
     path: str | os.PathLike[str] | None,
     host: str | None,
@@ -69,13 +66,14 @@ def open_client(
 ) -> tuple[ClientAPI, str]:
     """(the chromadb client, where it keeps the vectors): a Chroma server when ``host`` or
     ``CHROMA_HOST`` is set, else a ``PersistentClient`` on ``path`` (else ``default_path()``)."""
-    host = host or os.environ.get("CHROMA_HOST", "").strip() or None
+    settings = _settings()
+    host = host or settings.host
     if host:
-        port = port or _env_port()
+        port = port or settings.port
         if ssl is None:
-            ssl = os.environ.get("CHROMA_SSL", "").strip().lower() in _TRUE
+            ssl = settings.ssl
         return http_client(host, port, ssl), f"{'https' if ssl else 'http'}://{host}:{port}"
-    folder = _ensure_writable(Path(path).expanduser() if path else default_path())
+    folder = _ensure_writable(Path(path).expanduser() if path else settings.path)
     return persistent_client(folder), str(folder)
 
 
