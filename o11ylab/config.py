@@ -446,6 +446,13 @@ class OpenAISettings:
     local_api_key: str = dataclasses.field(default="", repr=False)
 
 
+def openai_configured(env: Mapping[str, str] | None = None) -> bool:
+    """Whether OPENAI_API_KEY or OPENAI_BASE_URL names an endpoint: then o11ylab starts no
+    local one (not in a kernel, not for a run)."""
+    env = os.environ if env is None else env
+    return any(env.get(name, "").strip() for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"))
+
+
 def _openai_seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
@@ -552,7 +559,6 @@ def load_models(env: Mapping[str, str] | None = None) -> ModelsSettings:
     )
 
 
-
 # --- section: run (what `o11ylab run` reads: DASK_SCHEDULER_ADDRESS, ...)
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -588,7 +594,7 @@ def load_run(env: Mapping[str, str] | None = None) -> RunConfig:
         scheduler_address=env.get("DASK_SCHEDULER_ADDRESS", "").strip() or None,
         connect_timeout_s=timeout,
         autotrace_set="O11YLAB_AUTOTRACE" in env,
-        openai_configured=bool(env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL")),
+        openai_configured=openai_configured(env),
         serve_api_key=env.get("O11YLAB_SERVE_API_KEY", "").strip() or None,
         prometheus_port_set="O11YLAB_PROMETHEUS_PORT" in env,
     )
@@ -626,6 +632,9 @@ class TelemetryExtras:
     # Lowest level exported from installed libraries' and the standard library's loggers
     # (httpx's "HTTP Request: POST ..." is INFO: one log record per call otherwise).
     library_log_level: str = "WARNING"
+    # OTEL_SERVICE_NAME, or service.name in OTEL_RESOURCE_ATTRIBUTES: the SDK reads them itself;
+    # o11ylab looks only to choose a default name (`o11ylab serve`) when the user gave none.
+    service_name_set: bool = False
 
 
 def load_telemetry(env: Mapping[str, str] | None = None) -> TelemetryExtras:
@@ -644,6 +653,11 @@ def load_telemetry(env: Mapping[str, str] | None = None) -> TelemetryExtras:
         otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip(),
         otlp_signal_endpoints={signal: url for signal, url in specific.items() if url},
         library_log_level=level,
+        service_name_set=bool(env.get("OTEL_SERVICE_NAME", "").strip())
+        or any(
+            part.strip().startswith("service.name=")
+            for part in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")
+        ),
     )
 
 

@@ -173,9 +173,10 @@ def activate() -> str | None:
     with _lock:
         if _relay is not None:
             return _relay.base_url
-        if any(os.environ.get(name, "").strip() for name in _VARS):
+        from .config import load_serve, openai_configured
+
+        if openai_configured():
             return None
-        from .config import load_serve
         from .serve import new_launch_key
 
         key = load_serve().api_key or new_launch_key()
@@ -197,7 +198,8 @@ def deactivate() -> None:
         if relay is None or saved is None:
             return
         relay.close()
-        if os.environ.get("OPENAI_BASE_URL") == relay.base_url:
+        ours_still_set = os.environ.get("OPENAI_BASE_URL") == relay.base_url
+        if ours_still_set:  # else the user pointed it elsewhere since: theirs stays
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)

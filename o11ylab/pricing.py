@@ -829,7 +829,6 @@ class _CostHook:
         return cost.attributes()
 
 
-_INSTALLED: dict[int, _CostHook] = {}
 _INSTALL_LOCK = threading.Lock()
 
 
@@ -846,9 +845,12 @@ def install(telemetry: Any = None) -> None:
     if telemetry is None:
         return
     with _INSTALL_LOCK:
-        hook = _INSTALLED.get(id(telemetry))
-        if hook is None:  # kept across uninstall: its counter is created once
-            hook = _INSTALLED[id(telemetry)] = _CostHook(telemetry.meter)
+        # Kept on the telemetry across uninstall: its counter is created once. (Keyed by id()
+        # instead, a short-lived telemetry's recycled id handed its hook to the next one.)
+        hook = getattr(telemetry, "_o11ylab_cost_hook", None)
+        if hook is None:
+            hook = _CostHook(telemetry.meter)
+            telemetry._o11ylab_cost_hook = hook
         telemetry.enrichers.register(hook)
 
 

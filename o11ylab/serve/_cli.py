@@ -40,11 +40,9 @@ def _watch_parent(pid: int, server: Any) -> None:
 
 
 def _service_name_unset() -> bool:
-    # OpenTelemetry's own variables, which the SDK reads; looked at only to choose a default.
-    if os.environ.get("OTEL_SERVICE_NAME", "").strip():
-        return False
-    resource = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
-    return not any(part.strip().startswith("service.name=") for part in resource.split(","))
+    from ..config import load_telemetry
+
+    return not load_telemetry().service_name_set
 
 
 def _listen(host: str, port: int) -> socket.socket:
