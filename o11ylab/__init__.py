@@ -76,11 +76,11 @@ def init(*, local_endpoint: bool = True, hardware: bool = True) -> None:
     """
     from . import activation
     from . import hardware as hw
-    from .config import ConfigError
+    from .config import ConfigError, load_all
     from .telemetry import get_telemetry
 
     try:
-        telemetry = get_telemetry()
+        telemetry = get_telemetry(load_all().telemetry)  # every section checked first
     except ConfigError as exc:
         raise ConfigError(f"o11ylab: {exc}") from None
     activation.activate(telemetry, local_endpoint=local_endpoint)

@@ -23,7 +23,32 @@ from traitlets.config import Configurable
 
 from .errors import O11yLabError
 
-__all__ = ["ConfigError", "ContentCapture", "O11yLab", "Settings", "load_settings"]
+__all__ = [
+    "AllSettings",
+    "ChromaSettings",
+    "ConfigError",
+    "ContentCapture",
+    "HardwareSettings",
+    "InstrumentationSettings",
+    "ModelsSettings",
+    "O11yLab",
+    "OpenAISettings",
+    "RunConfig",
+    "ServeSettings",
+    "Settings",
+    "TelemetryExtras",
+    "load_all",
+    "load_chroma",
+    "load_hardware",
+    "load_instrumentation",
+    "load_models",
+    "load_openai",
+    "load_run",
+    "load_serve",
+    "load_settings",
+    "load_telemetry",
+    "openai_configured",
+]
 
 
 class ConfigError(O11yLabError, ValueError):
@@ -658,6 +683,44 @@ def load_telemetry(env: Mapping[str, str] | None = None) -> TelemetryExtras:
             part.strip().startswith("service.name=")
             for part in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")
         ),
+    )
+
+
+# --- every section at once ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AllSettings:
+    """The one settings object, one section per area. ``%load_ext`` and ``o11ylab.init()``
+    build it first, so a value o11ylab cannot use anywhere stops them with one line naming the
+    variable, rather than failing later inside a call. Each area reads its own section again
+    where it uses it (``load_serve()``, ...), so a notebook that changes a variable is heard."""
+
+    telemetry: Settings
+    telemetry_extras: TelemetryExtras
+    hardware: HardwareSettings
+    serve: ServeSettings
+    openai: OpenAISettings
+    chroma: ChromaSettings
+    models: ModelsSettings
+    run: RunConfig
+    instrumentation: InstrumentationSettings
+
+
+def load_all(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
+) -> AllSettings:
+    env = os.environ if env is None else env
+    return AllSettings(
+        telemetry=load_settings(env, overrides),
+        telemetry_extras=load_telemetry(env),
+        hardware=load_hardware(env),
+        serve=load_serve(env),
+        openai=load_openai(env),
+        chroma=load_chroma(env),
+        models=load_models(env),
+        run=load_run(env),
+        instrumentation=load_instrumentation(env),
     )
 
 

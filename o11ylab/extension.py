@@ -38,14 +38,14 @@ class O11yLabExtension:
 
         from . import activation, hardware
         from .cells import CellTracer
-        from .config import ConfigError, O11yLab, load_settings
+        from .config import ConfigError, O11yLab, load_all
         from .telemetry import get_telemetry
 
         shell = self.shell
         options = O11yLab(parent=shell, config=shell.config)
         try:
-            telemetry = get_telemetry(load_settings(overrides=options.overrides()))
-            hardware.HardwareSettings.from_env()  # a bad O11YLAB_HARDWARE_* fails here, not later
+            # Every section, so a bad value anywhere fails here with one line, not in a call.
+            telemetry = get_telemetry(load_all(overrides=options.overrides()).telemetry)
         except ConfigError as exc:
             raise UsageError(f"o11ylab: {exc}") from None
         self.options, self.telemetry = options, telemetry

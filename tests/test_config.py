@@ -97,3 +97,22 @@ def test_safe_url_keeps_ipv6_brackets_and_drops_the_rest() -> None:
     from o11ylab.telemetry import safe_url
 
     assert safe_url("http://u:pw@[::1]:4318/v1/traces?k=v") == "http://[::1]:4318/v1/traces"
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"CHROMA_PORT": "eighty"}, "CHROMA_PORT"),
+        ({"USE_GPU": "perhaps"}, "USE_GPU"),
+        ({"O11YLAB_SERVE_MAX_QUEUE": "0"}, "O11YLAB_SERVE_MAX_QUEUE"),
+        ({"O11YLAB_HARDWARE_INTERVAL": "soon"}, "O11YLAB_HARDWARE_INTERVAL"),
+        ({"O11YLAB_RUN_CONNECT_TIMEOUT": "-1"}, "O11YLAB_RUN_CONNECT_TIMEOUT"),
+    ],
+)
+def test_one_settings_object_checks_every_section(env: dict[str, str], needle: str) -> None:
+    """What %load_ext and o11ylab.init() build first: a bad value in any area stops them."""
+    from o11ylab.config import load_all
+
+    assert load_all({}).serve.max_queue > 0  # the defaults load
+    with pytest.raises(ConfigError, match=needle):
+        load_all(env)
