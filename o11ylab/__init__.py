@@ -115,7 +115,7 @@ def recent_spans() -> list[dict[str, Any]]:
 
 def recent_trace(trace_id: str | None = None, whole: bool = False) -> TraceView:
     """The last traced cell and everything under it (or a whole trace) as a ``TraceView``."""
-    from .traceview import TraceView
+    from .traceview import TraceView, subtree
 
     records = recent_spans()
     if trace_id is None:
@@ -125,25 +125,8 @@ def recent_trace(trace_id: str | None = None, whole: bool = False) -> TraceView:
         root = cells[-1]
         trace_id = root["trace_id"]
         if not whole:
-            return TraceView(_subtree(records, root), title=f"trace {trace_id}")
+            return TraceView(subtree(records, root), title=f"trace {trace_id}")
     return TraceView([r for r in records if r["trace_id"] == trace_id], title=f"trace {trace_id}")
-
-
-def _subtree(records: list[dict[str, Any]], root: dict[str, Any]) -> list[dict[str, Any]]:
-    keep = {root["span_id"]}
-    chosen = [root]
-    by_parent: dict[str | None, list[dict[str, Any]]] = {}
-    for record in records:
-        by_parent.setdefault(record["parent_span_id"], []).append(record)
-    frontier = [root["span_id"]]
-    while frontier:
-        parent = frontier.pop()
-        for child in by_parent.get(parent, []):
-            if child["span_id"] not in keep:
-                keep.add(child["span_id"])
-                chosen.append(child)
-                frontier.append(child["span_id"])
-    return chosen
 
 
 def spans_df(raw: bool = False) -> Any:

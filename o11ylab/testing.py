@@ -188,6 +188,7 @@ def capture_metrics(reader: Any = None) -> Iterator[MetricsCapture]:
 
 def span_tree(spans: list[ReadableSpan]) -> list[tuple[int, str]]:
     """(depth, name) in start order: an easy thing to assert a nesting with."""
-    from .traceview import TraceView, span_record
+    from .traceview import span_record, tree_rows
 
-    return [(depth, r["name"]) for depth, r in TraceView([span_record(s) for s in spans])._rows()]
+    records = sorted((span_record(s) for s in spans), key=lambda r: r["start_ns"])
+    return [(depth, r["name"]) for depth, r in tree_rows(records)]

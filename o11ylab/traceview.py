@@ -68,6 +68,41 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
 _LOGS: deque[Any] | None = None
 
 
+def _children(records: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
+    """Records by parent span id; a record whose parent is not among them is a root (None)."""
+    ids = {r["span_id"] for r in records}
+    children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        parent = record["parent_span_id"]
+        children[parent if parent in ids else None].append(record)
+    return children
+
+
+def tree_rows(records: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(depth, record) in tree order, children in the order given (start order for a view)."""
+    children = _children(records)
+    rows: list[tuple[int, dict[str, Any]]] = []
+    stack = [(0, r) for r in reversed(children.get(None, []))]
+    while stack:  # not recursive: a deep trace must not hit the recursion limit
+        depth, record = stack.pop()
+        rows.append((depth, record))
+        stack.extend((depth + 1, c) for c in reversed(children.get(record["span_id"], [])))
+    return rows
+
+
+def subtree(records: list[dict[str, Any]], root: dict[str, Any]) -> list[dict[str, Any]]:
+    """``root`` and every record below it."""
+    children = _children(records)
+    chosen, frontier, seen = [root], [root["span_id"]], {root["span_id"]}
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child["span_id"] not in seen:  # a span listed twice is walked once
+                seen.add(child["span_id"])
+                chosen.append(child)
+                frontier.append(child["span_id"])
+    return chosen
+
+
 def remember_logs(telemetry: Any, maxlen: int = 5_000) -> None:
     """Keep the last ``maxlen`` log records of ``telemetry`` so the explorer shows them per span.
 
@@ -316,20 +351,7 @@ class TraceView:
         self._resource_said = False
 
     def _rows(self) -> list[tuple[int, dict[str, Any]]]:
-        ids = {r["span_id"] for r in self.records}
-        children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
-        for record in self.records:
-            parent = record["parent_span_id"]
-            children[parent if parent in ids else None].append(record)
-        rows: list[tuple[int, dict[str, Any]]] = []
-
-        def walk(parent: str | None, depth: int) -> None:
-            for record in children.get(parent, []):
-                rows.append((depth, record))
-                walk(record["span_id"], depth + 1)
-
-        walk(None, 0)
-        return rows
+        return tree_rows(self.records)
 
     def _details(self, record: dict[str, Any]) -> str:
         attributes = record["attributes"]
