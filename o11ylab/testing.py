@@ -48,28 +48,6 @@ class _SpanTap(SpanProcessor):
             sink.append(span)
 
 
-def _log_tap() -> Any:
-    from opentelemetry.sdk._logs import LogRecordProcessor
-
-    class _LogTap(LogRecordProcessor):
-        """The same, for a LoggerProvider and ``capture_logs()``."""
-
-        def __init__(self) -> None:
-            self.sinks: list[list[Any]] = []
-
-        def on_emit(self, log_record: Any) -> None:
-            for sink in self.sinks:
-                sink.append(log_record)
-
-        def shutdown(self) -> None:
-            pass
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            return True
-
-    return _LogTap()
-
-
 _TAPS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _TAPS_LOCK = threading.Lock()
 
@@ -114,10 +92,12 @@ def capture_logs(logger_provider: Any = None) -> contextlib.AbstractContextManag
     from opentelemetry import _logs
     from opentelemetry.sdk._logs import LoggerProvider
 
+    from .telemetry import LogTap
+
     provider = logger_provider or _logs.get_logger_provider()
     if not isinstance(provider, LoggerProvider):
         raise O11yLabError(f"capture_logs() needs an SDK LoggerProvider: {_SET_UP_FIRST}.")
-    return _tapped(_tap(provider, "add_log_record_processor", _log_tap))
+    return _tapped(_tap(provider, "add_log_record_processor", LogTap))
 
 
 def _reader(reader: Any) -> Any:

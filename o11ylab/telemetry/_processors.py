@@ -107,7 +107,8 @@ class CellRollup(SpanProcessor):
 
 
 class LogTap(LogRecordProcessor):
-    """Hands every log record to the open ``capture_logs()`` lists."""
+    """Hands every log record to its sinks: the explorer's memory of recent records
+    (``traceview.remember_logs``) and ``o11ylab.testing.capture_logs()``'s lists."""
 
     def __init__(self) -> None:
         self.sinks: list[list[Any]] = []
