@@ -2,6 +2,8 @@
 
 A cell span's parent is the ``TRACEPARENT`` the kernel inherited (``o11ylab run`` sets it, so
 every cell of every notebook joins the run's trace), otherwise it starts a trace of its own.
+While the extension is loaded that context is the kernel's current one, so any span without a
+parent of its own (an untraced cell's calls) joins the notebook's span as well.
 While it is open it is the current span, so anything the cell calls nests under it, in any
 thread that carries the context. When it ends it gets the roll-ups of what ran under it
 (span and error counts, tokens, cost), feeds the cell metrics and wakes the flusher.
@@ -256,6 +258,7 @@ class CellTracer:
         self._open: list[_OpenCell] = []
         self._count = 0
         self._parent = self._inherited_parent()
+        self._base_token: contextvars.Token[otel_context.Context] | None = None
         self.parse_traced: Callable[[str], TracedArgs] | None = None
 
     # -- install / uninstall: what %load_ext and %unload_ext switch ------------------------------
@@ -271,6 +274,7 @@ class CellTracer:
         self.shell.input_transformers_cleanup.append(self.strip_traced_line)
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
+        self._attach_base()
 
     def uninstall(self) -> None:
         """Remove everything ``install`` registered, and end a span left open."""
@@ -294,6 +298,7 @@ class CellTracer:
             if self.magics in shell.configurables:  # register_magics put it there
                 shell.configurables.remove(self.magics)
         self.close()
+        self._detach_base()
 
     # -- the %%traced line ------------------------------------------------------------------------
 
@@ -330,6 +335,28 @@ class CellTracer:
             print("o11ylab: TRACEPARENT is not a W3C traceparent; cells start their own traces.")
             return None
         return parent
+
+    def _attach_base(self) -> None:
+        """In a run's kernel, the inherited ``TRACEPARENT`` becomes the kernel's current context.
+
+        Then whatever starts a span with no current span of its own (an untraced cell's openai
+        or Chroma call) joins the notebook's span instead of starting a trace of its own, as the
+        cells do. The kernel runs every cell
+        and its hooks in this one context, so it holds until unload; asyncio tasks copy it.
+        Threads start with an empty context (``threading``, ``concurrent.futures``): their
+        spans stay roots unless the code hands the context over. An explicit ``context=``
+        (07's simulated users pass an empty one) is the caller's choice and stays untouched.
+        """
+        if self._parent is None or trace.get_current_span().get_span_context().is_valid:
+            return
+        self._base_token = otel_context.attach(self._parent)
+
+    def _detach_base(self) -> None:
+        token, self._base_token = self._base_token, None
+        # Only where it is still the current context: under another attach (a cell that left
+        # its own context on) resetting would pull that one off too, or the SDK logs an error.
+        if token is not None and otel_context.get_current() is self._parent:
+            otel_context.detach(token)
 
     def parent_context(self) -> otel_context.Context | None:
         # Inside another span (a cell run from a traced function, say), nest under it.

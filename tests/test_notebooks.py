@@ -2,7 +2,8 @@
 
 One module-scoped run of ``o11ylab run notebooks/ --out DIR`` (papermill, real kernels, the
 local endpoint, no API key) feeds every assertion; the telemetry is read back from the run's
-OTLP-JSON trace files, as a user or a backend would see it. Each notebook in ``notebooks/``
+OTLP-JSON trace files, as a user would see it, and from an OTLP receiver the run exports to
+(every process: the runner, the kernels, the local endpoint), as a backend would see it. Each notebook in ``notebooks/``
 needs a checker registered with ``@checks(...)``; a notebook without one fails loudly.
 """
 
@@ -29,6 +30,7 @@ from o11ylab import semconv
 from o11ylab.otlpjson import read_logs, read_spans
 
 from .conftest import NOTEBOOKS
+from .otlp_receiver import OtlpReceiver
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(1800)]
 
@@ -78,6 +80,7 @@ class Run:
     wall_s: float
     summary: dict[str, Any]
     spans: list[Span]
+    received: list[Span]  # what the OTLP receiver got, in tests/otlp_receiver.py's form
     by_id: dict[str, Span] = field(init=False)
     children: dict[str | None, list[Span]] = field(init=False)
 
@@ -134,16 +137,24 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     env.pop("MPLBACKEND", None)  # kernels draw inline, as they do for a user
     env.pop("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", None)  # the default: off
     env["O11YLAB_PROMETHEUS_PORT"] = "0"
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "o11ylab", "run", str(NOTEBOOKS), "--out", str(out)],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1700,
-    )
-    wall_s = time.perf_counter() - started
+    for name in list(env):
+        if name.startswith("OTEL_EXPORTER_OTLP_"):
+            env.pop(name)  # the receiver below is the one backend
+    with OtlpReceiver() as receiver:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver.port}"
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "o11ylab", "run", str(NOTEBOOKS), "--out", str(out)],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1700,
+        )
+        wall_s = time.perf_counter() - started
+        # Every process has exited, and each flushed its exporter on the way out.
+        with receiver._lock:
+            received = list(receiver.spans)
     summary_file = out / "summary.json"
     assert summary_file.exists(), done.stdout + done.stderr
     result = Run(
@@ -153,6 +164,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         wall_s,
         json.loads(summary_file.read_text()),
         read_spans(out),
+        received,
     )
     print(f"\no11ylab run notebooks/: {wall_s:.1f} s wall time")
     for notebook in result.summary["notebooks"]:
@@ -183,6 +195,31 @@ def test_cells_of_every_notebook_join_the_runs_single_trace(run: Run) -> None:
             assert cell["parent_span_id"] == notebook["span_id"]
         metadata = run.executed(path.stem).metadata[semconv.NOTEBOOK_METADATA_KEY]
         assert metadata == {"trace_id": run.trace_id, "status": "ok"}
+
+
+def test_a_run_is_one_trace_in_the_backend(run: Run) -> None:
+    """Issue 11: every span the run exports, the local endpoint's included, is in the run's
+    trace, except 07's simulated users, each a trace of its own on purpose."""
+    assert run.received, "the OTLP receiver got no spans"
+    # The users' trace ids from the run files, which lose nothing: a remote queue may.
+    users = {s["trace_id"] for s in run.spans if s["name"] == "load-test request"}
+    assert users
+    others = [s for s in run.received if s["trace_id"] not in users]
+    traces: dict[str, list[Span]] = defaultdict(list)
+    for span in others:
+        traces[span["trace_id"]].append(span)
+    print(
+        f"\nOTLP: {len(run.received)} spans; {len(traces)} trace id(s) besides {len(users)} users'"
+    )
+    strays = {}
+    for trace_id, spans in traces.items():
+        ids = {s["span_id"] for s in spans}
+        roots = [s for s in spans if s["parent_span_id"] not in ids]
+        strays[trace_id] = sorted(f"{s['service']}: {s['name']}" for s in roots)
+    assert list(traces) == [run.trace_id], f"the run's trace is {run.trace_id}; roots: {strays}"
+    assert strays[run.trace_id] == [f"o11ylab: {semconv.RUN_SPAN}"]
+    services = {s["service"] for s in others}
+    assert semconv.SERVE_SERVICE_NAME in services, "the local endpoint exported nothing"
 
 
 def test_notebooks_that_promise_a_plot_show_one(run: Run) -> None:
