@@ -145,6 +145,8 @@ def test_probes_and_untraced_model_lookups_make_no_spans(base_url: str, spans: A
     for path in ("/health", "/metrics"):
         assert httpx.get(base_url + path, headers={"traceparent": traceparent}).status_code == 200
     assert httpx.get(base_url + "/v1/models").status_code == 200
+    unknown = httpx.get(base_url + "/v1/models/no-such-model")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
     assert not exporter.get_finished_spans()
     # A lookup inside a caller's trace stays in it.
     assert httpx.get(base_url + "/v1/models", headers={"traceparent": traceparent}).is_success

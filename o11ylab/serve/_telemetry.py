@@ -96,6 +96,7 @@ class ServerTelemetry:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path = scope.get("path", "")
         if _untraced(path, headers):
+            scope.setdefault("state", {})["o11ylab"] = {}  # handlers' notes, read by no one
             await self.app(scope, receive, send)
             return
         parent = extract(headers)
