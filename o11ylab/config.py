@@ -646,7 +646,7 @@ def load_instrumentation(env: Mapping[str, str] | None = None) -> Instrumentatio
     )
 
 
-# --- section: telemetry extras (what telemetry.py still reads beside Settings)
+# --- section: telemetry extras (what o11ylab.telemetry reads beside Settings)
 
 
 @dataclasses.dataclass(frozen=True)

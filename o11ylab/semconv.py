@@ -169,7 +169,7 @@ GPU_ENERGY_COUNTER_PERIOD = "o11ylab.gpu.energy.counter_period_s"  # measured up
 # joules are then the device's energy over this span's window, not a share of it.
 GPU_ENERGY_SHARED = "o11ylab.gpu.energy.shared"
 
-# --- vector store on Chroma (o11ylab/ai/vectorstore.py) ------------------------------------------
+# --- vector store on Chroma (o11ylab/ai/vectorstore/) -------------------------------------------
 # Searches are GenAI `retrieval` spans ("retrieval {collection}"); writes are database-style spans
 # ("add {collection}", "upsert {collection}", "delete {collection}", "get {collection}").
 # gen_ai.retrieval.top_k (an int) replaced gen_ai.request.top_k on retrieval spans
@@ -195,7 +195,7 @@ VECTORSTORE_RECORD_COUNT = "o11ylab.vectorstore.record_count"  # records added/u
 # --- chromadb instrumentor ---
 # o11ylab/instrumentation/chromadb.py makes the spans and metrics above for any Chroma collection.
 
-# --- local models and the local endpoint (o11ylab/ai/local_model.py, o11ylab/serve.py) -------
+# --- local models and the local endpoint (o11ylab/ai/local_model/, o11ylab/serve/) -------
 # In-process generation and embeddings follow the GenAI inference / embeddings span conventions
 # with span kind INTERNAL (the conventions allow it for a model running in the same process).
 # The provider value is o11ylab's own (no upstream value covers a local transformers model).
