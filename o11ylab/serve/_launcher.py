@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import hmac
+import logging
 import os
 import secrets
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import models, semconv
+from .._say import say
 from ..config import load_serve
 from ..errors import O11yLabError
 from ._config import API_KEY_ENV, DEFAULT_HOST, LOCAL_ENDPOINT_ENV, START_TIMEOUT_ENV
@@ -114,8 +116,8 @@ class LocalEndpoint:
         return self.process is not None and self.process.poll() is None
 
     def _say(self, message: str) -> None:
-        if self.echo:
-            print(f"o11ylab: {message}", file=sys.stderr, flush=True)
+        # Progress, not an error: stdout (Jupyter shows stderr as a red block), and the log.
+        say(message, level=logging.INFO, show=self.echo)
 
     def _prepare_default_model(self, env: dict[str, str]) -> None:
         # The child's environment (what it will read), not a setting of this process.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import models
+from ..._say import say
 from ...instrumentation._local import span_notes
 from .._types import EmbeddingResult
 from ._device import choose_device
@@ -54,11 +55,10 @@ class LocalEmbedder:
         self._providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
         _ensure_instrumented(embeddings=True, **self._providers)
         if verbose:
-            print(
-                f"o11ylab: embedding model {self.name} on {self.device} ({self.dimensions} "
+            say(
+                f"embedding model {self.name} on {self.device} ({self.dimensions} "
                 f"dimensions), loaded in {time.perf_counter() - started:.1f}s",
-                file=sys.stderr,
-                flush=True,
+                level=logging.INFO,
             )
 
     def count_tokens(self, texts: Sequence[str]) -> int:

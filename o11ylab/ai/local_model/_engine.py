@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from ... import models, semconv
+from ..._say import say
 from ...instrumentation._local import Outcome, span_notes
 from ._device import _default_dtype, choose_device
 from ._errors import ContextWindowExceededError, EmptyPromptError, LocalModelError
@@ -78,11 +80,10 @@ class LocalModel:
         self._providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
         _ensure_instrumented(**self._providers)
         if verbose:
-            print(
-                f"o11ylab: local model {self.name} on {self.device} ({self.dtype}; {why}), "
+            say(  # information, not an error: stdout, not Jupyter's red stderr block
+                f"local model {self.name} on {self.device} ({self.dtype}; {why}), "
                 f"loaded in {time.perf_counter() - started:.1f}s",
-                file=sys.stderr,
-                flush=True,
+                level=logging.INFO,
             )
 
     def _context_window(self) -> int:
