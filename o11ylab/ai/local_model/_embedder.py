@@ -13,7 +13,7 @@ from ... import models
 from ..._say import say
 from ...instrumentation._local import span_notes
 from .._types import EmbeddingResult
-from ._device import choose_device
+from ._device import choose_device, quiet_loading
 from ._errors import EmptyPromptError, LocalModelError
 from ._instrument import _ensure_instrumented
 
@@ -43,7 +43,10 @@ class LocalEmbedder:
         self.ref = ref
         self.name = ref.name
         self.device = str(device)
-        self.model = SentenceTransformer(str(ref.path), device=self.device, local_files_only=True)
+        with quiet_loading():
+            self.model = SentenceTransformer(
+                str(ref.path), device=self.device, local_files_only=True
+            )
         # get_sentence_embedding_dimension was renamed in sentence-transformers 6.
         dimension = (
             getattr(self.model, "get_embedding_dimension", None)

@@ -16,7 +16,7 @@ from opentelemetry import context as otel_context
 from ... import models, semconv
 from ..._say import say
 from ...instrumentation._local import Outcome, span_notes
-from ._device import _default_dtype, choose_device
+from ._device import _default_dtype, choose_device, quiet_loading
 from ._errors import ContextWindowExceededError, EmptyPromptError, LocalModelError
 from ._generation import Generation, _Request
 from ._instrument import _ensure_instrumented
@@ -57,10 +57,11 @@ class LocalModel:
         self.device = str(device)
         self._dtype = dtype if dtype is not None else _default_dtype(self.device)
         started = time.perf_counter()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(ref.path), local_files_only=True)
-        loaded = AutoModelForCausalLM.from_pretrained(
-            str(ref.path), dtype=self._dtype, local_files_only=True
-        )
+        with quiet_loading():
+            self.tokenizer = AutoTokenizer.from_pretrained(str(ref.path), local_files_only=True)
+            loaded = AutoModelForCausalLM.from_pretrained(
+                str(ref.path), dtype=self._dtype, local_files_only=True
+            )
         self.model = loaded.to(self.device)  # type: ignore[arg-type]  # transformers' stub
         self.model.eval()
         self.dtype = str(self._dtype).removeprefix("torch.")
