@@ -19,9 +19,14 @@ if TYPE_CHECKING:
 # Also OPENAI_CLIENT_MODULE and OPENAI_SEND_METHODS (not listed: names in quotes with those
 # prefixes read as environment variables to tests/test_settings_documented.py).
 __all__ = [
+    "batch_closed",
+    "batch_export_lock",
+    "batch_queued",
+    "batch_worker",
     "chroma_dimension_mismatch",
     "chroma_embedding_conflict",
     "chroma_rejects_name",
+    "exporter_preferences",
     "set_ended_attributes",
     "set_ended_status",
 ]
@@ -53,6 +58,35 @@ def set_ended_attributes(span: ReadableSpan, attributes: dict[str, Any]) -> None
 def set_ended_status(span: ReadableSpan, status: Status) -> None:
     """Replace an ended span's status (to scrub a key a server echoed into its description)."""
     span._status = status
+
+
+# --- opentelemetry-sdk: what a batch processor's queue holds and dropped ------------------------
+
+
+def batch_worker(processor: Any) -> Any:
+    """The worker a ``BatchSpanProcessor`` / ``BatchLogRecordProcessor`` delegates to (1.45: one
+    ``BatchProcessor`` class for both, with the queue, the export lock and the shutdown flag)."""
+    return processor._batch_processor
+
+
+def batch_closed(worker: Any) -> bool:
+    """Whether the worker was shut down: the SDK queues nothing after that."""
+    return bool(worker._shutdown)
+
+
+def batch_queued(worker: Any) -> int:
+    return len(worker._queue)
+
+
+def batch_export_lock(worker: Any) -> Any:
+    """Held while items move from the queue to the exporter: totals agree while it is held."""
+    return worker._export_lock
+
+
+def exporter_preferences(exporter: Any) -> tuple[Any, Any]:
+    """A metric exporter's preferred temporality and aggregation, to wrap it without changing
+    what it asks for (the SDK keeps them private)."""
+    return exporter._preferred_temporality, exporter._preferred_aggregation
 
 
 # --- openai: the one method every request goes through -------------------------------------------

@@ -92,3 +92,47 @@ def test_chroma_errors_are_told_apart_by_their_text() -> None:
         client.get_or_create_collection("compat-conflict", embedding_function=Named())  # type: ignore[arg-type]
     assert _compat.chroma_embedding_conflict(str(conflict.value)) is not None, _changed("chromadb")
     assert _compat.chroma_embedding_conflict("some other error") is None
+
+
+def test_a_batch_processors_queue_lock_and_shutdown_can_be_read() -> None:
+    import threading
+
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    release = threading.Event()
+
+    class Held(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            release.wait(10)
+            return SpanExportResult.SUCCESS
+
+    processor = BatchSpanProcessor(
+        Held(), max_queue_size=8, max_export_batch_size=8, schedule_delay_millis=60_000
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    worker = _compat.batch_worker(processor)
+    for n in range(3):
+        provider.get_tracer("t").start_span(f"s{n}").end()
+    assert _compat.batch_queued(worker) == 3, _changed("opentelemetry-sdk")
+    lock = _compat.batch_export_lock(worker)
+    assert lock.acquire(timeout=1), _changed("opentelemetry-sdk")
+    lock.release()
+    assert not _compat.batch_closed(worker)
+    release.set()
+    processor.shutdown()
+    assert _compat.batch_closed(worker), _changed("opentelemetry-sdk")
+
+
+def test_a_metric_exporters_preferences_can_be_read() -> None:
+    from opentelemetry.sdk.metrics import Counter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, ConsoleMetricExporter
+    from opentelemetry.sdk.metrics.view import LastValueAggregation
+
+    exporter = ConsoleMetricExporter(
+        preferred_temporality={Counter: AggregationTemporality.DELTA},
+        preferred_aggregation={Counter: LastValueAggregation()},
+    )
+    temporality, aggregation = _compat.exporter_preferences(exporter)
+    assert temporality[Counter] is AggregationTemporality.DELTA, _changed("opentelemetry-sdk")
+    assert isinstance(aggregation[Counter], LastValueAggregation), _changed("opentelemetry-sdk")

@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 
 from opentelemetry.trace import Status, StatusCode
 
+from .._compat import set_ended_status
 from ..config import ConfigError, load_openai
 from ..errors import O11yLabError
 
@@ -340,8 +341,7 @@ def _scrub_span(span: Any) -> dict[str, Any] | None:
         return None
     cleaned = scrub(status.description)
     if cleaned != status.description:
-        # The SDK has no public way to edit an ended span's status; see set_ended_attributes.
-        span._status = Status(StatusCode.ERROR, cleaned)
+        set_ended_status(span, Status(StatusCode.ERROR, cleaned))
     return None
 
 

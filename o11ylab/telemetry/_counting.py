@@ -20,6 +20,14 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from .._compat import (
+    batch_closed,
+    batch_export_lock,
+    batch_queued,
+    batch_worker,
+    exporter_preferences,
+)
+
 __all__ = [
     "CountingBatchLogRecordProcessor",
     "CountingBatchSpanProcessor",
@@ -113,20 +121,20 @@ class QueueDrops:
 
     @property
     def closed(self) -> bool:
-        return bool(self._batch._shutdown)  # the SDK queues nothing after shutdown
+        return batch_closed(self._batch)
 
     def handed(self) -> None:
         with self._handing:  # counted after queueing: a read in between counts short, not over
             self._handed += 1
 
     def queued(self) -> int:
-        return len(self._batch._queue)
+        return batch_queued(self._batch)
 
     def dropped(self) -> int:
-        lock = self._batch._export_lock  # the SDK's; see the class docstring
+        lock = batch_export_lock(self._batch)  # the SDK's; see the class docstring
         if lock.acquire(timeout=self._wait_s):
             try:
-                queued = len(self._batch._queue)
+                queued = batch_queued(self._batch)
                 self._dropped = max(0, self._handed - queued - self._taken())
             finally:
                 lock.release()
@@ -139,7 +147,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     def __init__(self, exporter: CountingSpanExporter, **options: Any) -> None:
         super().__init__(exporter, **options)
         wait_s = float(options.get("export_timeout_millis", 2000)) / 1000
-        self.drops = QueueDrops(self._batch_processor, lambda: exporter.taken, wait_s)
+        self.drops = QueueDrops(batch_worker(self), lambda: exporter.taken, wait_s)
         exporter.counts.dropped = self.drops.dropped
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -181,7 +189,7 @@ class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
     def __init__(self, exporter: CountingLogExporter, **options: Any) -> None:
         super().__init__(exporter, **options)
         wait_s = float(options.get("export_timeout_millis", 2000)) / 1000
-        self.drops = QueueDrops(self._batch_processor, lambda: exporter.taken, wait_s)
+        self.drops = QueueDrops(batch_worker(self), lambda: exporter.taken, wait_s)
         exporter.counts.dropped = self.drops.dropped
 
     def on_emit(self, log_record: Any) -> None:
@@ -196,10 +204,8 @@ class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
 
 class CountingMetricExporter(MetricExporter):
     def __init__(self, inner: MetricExporter, counts: ExportCounts) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
+        temporality, aggregation = exporter_preferences(inner)
+        super().__init__(preferred_temporality=temporality, preferred_aggregation=aggregation)
         self.inner = inner
         self.counts = counts
 
