@@ -92,3 +92,26 @@ def test_chroma_errors_are_told_apart_by_their_text() -> None:
         client.get_or_create_collection("compat-conflict", embedding_function=Named())  # type: ignore[arg-type]
     assert _compat.chroma_embedding_conflict(str(conflict.value)) is not None, _changed("chromadb")
     assert _compat.chroma_embedding_conflict("some other error") is None
+
+
+def test_a_reader_collects_what_another_reader_aggregated() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    hub, shared = InMemoryMetricReader(), InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[hub], shutdown_on_exit=False)
+    _compat.share_metric_storage(hub, shared)
+    provider.get_meter("t").create_counter("c").add(3, {"k": "v"})
+    data = shared.get_metrics_data()
+    assert data is not None, _changed("opentelemetry-sdk")
+    points = [
+        point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+    ]
+    assert [(p.value, dict(p.attributes)) for p in points] == [(3, {"k": "v"})], _changed(
+        "opentelemetry-sdk"
+    )
+    provider.shutdown()
