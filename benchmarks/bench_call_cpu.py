@@ -1,6 +1,9 @@
 """CPU added per chat call: o11ylab as ``%load_ext`` sets it up vs the official instrumentation.
 
-Run: python benchmarks/bench_call_cpu.py [--rounds 15] [--calls 100]
+Run: python benchmarks/bench_call_cpu.py [--rounds 15] [--calls 100] [--also NAME=VALUE ...]
+
+``--also O11YLAB_TRACE_FILE=0`` adds a fourth worker, o11ylab with that setting, to see what one
+part costs (repeat ``--also`` for more workers; ``A=1,B=2`` sets two in one worker).
 
 The same ``chat.completions.create`` call of the real openai SDK goes to a canned
 OpenAI-compatible stub on loopback (``http.server`` answering ``/v1/chat/completions`` with a
@@ -184,8 +187,11 @@ def _counts(variant: str) -> dict[str, Any]:
 class _Worker:
     def __init__(self, variant: str, base_url: str, env: dict[str, str]) -> None:
         self.variant = variant
+        kind, _, settings = variant.partition(" ")
+        if settings:
+            env = {**env, **dict(pair.split("=", 1) for pair in settings.split(","))}
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--worker", variant, "--base-url", base_url],
+            [sys.executable, __file__, "--worker", kind, "--base-url", base_url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -220,6 +226,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=100, help="calls per worker per round")
+    parser.add_argument(
+        "--also", action="append", default=[], help="o11ylab with NAME=VALUE[,NAME=VALUE]"
+    )
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -244,14 +253,15 @@ def main() -> int:
         }
     )
     started = time.perf_counter()
-    workers = {variant: _Worker(variant, base_url, env) for variant in VARIANTS}
-    per_call: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    variants = (*VARIANTS, *(f"o11ylab {settings}" for settings in args.also))
+    workers = {variant: _Worker(variant, base_url, env) for variant in variants}
+    per_call: dict[str, list[float]] = {variant: [] for variant in variants}
     try:
-        for variant in VARIANTS:  # warm-up: imports, connections, first spans, price lookups
+        for variant in variants:  # warm-up: imports, connections, first spans, price lookups
             workers[variant].run(max(10, args.calls // 5))
         for round_ in range(args.rounds):
-            shift = round_ % len(VARIANTS)
-            for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+            shift = round_ % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
                 per_call[variant].append(workers[variant].run(args.calls))
     finally:
         counts = {}
@@ -269,7 +279,9 @@ def main() -> int:
     )
     print(f"  {'bare SDK':<26}: {statistics.median(bare) * 1e6:7.0f} µs/call")
     added: dict[str, float] = {}
-    for variant, label in (("official", "official instrumentation"), ("o11ylab", "o11ylab")):
+    labels = [("official", "official instrumentation"), ("o11ylab", "o11ylab")]
+    labels += [(variant, variant) for variant in variants[len(VARIANTS) :]]
+    for variant, label in labels:
         deltas = [v - b for v, b in zip(per_call[variant], bare, strict=True)]
         added[variant] = statistics.median(deltas)
         quartiles = statistics.quantiles(deltas, n=4)
