@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from opentelemetry.attributes import BoundedAttributes
+    from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.trace import Status
 
@@ -29,6 +30,7 @@ __all__ = [
     "exporter_preferences",
     "set_ended_attributes",
     "set_ended_status",
+    "share_metric_storage",
 ]
 
 
@@ -49,8 +51,9 @@ def set_ended_attributes(span: ReadableSpan, attributes: dict[str, Any]) -> None
     frozen = getattr(target, "_immutable", False)
     try:
         target._immutable = False
-        for key, value in attributes.items():
-            target[key] = value
+        # One cleaning pass and one lock for all of them: the cost enricher's 8 attributes took
+        # 5.2 µs set one by one, 3.7 µs this way (issue 13: it runs on every GenAI span).
+        target._set_items(attributes)
     finally:
         target._immutable = frozen
 
@@ -87,6 +90,30 @@ def exporter_preferences(exporter: Any) -> tuple[Any, Any]:
     """A metric exporter's preferred temporality and aggregation, to wrap it without changing
     what it asks for (the SDK keeps them private)."""
     return exporter._preferred_temporality, exporter._preferred_aggregation
+
+
+# --- opentelemetry-sdk: several metric readers over one aggregation ------------------------------
+
+
+def share_metric_storage(hub: MetricReader, reader: MetricReader) -> None:
+    """Make ``reader`` collect what ``hub`` (registered on a MeterProvider) has aggregated.
+
+    Each reader registered on a MeterProvider aggregates every measurement in its own storage:
+    with the in-memory, the run file's and the Prometheus readers, a histogram point cost 25 µs
+    instead of 14 µs with one (issue 13's benchmark: ~40 µs per chat call, 4 points). Readers that
+    want the same temporality and aggregation can read one storage instead; ``reader`` must not
+    be registered on a provider itself. The SDK has no public way: a reader collects through the
+    callback the provider sets on registration (``_set_collect_callback``), and the hub's
+    callback is ``_collect``.
+    """
+    collect: Any = hub._collect  # typed in the SDK as another callback than it holds
+    if collect is None:
+        raise RuntimeError("the hub reader is not registered on a MeterProvider")
+
+    def collect_from_hub(_reader: MetricReader, timeout_millis: float = 10_000) -> Any:
+        return collect(hub, timeout_millis=timeout_millis)
+
+    reader._set_collect_callback(collect_from_hub)
 
 
 # --- openai: the one method every request goes through -------------------------------------------

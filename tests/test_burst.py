@@ -63,8 +63,14 @@ for i in range(SPANS):
         peak["local_queued"] = max(peak["local_queued"], max(p.queued() for p in local))
 ''').success
 cell_s = time.perf_counter() - started
-telemetry.flush()
-status = telemetry.status()
+# The flush is bounded by the export timeout: flush again until nothing is queued, so the
+# counts below are final (what is still queued at exit would reach the receiver uncounted).
+deadline = time.monotonic() + 120
+while True:
+    telemetry.flush()
+    status = telemetry.status()
+    if not status["queued"] or time.monotonic() > deadline:
+        break
 print(json.dumps({
     "ok": ok, "cell_s": cell_s, "buffered": status["buffered_spans"],
     "exporters": {e["name"]: e for e in status["exporters"]}, "queued": status["queued"],

@@ -136,3 +136,26 @@ def test_a_metric_exporters_preferences_can_be_read() -> None:
     temporality, aggregation = _compat.exporter_preferences(exporter)
     assert temporality[Counter] is AggregationTemporality.DELTA, _changed("opentelemetry-sdk")
     assert isinstance(aggregation[Counter], LastValueAggregation), _changed("opentelemetry-sdk")
+
+
+def test_a_reader_collects_what_another_reader_aggregated() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    hub, shared = InMemoryMetricReader(), InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[hub], shutdown_on_exit=False)
+    _compat.share_metric_storage(hub, shared)
+    provider.get_meter("t").create_counter("c").add(3, {"k": "v"})
+    data = shared.get_metrics_data()
+    assert data is not None, _changed("opentelemetry-sdk")
+    points = [
+        point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+    ]
+    assert [(p.value, dict(p.attributes)) for p in points] == [(3, {"k": "v"})], _changed(
+        "opentelemetry-sdk"
+    )
+    provider.shutdown()
