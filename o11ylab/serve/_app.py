@@ -232,9 +232,12 @@ def _check_prompt_size(served: Served, messages: list[dict[str, Any]]) -> None:
     """Refuse a prompt that cannot fit before tokenizing it: a 21 MB prompt took 36 s and
     2.9 GB to be tokenized and then refused. No token covers more characters than the
     vocabulary's longest, so more than context window x that many characters cannot fit."""
-    from ..ai.local_model import message_text
+    from ..ai.local_model import LocalModelError, message_text
 
-    size = sum(len(message_text(m.get("content"))) for m in messages)
+    try:
+        size = sum(len(message_text(m.get("content"))) for m in messages)
+    except LocalModelError as exc:  # content a text model cannot take: the client's mistake
+        raise _engine_error(exc) from None
     if size > served.max_prompt_chars:
         raise OpenAIError(
             400,
