@@ -43,8 +43,10 @@ __all__ = [
 _EXTENSIONS: dict[int, O11yLabExtension] = {}
 
 
-def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext o11ylab``: start telemetry, register ``%%traced`` / ``%o11y`` and the hooks."""
+def load_ipython_extension(ipython: Any, *, quiet: bool = False) -> None:
+    """``%load_ext o11ylab``: start telemetry, register ``%%traced`` / ``%o11y`` and the hooks,
+    and say in one line where the telemetry goes (``quiet``: say nothing, as ``o11ylab run``
+    does when it loads the extension into a notebook that never asked for it)."""
     if id(ipython) in _EXTENSIONS:
         return  # loading twice does nothing twice
     from .extension import O11yLabExtension
@@ -56,6 +58,8 @@ def load_ipython_extension(ipython: Any) -> None:
         extension.unload()  # what was installed before the failure comes off again
         raise
     _EXTENSIONS[id(ipython)] = extension
+    if not quiet:
+        print(extension.describe())
 
 
 def unload_ipython_extension(ipython: Any) -> None:

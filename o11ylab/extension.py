@@ -60,6 +60,24 @@ class O11yLabExtension:
         hardware.attach(telemetry)  # starts the sampler thread; NVML starts inside it, not here
         self._hardware = True
 
+    def describe(self) -> str:
+        """One line: where the telemetry goes, never a secret (``safe_url`` for endpoints)."""
+        if self.telemetry is None:
+            return "o11ylab: not loaded"
+        status = self.telemetry.status()
+        places = []
+        if status["run_dir"]:
+            places.append(f"run files in {status['run_dir']}")
+        if status["otlp"]:
+            targets = sorted({url.rsplit("/v1/", 1)[0] for url in status["otlp"].values()})
+            places.append(f"OTLP to {', '.join(targets)}")
+        if status["prometheus"]:
+            places.append(f"/metrics at {status['prometheus']}")
+        where = "; ".join(places) or "memory only (%o11y trace, %o11y spans)"
+        return (
+            f"o11ylab: telemetry to {where}. %o11y status says more; %%traced makes a cell a span."
+        )
+
     def unload(self) -> None:
         shell = self.shell
         tracer, self.tracer = self.tracer, None

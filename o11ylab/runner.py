@@ -505,7 +505,7 @@ def record_failure(span: Any, result: NotebookResult, failure: Exception | None)
 
 
 # Run by the kernel before the first cell, outside the history and the user's namespace.
-_AUTOLOAD = "__import__('o11ylab').load_ipython_extension(get_ipython())"
+_AUTOLOAD = "__import__('o11ylab').load_ipython_extension(get_ipython(), quiet=True)"
 
 
 def _autoload(

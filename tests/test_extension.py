@@ -397,3 +397,19 @@ def test_o11y_trace_under_autotrace_shows_the_users_last_cell(shell: Any) -> Non
         lines = repr(asked.result).splitlines()
         assert lines[1].startswith(f"cell [{users.execution_count}]"), lines
         assert lines[2].strip().startswith("users-work"), lines
+
+
+def test_loading_says_in_one_line_where_the_telemetry_goes(
+    shell: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from o11ylab.telemetry import get_telemetry
+
+    shell.run_line_magic("unload_ext", "o11ylab")
+    capsys.readouterr()
+    shell.run_line_magic("load_ext", "o11ylab")
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("o11ylab: telemetry to run files in ")
+    assert str(get_telemetry().run_dir) in line and "%o11y status" in line
+    shell.run_line_magic("unload_ext", "o11ylab")
+    o11ylab.load_ipython_extension(shell, quiet=True)  # how `o11ylab run` loads it unasked
+    assert capsys.readouterr().out == ""
