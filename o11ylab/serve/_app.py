@@ -260,7 +260,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     now = int(time.time())
     info["response_model"] = engine.name
     called = time.perf_counter()
-    stream = await _prepared(engine, messages, options)
+    stream = await _prepared(engine, messages, options, batched=not body.stream)
     if not body.stream:
         result = await _until_done_or_gone(stream, request)
         if result is None:
@@ -275,15 +275,19 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     )
 
 
-async def _prepared(engine: Any, messages: list[dict[str, Any]], options: dict[str, Any]) -> Any:
+async def _prepared(
+    engine: Any, messages: list[dict[str, Any]], options: dict[str, Any], *, batched: bool = False
+) -> Any:
     """The generation's stream, not started: templating and tokenizing run on the thread
-    pool, off the event loop that answers /health."""
+    pool, off the event loop that answers /health. ``batched``: a whole answer is wanted, so
+    the request may share one ``generate`` with others waiting (``LocalModel.batched_chat``)."""
     from starlette.concurrency import run_in_threadpool
 
     from ..ai import local_model
 
     try:
-        return await run_in_threadpool(lambda: engine.stream_chat(messages, **options))
+        start = engine.batched_chat if batched else engine.stream_chat
+        return await run_in_threadpool(lambda: start(messages, **options))
     except local_model.LocalModelError as exc:
         raise _engine_error(exc) from None
 

@@ -16,6 +16,7 @@ from opentelemetry import context as otel_context
 from ... import models, semconv
 from ..._say import say
 from ...instrumentation._local import Outcome, span_notes
+from ._batch import BatchedChat
 from ._device import _default_dtype, choose_device, quiet_loading
 from ._errors import ContextWindowExceededError, EmptyPromptError, LocalModelError
 from ._generation import Generation, _Request
@@ -76,6 +77,7 @@ class LocalModel:
             eos = self.tokenizer.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.lock = threading.Lock()
+        self._batcher: Any = None  # _batch._Batcher, made on the first batched request
         self._torch = torch
         # Used when this engine switches the instrumentor on (o11ylab.ai._otel).
         self._providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
@@ -178,6 +180,23 @@ class LocalModel:
         )
         return TokenStream(self, request, otel_context.get_current())
 
+    def batched_chat(self, messages: Sequence[Mapping[str, Any]], **options: Any) -> Any:
+        """Like ``stream_chat`` for a caller that wants only the whole answer: a greedy request
+        that arrives while the model is busy is answered in one batch with the others waiting
+        (``_batch``), with the text it gets alone. Sampled requests run alone, as a stream."""
+        prompt, normalized = self._render_chat(messages)
+        request = self._request(
+            semconv.CHAT_OPERATION,
+            [prompt],
+            normalized,
+            options.pop("max_new_tokens", None),
+            **_sampling(options),
+        )
+        parent = otel_context.get_current()
+        if request.temperature is not None and request.temperature >= _GREEDY_BELOW:
+            return TokenStream(self, request, parent)
+        return BatchedChat(self, request, parent)
+
     # -- preparing a request -----------------------------------------------------------------------
 
     def _render_chat(
@@ -263,6 +282,9 @@ class LocalModel:
 
     def _notes(self, request: _Request, queue_time: float) -> Any:
         """What only the engine knows, for the instrumentor's span of this generation."""
+        return span_notes(**self._note_fields(request, queue_time))
+
+    def _note_fields(self, request: _Request, queue_time: float) -> dict[str, Any]:
         attributes: dict[str, Any] = {
             semconv.GEN_AI_REQUEST_MAX_TOKENS: request.max_new_tokens,
             semconv.LOCAL_MODEL_CONTEXT_WINDOW: self.context_window,
@@ -282,14 +304,14 @@ class LocalModel:
             if request.messages is not None
             else [{"role": "user", "content": p} for p in request.prompts]
         )
-        return span_notes(
-            attributes,
-            model=self.name,
-            operation=request.operation,
-            messages=messages,
-            tokenizer=self.tokenizer,
-            time_first_token=True,
-        )
+        return {
+            "attributes": attributes,
+            "model": self.name,
+            "operation": request.operation,
+            "messages": messages,
+            "tokenizer": self.tokenizer,
+            "time_first_token": True,
+        }
 
     def _generate_locked(
         self, request: _Request, clock: _TokenClock | None, cancel: _Cancel | None

@@ -1,0 +1,296 @@
+"""Batching: concurrent greedy chat requests answered by one ``generate`` call.
+
+A request that arrives while the model is busy waits in a queue; when the model is free, up to
+``MAX_BATCH`` waiting requests run together, left-padded with an attention mask, to the longest
+``max_new_tokens`` among them. There is no collection window: a batch is whatever queued while
+the previous generation ran, so a lone request starts at once and, with one client, batching
+costs one thread hand-off. A lone request runs exactly the unbatched path (``TokenStream``).
+
+Each row ends on its own: at its end-of-sequence token (``generate`` pads it afterwards), at its
+own ``max_new_tokens`` or stop string, or when its client went away (a per-row stopping
+criterion); its tokens are cut where it ended, so its text, token count and finish reason are
+those it gets alone. Each request keeps its own span (in its caller's trace), usage and metrics.
+Only greedy requests are batched: sampled ones (temperature above 0) and streams run alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+
+from ... import semconv
+from ._generation import Generation, _Request
+from ._stream import TokenStream, _TokenClock
+
+if TYPE_CHECKING:
+    from ._engine import LocalModel
+
+MAX_BATCH = 8  # rows per generate: past this the tiny model's step time grows with the batch
+
+
+class BatchedChat:
+    """One non-streamed chat request: iterate it (it yields nothing) to wait for its answer;
+    ``result`` is then its ``Generation``; ``cancel()`` stops its row at the next token. It has
+    the interface of ``TokenStream`` that the endpoint uses."""
+
+    def __init__(self, engine: LocalModel, request: _Request, parent: Any) -> None:
+        self.request = request
+        self.parent = parent
+        self.stream = TokenStream(engine, request, parent)  # the path when it runs alone
+        self.cancel_event = self.stream._cancel.event
+        self.submitted = 0.0
+        self._batcher = _batcher(engine)
+        self._started = False
+        self._start_lock = threading.Lock()
+        self._decided = threading.Event()
+        self._solo = False
+        self._result: Generation | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def result(self) -> Generation | None:
+        return self.stream.result if self._solo else self._result
+
+    @property
+    def input_tokens(self) -> int:
+        return self.request.input_tokens[0]
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def __iter__(self) -> BatchedChat:
+        return self
+
+    def __next__(self) -> str:
+        with self._start_lock:
+            if not self._started:
+                self._started = True
+                self.submitted = time.perf_counter()
+                self._batcher.submit(self)
+        self._decided.wait()
+        if self._solo:
+            return next(self.stream)
+        if self._error is not None:
+            raise self._error
+        raise StopIteration
+
+    def _run_alone(self) -> None:
+        self._solo = True
+        self._decided.set()
+
+    def _finish(self, result: Generation | None, error: BaseException | None) -> None:
+        self._result, self._error = result, error
+        self._decided.set()
+
+
+class _Batcher:
+    """The queue of one engine's waiting requests and the thread that runs them in batches."""
+
+    def __init__(self, engine: LocalModel) -> None:
+        self._engine = engine
+        self._pending: list[BatchedChat] = []
+        self._ready = threading.Condition()
+        self._worker: threading.Thread | None = None
+
+    def submit(self, job: BatchedChat) -> None:
+        with self._ready:
+            self._pending.append(job)
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._loop, name="o11ylab-batch", daemon=True
+                )
+                self._worker.start()
+            self._ready.notify()
+
+    def _loop(self) -> None:
+        engine = self._engine
+        while True:
+            with self._ready:
+                while not self._pending:
+                    self._ready.wait()
+            engine.lock.acquire()  # while another generation runs, requests keep queueing
+            with self._ready:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
+            if len(batch) == 1:
+                engine.lock.release()
+                batch[0]._run_alone()  # its own thread runs the unbatched stream
+                continue
+            try:
+                results = _run_batch(engine, batch)
+            except BaseException as exc:  # noqa: BLE001 - every waiting request hears of it
+                for job in batch:
+                    job._finish(None, exc)
+            else:
+                for job, result in zip(batch, results, strict=True):
+                    job._finish(result, None)
+            finally:
+                engine.lock.release()
+
+
+_BATCHERS_LOCK = threading.Lock()
+
+
+def _batcher(engine: LocalModel) -> _Batcher:
+    with _BATCHERS_LOCK:
+        found: _Batcher | None = engine._batcher
+        if found is None:
+            found = _Batcher(engine)
+            engine._batcher = found
+        return found
+
+
+class _RowEnds:
+    """A stopping criterion that ends each row at its own max_new_tokens, stop strings or
+    cancellation, and remembers how many new tokens each row had when it ended."""
+
+    def __init__(self, engine: LocalModel, batch: list[BatchedChat], width: int) -> None:
+        from transformers import StopStringCriteria
+
+        self.width = width
+        self.limits = [job.request.max_new_tokens for job in batch]
+        self.cancels = [job.cancel_event for job in batch]
+        self.stops = [
+            StopStringCriteria(engine.tokenizer, job.request.stop) if job.request.stop else None
+            for job in batch
+        ]
+        self.ends: list[int | None] = [None] * len(batch)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        new = int(input_ids.shape[1]) - self.width
+        for row, end in enumerate(self.ends):
+            if end is not None:
+                continue
+            stop = self.stops[row]
+            if (
+                new >= self.limits[row]
+                or self.cancels[row].is_set()
+                or (stop is not None and bool(stop(input_ids[row : row + 1], scores)[0]))
+            ):
+                self.ends[row] = new
+        return torch.tensor([end is not None for end in self.ends], device=input_ids.device)
+
+
+def _run_batch(engine: LocalModel, batch: list[BatchedChat]) -> list[Generation]:
+    """Answer the batch's requests with one greedy ``generate`` (the caller holds the lock)."""
+    import torch
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+    from transformers import StoppingCriteriaList
+
+    from ...instrumentation._local import _ACTIVE, ModelCall, SpanNotes
+    from ...instrumentation.transformers import (
+        TransformersInstrumentor,
+        _count,
+        _model_attributes,
+    )
+    from ._instrument import _ensure_instrumented
+
+    _ensure_instrumented(**engine._providers)
+    locked = time.perf_counter()
+    width = max(int(job.request.input_ids.shape[1]) for job in batch)
+    pad = engine.tokenizer.pad_token_id
+    input_ids = torch.full((len(batch), width), pad, dtype=batch[0].request.input_ids.dtype)
+    mask = torch.zeros((len(batch), width), dtype=batch[0].request.attention_mask.dtype)
+    for row, job in enumerate(batch):
+        length = int(job.request.input_ids.shape[1])
+        input_ids[row, width - length :] = job.request.input_ids[0]
+        mask[row, width - length :] = job.request.attention_mask[0]
+    ends = _RowEnds(engine, batch, width)
+    clock = _TokenClock()
+    instruments = TransformersInstrumentor()._instruments if is_instrumentation_enabled() else None
+    calls: list[ModelCall] = []
+    for job in batch:  # one span per request, in its caller's trace
+        notes = SpanNotes(**engine._note_fields(job.request, locked - job.submitted))
+        if instruments is not None:
+            attach = otel_context.attach(job.parent)
+            try:
+                calls.append(
+                    ModelCall(
+                        instruments,
+                        semconv.CHAT_OPERATION,
+                        engine.name,
+                        _model_attributes(engine.model),
+                        notes,
+                    )
+                )
+            finally:
+                otel_context.detach(attach)
+    # An active call makes the instrumentor leave this generate to the spans above.
+    active = _ACTIVE.set(calls[0]) if calls else None
+    started = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            output = engine.model.generate(
+                input_ids=input_ids.to(engine.device),
+                attention_mask=mask.to(engine.device),
+                max_new_tokens=max(ends.limits),
+                pad_token_id=pad,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                streamer=clock,
+                stopping_criteria=StoppingCriteriaList([ends]),
+            )
+    except BaseException as exc:
+        for call in calls:
+            call.end(exc)
+        raise
+    finally:
+        if active is not None:
+            _ACTIVE.reset(active)
+    ran = time.perf_counter() - started
+    results: list[Generation] = []
+    new_tokens = output[:, width:]
+    for row, job in enumerate(batch):
+        request = job.request
+        end = ends.ends[row]
+        kept = new_tokens[row, : end if end is not None else request.max_new_tokens]
+        text, count, finish = engine._decode(request, kept.tolist())
+        if _was_cancelled(job, finish, count):
+            finish = "cancelled"
+        ttft = clock.times[0] - job.submitted if clock.times else None
+        results.append(
+            Generation(
+                text,
+                engine.name,
+                request.input_tokens[0],
+                count,
+                finish,
+                ttft,
+                time.perf_counter() - job.submitted,
+            )
+        )
+        if row < len(calls):
+            call = calls[row]
+            call.outcome.duration = ran
+            call.first_token_at(clock.times[0] if clock.times else None)
+            row_kwargs = {
+                "input_ids": input_ids[row : row + 1],
+                "attention_mask": mask[row : row + 1],
+                "max_new_tokens": request.max_new_tokens,
+                "pad_token_id": pad,
+                "do_sample": False,
+                **({"stop_strings": request.stop} if request.stop else {}),
+            }
+            sequences = output[row : row + 1, : width + int(kept.shape[0])]
+            try:
+                _count(call, engine.model, (), row_kwargs, sequences, None)
+            except Exception:  # noqa: BLE001 - a span without counts, never a failed request
+                pass
+            if call.recording:
+                call.end_attributes[semconv.LOCAL_BATCH_SIZE] = len(batch)
+                if finish == "cancelled":
+                    call.end_attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = ["cancelled"]
+    for call in calls:
+        call.end(None)
+    return results
+
+
+def _was_cancelled(job: BatchedChat, finish: str, count: int) -> bool:
+    return job.cancel_event.is_set() and finish != "stop" and count < job.request.max_new_tokens

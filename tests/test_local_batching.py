@@ -1,0 +1,146 @@
+"""Batching in the engine: requests waiting for the model share one ``generate`` and each gets
+exactly the answer it gets alone, with its own span in its own caller's trace."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from o11ylab import models, semconv
+from o11ylab.ai.local_model import LocalModel
+from o11ylab.telemetry import get_telemetry
+from o11ylab.testing import capture_spans
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> LocalModel:
+    # Seed 3: greedy answers that differ by prompt and change token mid-answer (a newline run,
+    # then "Emb"s), so padding or a row's own end would show in the text.
+    folder = models.build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=3)
+    return LocalModel(folder, device="cpu", verbose=False)
+
+
+def batched(engine: LocalModel, asks: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """Start every request while the model is busy, so that they all wait and run as one batch
+    once it is free; return their handles after they finished."""
+    handles: list[Any] = []
+    threads: list[threading.Thread] = []
+    with engine.lock:
+        for text, options in asks:
+            with get_telemetry().tracer.start_as_current_span(f"caller {text}"):
+                handle = engine.batched_chat([{"role": "user", "content": text}], **options)
+            handles.append(handle)
+            threads.append(threading.Thread(target=lambda h=handle: list(h)))
+            threads[-1].start()
+        deadline = time.monotonic() + 30
+        while len(engine._batcher._pending) < len(asks) and time.monotonic() < deadline:
+            threading.Event().wait(0.005)  # polls the condition: all of them are queued
+        assert len(engine._batcher._pending) == len(asks)
+    for thread in threads:
+        thread.join(60)
+    return handles
+
+
+def test_a_batch_gives_every_request_its_unbatched_greedy_answer(engine: LocalModel) -> None:
+    asks: list[tuple[str, dict[str, Any]]] = [
+        ("hi", {"max_new_tokens": 3}),
+        ("tell me a much longer story about spans and traces please", {"max_new_tokens": 12}),
+        ("metrics", {"max_new_tokens": 20}),
+        ("logs and more logs", {"max_new_tokens": 7, "temperature": 0}),
+    ]
+    alone = [engine.chat([{"role": "user", "content": t}], **o) for t, o in asks]
+    # A stop string the answer really contains: it must end that row early, as it does alone.
+    stop = "Emb"
+    assert stop in alone[2].text and alone[2].text != alone[0].text
+    asks.append(("metrics", {"max_new_tokens": 20, "stop": [stop]}))
+    alone.append(
+        engine.chat([{"role": "user", "content": "metrics"}], max_new_tokens=20, stop=stop)
+    )
+    assert alone[-1].finish_reason == "stop" and alone[-1].output_tokens < 20
+
+    with capture_spans() as spans:
+        handles = batched(engine, asks)
+    for handle, expected in zip(handles, alone, strict=True):
+        result = handle.result
+        assert result is not None
+        assert (result.text, result.output_tokens, result.finish_reason) == (
+            expected.text,
+            expected.output_tokens,
+            expected.finish_reason,
+        )
+        assert result.input_tokens == expected.input_tokens
+        assert result.time_to_first_token_s is not None and result.time_to_first_token_s > 0
+
+    chats = [s for s in spans if s.name == "chat tiny"]
+    callers = {s.name: s for s in spans if s.name.startswith("caller ")}
+    assert len(chats) == len(asks)
+    for handle, (text, _options) in zip(handles, asks, strict=True):
+        caller = callers[f"caller {text}"] if text != "metrics" else None
+        mine = [
+            s
+            for s in chats
+            if s.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == handle.result.output_tokens
+            and s.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS]
+            == (handle.result.finish_reason,)
+        ]
+        assert mine, "no span with this request's usage"
+        span = mine[0]
+        assert span.attributes[semconv.LOCAL_BATCH_SIZE] == len(asks)
+        assert span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == handle.result.input_tokens
+        assert span.attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] > 0
+        if caller is not None:  # each span continues its own caller's trace
+            assert span.parent is not None
+            assert span.parent.span_id == caller.context.span_id
+            assert span.context.trace_id == caller.context.trace_id
+
+
+def test_a_cancelled_request_leaves_the_rest_of_its_batch_whole(engine: LocalModel) -> None:
+    asks: list[tuple[str, dict[str, Any]]] = [
+        ("first", {"max_new_tokens": 9}),
+        ("second one", {"max_new_tokens": 30}),
+    ]
+    alone = engine.chat([{"role": "user", "content": "first"}], max_new_tokens=9)
+    handles: list[Any] = []
+    with capture_spans() as spans:
+        original = engine.batched_chat
+
+        def cancelled_second(messages: Any, **options: Any) -> Any:
+            handle = original(messages, **options)
+            if messages[0]["content"] == "second one":
+                handle.cancel()  # its client went away before the model was free
+            return handle
+
+        engine.batched_chat = cancelled_second  # type: ignore[method-assign]
+        try:
+            handles = batched(engine, asks)
+        finally:
+            del engine.batched_chat
+    first, second = (h.result for h in handles)
+    assert (first.text, first.output_tokens, first.finish_reason) == (
+        alone.text,
+        alone.output_tokens,
+        alone.finish_reason,
+    )
+    if second.finish_reason != "stop":  # unless it ended on its first token anyway
+        assert second.finish_reason == "cancelled" and second.output_tokens < 30
+        reasons = sorted(
+            s.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS][0]
+            for s in spans
+            if s.name == "chat tiny"
+        )
+        assert reasons == ["cancelled", first.finish_reason]
+
+
+def test_a_lone_request_runs_the_unbatched_path(engine: LocalModel) -> None:
+    with capture_spans() as spans:
+        handle = engine.batched_chat([{"role": "user", "content": "alone"}], max_new_tokens=5)
+        list(handle)
+    alone = engine.chat([{"role": "user", "content": "alone"}], max_new_tokens=5)
+    assert handle.result.text == alone.text
+    span = next(s for s in spans if s.name == "chat tiny")
+    assert semconv.LOCAL_BATCH_SIZE not in span.attributes
