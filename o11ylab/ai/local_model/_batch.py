@@ -239,7 +239,7 @@ def _run_batch(engine: LocalModel, batch: list[BatchedChat]) -> list[Generation]
             )
     except BaseException as exc:
         for call in calls:
-            call.end(exc)
+            _end(call, exc)
         raise
     finally:
         if active is not None:
@@ -288,9 +288,18 @@ def _run_batch(engine: LocalModel, batch: list[BatchedChat]) -> list[Generation]
                 if finish == "cancelled":
                     call.end_attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = ["cancelled"]
     for call in calls:
-        call.end(None)
+        _end(call, None)
     return results
 
 
 def _was_cancelled(job: BatchedChat, finish: str, count: int) -> bool:
     return job.cancel_event.is_set() and finish != "stop" and count < job.request.max_new_tokens
+
+
+def _end(call: Any, error: BaseException | None) -> None:
+    """End one request's span; telemetry never fails the requests (as ``ModelCall.__exit__``)."""
+    try:
+        call.end(error)
+    except Exception:  # noqa: BLE001 - a span that could not be finished, not a failed answer
+        if call.span.is_recording():
+            call.span.end()
