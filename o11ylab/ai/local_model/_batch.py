@@ -2,9 +2,9 @@
 
 A request that arrives while the model is busy waits in a queue; when the model is free, up to
 ``MAX_BATCH`` waiting requests run together, left-padded with an attention mask, to the longest
-``max_new_tokens`` among them. There is no collection window: a batch is whatever queued while
-the previous generation ran, so a lone request starts at once and, with one client, batching
-costs one thread hand-off. A lone request runs exactly the unbatched path (``TokenStream``).
+``max_new_tokens`` among them. A batch is whatever queued while the previous generation ran;
+the collection window (``WINDOW_S``, 10 ms) is used only right after a batch of n, waiting for
+n requests, so a lone client's request starts at once and costs one thread hand-off. A lone request runs exactly the unbatched path (``TokenStream``).
 
 Each row ends on its own: at its end-of-sequence token (``generate`` pads it afterwards), at its
 own ``max_new_tokens`` or stop string, or when its client went away (a per-row stopping
@@ -28,7 +28,11 @@ from ._stream import TokenStream, _TokenClock
 if TYPE_CHECKING:
     from ._engine import LocalModel
 
-MAX_BATCH = 8  # rows per generate: past this the tiny model's step time grows with the batch
+MAX_BATCH = 8  # rows per generate
+# After a batch, its clients send their next requests at about the same time, but the first
+# would find the model free and run alone while the others queue behind it: so after a batch of
+# n, the model waits up to this long for n requests. A lone client (batches of 1) never waits.
+WINDOW_S = 0.010
 
 
 class BatchedChat:
@@ -94,6 +98,7 @@ class _Batcher:
         self._pending: list[BatchedChat] = []
         self._ready = threading.Condition()
         self._worker: threading.Thread | None = None
+        self._last = 1  # requests in the previous batch
 
     def submit(self, job: BatchedChat) -> None:
         with self._ready:
@@ -113,8 +118,13 @@ class _Batcher:
                     self._ready.wait()
             engine.lock.acquire()  # while another generation runs, requests keep queueing
             with self._ready:
+                wanted = min(self._last, MAX_BATCH)
+                deadline = time.monotonic() + WINDOW_S
+                while len(self._pending) < wanted and (left := deadline - time.monotonic()) > 0:
+                    self._ready.wait(left)
                 batch = self._pending[:MAX_BATCH]
                 del self._pending[:MAX_BATCH]
+                self._last = len(batch)
             if len(batch) == 1:
                 engine.lock.release()
                 batch[0]._run_alone()  # its own thread runs the unbatched stream
