@@ -413,3 +413,7 @@ def test_loading_says_in_one_line_where_the_telemetry_goes(
     shell.run_line_magic("unload_ext", "o11ylab")
     o11ylab.load_ipython_extension(shell, quiet=True)  # how `o11ylab run` loads it unasked
     assert capsys.readouterr().out == ""
+    # Loaded behind IPython's extension manager's back: undo it the same way, then load it as
+    # the other tests expect (%unload_ext would skip an extension the manager never loaded).
+    o11ylab.unload_ipython_extension(shell)
+    shell.run_line_magic("load_ext", "o11ylab")
