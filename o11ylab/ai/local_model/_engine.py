@@ -170,34 +170,31 @@ class LocalModel:
 
     def stream_chat(self, messages: Sequence[Mapping[str, Any]], **options: Any) -> TokenStream:
         """Like ``chat``, yielding text as it is produced; ``.result`` holds the totals."""
-        prompt, normalized = self._render_chat(messages)
-        request = self._request(
-            semconv.CHAT_OPERATION,
-            [prompt],
-            normalized,
-            options.pop("max_new_tokens", None),
-            **_sampling(options),
-        )
-        return TokenStream(self, request, otel_context.get_current())
+        return TokenStream(self, self._chat_request(messages, options), otel_context.get_current())
 
     def batched_chat(self, messages: Sequence[Mapping[str, Any]], **options: Any) -> Any:
         """Like ``stream_chat`` for a caller that wants only the whole answer: a greedy request
         that arrives while the model is busy is answered in one batch with the others waiting
         (``_batch``), with the text it gets alone. Sampled requests run alone, as a stream."""
-        prompt, normalized = self._render_chat(messages)
-        request = self._request(
-            semconv.CHAT_OPERATION,
-            [prompt],
-            normalized,
-            options.pop("max_new_tokens", None),
-            **_sampling(options),
-        )
+        request = self._chat_request(messages, options)
         parent = otel_context.get_current()
         if request.temperature is not None and request.temperature >= _GREEDY_BELOW:
             return TokenStream(self, request, parent)
         return BatchedChat(self, request, parent)
 
     # -- preparing a request -----------------------------------------------------------------------
+
+    def _chat_request(
+        self, messages: Sequence[Mapping[str, Any]], options: dict[str, Any]
+    ) -> _Request:
+        prompt, normalized = self._render_chat(messages)
+        return self._request(
+            semconv.CHAT_OPERATION,
+            [prompt],
+            normalized,
+            options.pop("max_new_tokens", None),
+            **_sampling(options),
+        )
 
     def _render_chat(
         self, messages: Sequence[Mapping[str, Any]]
