@@ -143,3 +143,20 @@ def launcher(tiny: Path, run_dir: Path, **options: object) -> serve.LocalEndpoin
     return serve.LocalEndpoint(
         model=str(tiny), env=child_env(run_dir), echo=False, start_timeout_s=120, **options
     )  # type: ignore[arg-type]
+
+
+def test_stopping_the_endpoint_keeps_the_spans_of_its_last_requests(
+    tiny: Path, tmp_path: Path
+) -> None:
+    """SIGTERM stops the server and then its telemetry is flushed: uvicorn re-raises the signal
+    once it has stopped, which had ended the process first and lost the last second's spans."""
+    from o11ylab.otlpjson import read_spans
+
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    key = serve.new_launch_key()
+    with launcher(tiny, tmp_path, api_key=key) as endpoint:
+        client = openai.OpenAI(base_url=endpoint.base_url, api_key=key, max_retries=0)
+        client.models.list(extra_headers={"traceparent": traceparent})
+    assert endpoint.process is not None and endpoint.process.returncode == 0
+    served = [s for s in read_spans(tmp_path) if s["name"] == "GET /v1/models"]
+    assert [s["trace_id"] for s in served] == ["0af7651916cd43dd8448eb211c80319c"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import socket
 import sys
 import threading
@@ -125,9 +126,19 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
-    server.run(sockets=[listener])
-    telemetry.shutdown()
+    # uvicorn stops on SIGTERM and then raises the signal again with the handler it found:
+    # the default one ended the process there, before the telemetry below was flushed, and the
+    # last requests' spans were lost (a run's last GET /v1/models). This handler lets it finish.
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    try:
+        server.run(sockets=[listener])
+    finally:
+        telemetry.shutdown()
     return 0
+
+
+def _exit_quietly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
