@@ -48,6 +48,7 @@ __all__ = [
     "load_settings",
     "load_telemetry",
     "openai_configured",
+    "pricing_file",
 ]
 
 
@@ -642,8 +643,14 @@ def load_instrumentation(env: Mapping[str, str] | None = None) -> Instrumentatio
     raw = env.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
     return InstrumentationSettings(
         disabled=frozenset(part.strip() for part in raw.split(",") if part.strip()),
-        pricing_file=env.get("O11YLAB_PRICING_FILE", "").strip() or None,
+        pricing_file=pricing_file(env),
     )
+
+
+def pricing_file(env: Mapping[str, str] | None = None) -> str | None:
+    """O11YLAB_PRICING_FILE alone: the cost enricher asks at every costed span, so it reads
+    this one variable, not the whole section."""
+    return (os.environ if env is None else env).get("O11YLAB_PRICING_FILE", "").strip() or None
 
 
 # --- section: telemetry extras (what o11ylab.telemetry reads beside Settings)

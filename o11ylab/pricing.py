@@ -270,9 +270,9 @@ def load_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
     """
     base = _data()
     if path is None:
-        from .config import load_instrumentation
+        from .config import pricing_file
 
-        raw = load_instrumentation().pricing_file or ""
+        raw = pricing_file() or ""
     else:
         raw = os.fspath(path)
     if not raw:
