@@ -66,6 +66,23 @@ def to_json_line(message: Message) -> bytes:
 # (tests/test_otlpjson_encoder.py compares the two; benchmarks/bench_run_file.py the cost).
 
 _INT64 = (-(2**63), 2**63 - 1)
+
+
+def _json_line(node: Any) -> bytes:
+    return (json.dumps(node, separators=(",", ":")) + "\n").encode()
+
+
+try:
+    # orjson (chromadb's dependency, so there with the ai extra) writes the same JSON, in UTF-8
+    # rather than \u escapes, 4-5x faster than json.dumps: 17 of a span's 48 us went to dumps.
+    # Nothing it refuses reaches it: ids, 64-bit integers and non-finite floats are strings.
+    import orjson
+
+    def _dumps_line(node: Any) -> bytes:
+        return orjson.dumps(node, option=orjson.OPT_APPEND_NEWLINE)
+
+except ImportError:  # pragma: no cover - without the ai extra
+    _dumps_line = _json_line
 _NOT_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
@@ -102,12 +119,23 @@ def _key_value(key: str, value: Any) -> dict[str, Any]:
 def _attributes(attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     if not attributes:
         return []
-    encoded = []
+    encoded: list[dict[str, Any]] = []
+    append = encoded.append
     for key, value in attributes.items():
-        try:
-            encoded.append(_key_value(key, value))
-        except (TypeError, ValueError):
-            continue  # as the SDK's encoder does: the attribute is left out, the span kept
+        # The common scalar types inline (a GenAI span's ~20 attributes are nearly all str,
+        # int and float): two calls per attribute were a third of the per-span encoding.
+        kind = type(value)
+        if kind is str and key:
+            append({"key": key, "value": {"stringValue": value}})
+        elif kind is int and key and _INT64[0] <= value <= _INT64[1]:
+            append({"key": key, "value": {"intValue": str(value)}})
+        elif kind is float and key and math.isfinite(value):
+            append({"key": key, "value": {"doubleValue": value}})
+        else:
+            try:
+                append(_key_value(key, value))
+            except (TypeError, ValueError):
+                continue  # as the SDK's encoder does: the attribute is left out, the span kept
     return encoded
 
 
@@ -226,7 +254,7 @@ def encode_spans_line(spans: Sequence[ReadableSpan]) -> bytes:
             item["schemaUrl"] = resource.schema_url
         resource_spans.append(item)
     request = {"resourceSpans": resource_spans} if resource_spans else {}
-    return (json.dumps(request, separators=(",", ":")) + "\n").encode()
+    return _dumps_line(request)
 
 
 def iter_lines(folder: Path, signal: str) -> Iterator[dict[str, Any]]:
