@@ -76,6 +76,32 @@ def test_the_bridge_exports_libraries_from_warning_and_yours_from_your_level(
     assert _bodies(exporter) == ["httpx warns", "loaded 7 rows"]
 
 
+def test_a_library_logger_is_quieted_back_to_the_old_root_level_and_restored(
+    exported: tuple[InMemoryLogRecordExporter, LoggerProvider],
+) -> None:
+    """o11ylab lowers the root to INFO for your loggers; a library's INFO records then existed
+    only to be dropped. After the first, that library's logger makes none (as before loading),
+    your loggers keep INFO, a level you set stays, and unload puts NOTSET back."""
+    _, provider = exported
+    library = logging.getLogger("asyncio.o11ylab-test")  # a standard-library logger's child
+    chosen = logging.getLogger("json.o11ylab-test")
+    yours = logging.getLogger("etl-o11ylab-test")
+    chosen.setLevel(logging.DEBUG)
+    handler = OtelLogHandler(provider, logging.INFO, logging.WARNING, logging.WARNING)
+    try:
+        for logger in (library, chosen, yours):
+            handler.handle(
+                logging.LogRecord(logger.name, logging.INFO, __file__, 1, "x", None, None)
+            )
+        assert library.level == logging.WARNING
+        assert chosen.level == logging.DEBUG and yours.level == logging.NOTSET
+        handler.restore_library_levels()
+        assert library.level == logging.NOTSET and chosen.level == logging.DEBUG
+    finally:
+        for logger in (library, chosen):
+            logger.setLevel(logging.NOTSET)
+
+
 def test_library_info_comes_back_when_asked(
     exported: tuple[InMemoryLogRecordExporter, LoggerProvider],
 ) -> None:

@@ -61,7 +61,11 @@ class OtelLogHandler(logging.Handler):
     }
 
     def __init__(
-        self, provider: otel_logs.LoggerProvider, level: int, library_level: int | None = None
+        self,
+        provider: otel_logs.LoggerProvider,
+        level: int,
+        library_level: int | None = None,
+        quiet_libraries_below: int | None = None,
     ) -> None:
         library_level = level if library_level is None else library_level
         super().__init__(min(level, library_level))
@@ -70,6 +74,15 @@ class OtelLogHandler(logging.Handler):
         self._user_level = level
         self._library_level = library_level
         self._lowest: dict[str, int] = {}  # logger name -> lowest level exported from it
+        # Set when o11ylab lowered the root logger's level for the user's loggers: a library
+        # logger's records below this level exist only because of that, so the first one sets
+        # that logger's own level here and the rest are never created (httpx's "HTTP Request"
+        # INFO line per call cost ~15 µs to create and drop). Only loggers at NOTSET, restored
+        # by ``restore_library_levels``.
+        self._quiet_below = quiet_libraries_below
+        self._to_quiet: list[str] = []
+        self._considered: set[str] = set()
+        self._quieted: dict[str, int] = {}
 
     def _lowest_for(self, name: str) -> int:
         lowest = self._lowest.get(name)
@@ -78,11 +91,40 @@ class OtelLogHandler(logging.Handler):
             self._lowest[name] = lowest
         return lowest
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        handled = super().handle(record)
+        if self._to_quiet:  # outside the handler's lock: setLevel takes logging's module lock
+            self._quiet_libraries()
+        return handled
+
+    def _quiet_libraries(self) -> None:
+        level = self._quiet_below
+        while self._to_quiet:
+            name = self._to_quiet.pop()
+            logger = logging.getLogger(name)
+            if level is not None and logger.level == logging.NOTSET and name not in self._quieted:
+                self._quieted[name] = level
+                logger.setLevel(level)
+
+    def restore_library_levels(self) -> None:
+        """Put the library loggers this handler quieted back to NOTSET (unless changed since)."""
+        quieted, self._quieted = self._quieted, {}
+        for name, level in quieted.items():
+            logger = logging.getLogger(name)
+            if logger.level == level:
+                logger.setLevel(logging.NOTSET)
+
     def emit(self, record: logging.LogRecord) -> None:
         # The SDK and our own warnings would otherwise feed back into the exporters.
         if record.name.startswith(("opentelemetry", "o11ylab.internal")):
             return
-        if record.levelno < self._lowest_for(record.name):
+        lowest = self._lowest_for(record.name)
+        if record.levelno < lowest:
+            quiet = self._quiet_below
+            if quiet is not None and record.levelno < quiet and record.name not in self._considered:
+                self._considered.add(record.name)  # one look per logger
+                if lowest == self._library_level and is_library_logger(record.name):
+                    self._to_quiet.append(record.name)
             return
         try:
             logger = self._loggers.get(record.name)
