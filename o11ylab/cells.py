@@ -15,7 +15,7 @@ import contextvars
 import hashlib
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -45,7 +45,13 @@ class CellSummary:
     errors: int
     error: str | None
     sums: dict[str, float] = field(default_factory=dict)
-    extra: dict[str, str] = field(default_factory=dict)
+    # The ended cell span's attributes: the hardware fragments of the line are made from them
+    # only when a line is printed (10 µs a cell that --quiet and O11YLAB_SUMMARY=0 cells save).
+    attributes: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def extra(self) -> dict[str, str]:
+        return _measured(self.attributes)
 
     def line(self) -> str:
         mark = "✗" if self.error else "✓"
@@ -164,14 +170,13 @@ class CellRun:
             errors=rollup.errors,
             error=error_name,
             sums=dict(rollup.sums),
-            extra=_measured(span),
+            attributes=getattr(span, "attributes", None) or {},
         )
 
 
-def _measured(span: Any) -> dict[str, str]:
+def _measured(attributes: Mapping[str, Any]) -> dict[str, str]:
     """Summary fragments from what the enrichers put on the ended cell span (GPU energy and
     memory, CPU time: the hardware enricher, whose module is loaded when it ran)."""
-    attributes = span.attributes or {}
     if semconv.CELL_PROCESS_CPU_SECONDS not in attributes:
         return {}
     from .hardware import cell_summary

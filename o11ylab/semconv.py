@@ -38,8 +38,7 @@ ERROR_TYPE = "error.type"
 SERVICE_NAME_DEFAULT = "o11ylab"
 
 # --- metrics of the extension itself ----------------------------------------------------------
-METRIC_CELL_DURATION = "o11ylab.cell.duration"  # histogram, s, attrs: status
-METRIC_CELLS = "o11ylab.cells"  # counter, {cell}, attrs: status
+METRIC_CELL_DURATION = "o11ylab.cell.duration"  # histogram, s, attrs: status; its count: cells
 STATUS = "status"  # "ok" / "error" on the metrics above
 
 # --- GenAI (semantic conventions, development status) ----------------------------------------

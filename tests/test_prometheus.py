@@ -83,11 +83,11 @@ def test_prometheus_scrapes_the_kernel_metrics(tmp_path: Path, run_env: dict[str
         while time.monotonic() < deadline and not (ok and failed):
             time.sleep(1)
             try:
-                ok = query(prom_port, 'o11ylab_cells_total{status="ok"}')
-                failed = query(prom_port, 'o11ylab_cells_total{status="error"}')
+                ok = query(prom_port, 'o11ylab_cell_duration_seconds_count{status="ok"}')
+                failed = query(prom_port, 'o11ylab_cell_duration_seconds_count{status="error"}')
             except OSError:
                 continue
-        assert ok and failed, "Prometheus never saw o11ylab_cells_total"
+        assert ok and failed, "Prometheus never saw o11ylab_cell_duration_seconds_count"
         assert float(ok[0]["value"][1]) == 1 and float(failed[0]["value"][1]) == 1
         assert ok[0]["metric"]["job"] == "o11ylab"
         durations = query(prom_port, "o11ylab_cell_duration_seconds_count")
