@@ -116,6 +116,7 @@ class Enrichers(SpanProcessor):
             held = self._open.pop(span.context.span_id, None)
             if held:
                 states = dict(held)
+        added: dict[str, Any] = {}
         for name, hook in self._ends:
             try:
                 extra = hook(span, states.get(name))
@@ -123,7 +124,9 @@ class Enrichers(SpanProcessor):
                 self._drop(name, exc)
                 continue
             if extra:
-                set_ended_attributes(span, extra)
+                added.update(extra)
+        if added:  # one pass for every enricher's attributes (cost's and hardware's, say)
+            set_ended_attributes(span, added)
 
     def _drop(self, name: str, exc: Exception) -> None:
         self.unregister(name)

@@ -744,7 +744,12 @@ class _CostHook:
     name = "cost"
 
     def __init__(self, meter: Any) -> None:
-        self.counter = meter.create_counter(
+        from .instrumentation._deferred import DeferredCounter
+
+        # Queued per span and added when metrics are read (see _deferred): an add on this path,
+        # right after the SDK's own span work, cost 7 µs warm and 15-20 µs with cold caches.
+        self.counter = DeferredCounter(
+            meter,
             semconv.METRIC_GEN_AI_COST,
             unit="USD",
             description="Cost of GenAI client operations in USD, by model (o11ylab extension).",

@@ -1,4 +1,4 @@
-"""A histogram whose measurements are queued on the hot path and recorded when metrics are read.
+"""Instruments whose measurements are queued on the hot path and recorded when metrics are read.
 
 Right after a call into native code (Chroma's HNSW search in Rust, 1.5 MB of vectors) the CPU's
 caches hold that code's data, not the metrics SDK's: one ``Histogram.record`` that takes 12 µs in
@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-__all__ = ["DeferredHistogram"]
+__all__ = ["DeferredCounter", "DeferredHistogram"]
 
 _QUEUE_LIMIT = 65_536  # about 4 MB of pending tuples at most
 
@@ -39,7 +39,7 @@ class DeferredHistogram:
     def __init__(
         self, meter: Meter, name: str, *, unit: str, description: str, limit: int = _QUEUE_LIMIT
     ) -> None:
-        self._histogram = meter.create_histogram(name, unit=unit, description=description)
+        self._target = self._create(meter, name, unit, description)
         self._pending: deque[tuple[float, Mapping[str, Any], Context]] = deque(maxlen=limit)
         _LIVE.add(self)
         # Never observes anything, so it exports no points: it is only the collection hook.
@@ -49,6 +49,10 @@ class DeferredHistogram:
             _HOOK, callbacks=[_drain_all], description="Internal: records queued measurements."
         )
 
+    def _create(self, meter: Meter, name: str, unit: str, description: str) -> Any:
+        histogram = meter.create_histogram(name, unit=unit, description=description)
+        return histogram.record
+
     def record(
         self, value: float, attributes: Mapping[str, Any], context: Context | None = None
     ) -> None:
@@ -57,7 +61,7 @@ class DeferredHistogram:
 
     def drain(self) -> None:
         """Record everything queued now (also what every collection does first)."""
-        pending, record = self._pending, self._histogram.record
+        pending, record = self._pending, self._target
         while pending:
             try:
                 value, attributes, context = pending.popleft()
@@ -69,6 +73,19 @@ class DeferredHistogram:
         """Record what is queued and stop (an instrumentor's ``_uninstrument``)."""
         self.drain()
         _LIVE.discard(self)
+
+
+class DeferredCounter(DeferredHistogram):
+    """``add`` queues; the meter's next collection adds to the real counter."""
+
+    def _create(self, meter: Meter, name: str, unit: str, description: str) -> Any:
+        return meter.create_counter(name, unit=unit, description=description).add
+
+    def add(
+        self, amount: float, attributes: Mapping[str, Any], context: Context | None = None
+    ) -> None:
+        """Queue one increment, made in ``context`` (default: the current one, as ``add``)."""
+        self._pending.append((amount, attributes, get_current() if context is None else context))
 
 
 _HOOK = "o11ylab.instrumentation.deferred"
