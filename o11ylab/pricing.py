@@ -744,7 +744,7 @@ class _CostHook:
     name = "cost"
 
     def __init__(self, meter: Any) -> None:
-        from .instrumentation._deferred import DeferredCounter
+        from .telemetry._deferred import DeferredCounter
 
         # Queued per span and added when metrics are read (see _deferred): an add on this path,
         # right after the SDK's own span work, cost 7 µs warm and 15-20 µs with cold caches.

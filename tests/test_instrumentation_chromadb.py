@@ -348,7 +348,7 @@ def test_the_queued_duration_keeps_its_exemplar_pointing_at_the_span(otel: Otel)
 def test_the_queue_of_unread_durations_is_bounded() -> None:
     from opentelemetry.metrics import NoOpMeter
 
-    from o11ylab.instrumentation._deferred import DeferredHistogram
+    from o11ylab.telemetry._deferred import DeferredHistogram
 
     histogram = DeferredHistogram(NoOpMeter("test"), "d", unit="s", description="", limit=3)
     for value in range(10):

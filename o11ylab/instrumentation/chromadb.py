@@ -79,7 +79,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
 
 from .. import semconv
 from .._version import __version__
-from ._deferred import DeferredHistogram
+from ..telemetry._deferred import DeferredHistogram
 
 __all__ = ["ChromaInstrumentor"]
 

@@ -88,7 +88,7 @@ class DeferredCounter(DeferredHistogram):
         self._pending.append((amount, attributes, get_current() if context is None else context))
 
 
-_HOOK = "o11ylab.instrumentation.deferred"
+_HOOK = "o11ylab.instrumentation.deferred"  # the name it has always exported under
 _LIVE: weakref.WeakSet[DeferredHistogram] = weakref.WeakSet()
 
 
