@@ -86,6 +86,31 @@ def test_load_ext_imports_no_ai_library_and_instruments_each_on_its_import(
     assert result["openai"] is True
 
 
+def test_importing_the_official_instrumentor_before_openai_still_instruments_openai(
+    env: dict[str, str],
+) -> None:
+    """A notebook that imports OpenAIInstrumentor (the official docs' first line) before
+    openai: openai's import fires from inside that half-imported module, whose class does not
+    exist yet. It used to fail for the session ("partially initialized module"), so every
+    call stayed untraced; now it is instrumented as soon as that import has finished."""
+    result = run_python(
+        """
+        import time
+        ip.run_line_magic("load_ext", "o11ylab")
+        from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
+        from o11ylab import instrumentation
+        deadline = time.monotonic() + 30
+        while not OpenAIInstrumentor().is_instrumented_by_opentelemetry:
+            assert time.monotonic() < deadline, instrumentation.status()
+            time.sleep(0.01)
+        out(states={r["name"]: [r["state"], r["reason"]] for r in instrumentation.status()})
+    """,
+        env,
+    )
+    assert result["states"]["openai"] == ["instrumented", ""], result["states"]
+    assert "could not instrument" not in result["stderr"] + result["stdout"]
+
+
 def test_a_library_imported_before_load_ext_is_instrumented_at_once(env: dict[str, str]) -> None:
     result = run_python(
         """

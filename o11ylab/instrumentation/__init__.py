@@ -195,6 +195,20 @@ class Instrumentation:
                 wrapt.register_post_import_hook(hook, entry.module)
 
     def _instrument(self, entry: InstrumentorEntry, generation: int) -> None:
+        target = getattr(entry._entry_point, "module", None)
+        if target and _half_imported(target):
+            # The library's import came from the instrumentor's own module, which is still
+            # being imported (a notebook that imports the official OpenAIInstrumentor before
+            # openai): its class does not exist yet. Finish in a thread that first waits for
+            # that import (the module's import lock) and takes the loader's lock only after,
+            # so an import that fires another entry's hook meanwhile cannot deadlock with it.
+            threading.Thread(
+                target=self._instrument_after_import,
+                args=(entry, generation, target),
+                name=f"o11ylab-instrument-{entry.name}",
+                daemon=True,
+            ).start()
+            return
         with self._lock:
             if not self.active or generation != self._generation or entry.state != "waiting":
                 return
@@ -224,6 +238,18 @@ class Instrumentation:
                     f"could not instrument {entry.module} with {entry.target} "
                     f"({entry.reason}); the library works untraced."
                 )
+
+    def _instrument_after_import(
+        self, entry: InstrumentorEntry, generation: int, module: str
+    ) -> None:
+        import importlib
+
+        try:
+            importlib.import_module(module)  # returns once the other thread's import is done
+        except Exception:  # noqa: BLE001 - that import failed: _instrument reports it below
+            pass
+        if not _half_imported(module):
+            self._instrument(entry, generation)
 
     def deactivate(self) -> None:
         """Uninstrument everything ``activate`` instrumented; leave the user's own alone."""
@@ -283,6 +309,13 @@ class Instrumentation:
     def instrumented(self) -> list[str]:
         with self._lock:
             return [e.name for e in self.entries if e.state in ("instrumented", "yours")]
+
+
+def _half_imported(module: str) -> bool:
+    """Whether ``module`` is in the middle of its import (in sys.modules, not yet executed)."""
+    loading = sys.modules.get(module)
+    spec = getattr(loading, "__spec__", None) if loading is not None else None
+    return bool(getattr(spec, "_initializing", False))
 
 
 def _library_of(instrumentor: Any, module: str) -> tuple[str, str]:
