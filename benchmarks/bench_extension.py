@@ -54,20 +54,30 @@ def cpu_per_call(fn, inner: int, flush) -> float:
 
 @contextlib.contextmanager
 def without(part: str, telemetry, cells_module):
-    """Switch one part of the per-cell work off, to see what it costs."""
+    """Switch one part of the per-cell work off, to see what it costs ("nothing": the same
+    cell again, so the spread between two measurements of one thing shows)."""
+    from opentelemetry import trace
+
     saved = ("record_cell", "request_flush")
     hardware = telemetry.enrichers.get("hardware")
+    multi = getattr(trace.get_tracer_provider(), "_active_span_processor", None)
+    processors = multi._span_processors if multi is not None else ()
     if part == "hardware observer" and hardware is not None:
         telemetry.enrichers.unregister("hardware")
     elif part == "metric points":
         telemetry.record_cell = lambda duration_s, failed: None
     elif part == "flush wake-up":
         telemetry.request_flush = lambda: None
+    elif part in ("roll-up", "run file") and multi is not None:
+        kind = "CellRollup" if part == "roll-up" else "LocalSpanProcessor"
+        multi._span_processors = tuple(p for p in processors if type(p).__name__ != kind)
     try:
         yield
     finally:
-        if hardware is not None:
+        if hardware is not None and telemetry.enrichers.get("hardware") is None:
             telemetry.enrichers.register(hardware)
+        if multi is not None:
+            multi._span_processors = processors
         for name in saved:
             telemetry.__dict__.pop(name, None)  # the class's own methods again
 
@@ -91,7 +101,14 @@ def bench_cells(shell, rounds: int) -> None:
         "%%time cell": lambda: shell.run_cell("%%time\nx = 1"),
         "one bare span": bare_span,
     }
-    parts = ("hardware observer", "metric points", "flush wake-up")
+    parts = (
+        "nothing",
+        "hardware observer",
+        "metric points",
+        "flush wake-up",
+        "roll-up",
+        "run file",
+    )
     samples: dict[str, list[float]] = {name: [] for name in cases}
     samples.update({f"%%traced, no {part}": [] for part in parts})
     lost = telemetry.lost()
