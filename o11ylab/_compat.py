@@ -9,6 +9,7 @@ its callers do not.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ __all__ = [
     "chroma_embedding_conflict",
     "chroma_rejects_name",
     "exporter_preferences",
+    "raw_attributes",
     "set_ended_attributes",
     "set_ended_status",
     "share_metric_storage",
@@ -35,6 +37,22 @@ __all__ = [
 
 
 # --- opentelemetry-sdk: enriching a span someone else created ------------------------------------
+
+
+def raw_attributes(holder: Any) -> Mapping[str, Any]:
+    """The attributes of a span (or event, link) as the plain dict the SDK keeps, to read.
+
+    ``span.attributes`` is a mappingproxy over the SDK's ``BoundedAttributes``, a Python
+    ``MutableMapping``: each ``get`` runs ``Mapping.get`` and ``__getitem__`` in Python, and
+    iterating ``items()`` two frames per attribute. The enrichers, roll-ups and run-file
+    encoder read every GenAI span's ~20 attributes: through the dict, ~100 fewer Python calls
+    a chat call (issue 13). Only for reading; other holders get their public mapping.
+    """
+    bounded = getattr(holder, "_attributes", None)
+    if bounded is None:
+        return holder.attributes or {}
+    raw = getattr(bounded, "_dict", None)
+    return raw if isinstance(raw, dict) else bounded
 
 
 def set_ended_attributes(span: ReadableSpan, attributes: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from . import semconv
+from ._compat import raw_attributes
 from ._say import say
 from .config import ConfigError
 
@@ -773,7 +774,7 @@ class _CostHook:
         return below
 
     def on_end(self, span: Any, _state: None = None) -> dict[str, Any] | None:
-        attributes = span.attributes or {}
+        attributes = raw_attributes(span)
         operation = attributes.get(semconv.GEN_AI_OPERATION_NAME)
         is_operation = operation in semconv.ROLLUP_OPERATIONS
         input_tokens = attributes.get(semconv.GEN_AI_USAGE_INPUT_TOKENS) if is_operation else None

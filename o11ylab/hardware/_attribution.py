@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import semconv
+from .._compat import raw_attributes
 from ._energy import INSTANT_POWER, METHOD_OF_SOURCE, TOO_SHORT, lane
 from ._sampler import Sampler, _torch_cuda
 
@@ -350,7 +351,7 @@ class _SpanAttribution:
         self.attributor = attributor
 
     def on_start(self, span: Span) -> tuple[bool, _Start] | None:
-        attributes = span.attributes
+        attributes = raw_attributes(span)
         cell = attributes is not None and semconv.CELL_SOURCE_SHA256 in attributes
         if (
             not cell
@@ -381,7 +382,7 @@ class _SpanAttribution:
             return None
         if cell:
             return measurement.cell_attributes()
-        attributes = span.attributes or {}
+        attributes = raw_attributes(span)
         return measurement.span_attributes(attributes.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS))
 
     def _skipped(self, exc: Exception) -> None:

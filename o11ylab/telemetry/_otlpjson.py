@@ -22,6 +22,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext
 
+from .._compat import raw_attributes
+
 __all__ = [
     "SIGNAL_FILES",
     "attributes",
@@ -169,7 +171,7 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
         node["startTimeUnixNano"] = str(span.start_time)
     if span.end_time:
         node["endTimeUnixNano"] = str(span.end_time)
-    _with_attributes(node, span.attributes)
+    _with_attributes(node, raw_attributes(span))
     if span.dropped_attributes:
         node["droppedAttributesCount"] = span.dropped_attributes
     if span.events:
@@ -180,7 +182,7 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
                 encoded["timeUnixNano"] = str(event.timestamp)
             if event.name:
                 encoded["name"] = event.name
-            _with_attributes(encoded, event.attributes)
+            _with_attributes(encoded, raw_attributes(event))
             if event.dropped_attributes:
                 encoded["droppedAttributesCount"] = event.dropped_attributes
             events.append(encoded)

@@ -13,6 +13,7 @@ from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .. import semconv
+from .._compat import raw_attributes
 
 __all__ = ["CellRollup", "LogTap", "Rollup", "SpanBuffer"]
 
@@ -52,7 +53,7 @@ class Rollup:
         self.spans += 1
         if span.status.status_code is trace.StatusCode.ERROR:
             self.errors += 1
-        attributes = span.attributes or {}
+        attributes = raw_attributes(span)
         # A span whose usage a GenAI span below it already carries (LangChain's over the
         # openai SDK's, when two instrumentations both record it) is counted once, below.
         if attributes.get(
