@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import types
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -47,6 +48,23 @@ def test_an_ended_span_takes_attributes_and_a_status_and_stays_frozen() -> None:
     assert ended.status.description == "scrubbed", _changed("opentelemetry-sdk")
     with pytest.raises(TypeError):  # still frozen after the call
         ended.attributes["late"] = 2  # type: ignore[index]
+
+
+def test_a_spans_and_its_events_attributes_can_be_read_as_a_plain_dict() -> None:
+    processor = _OnEnd(lambda span: None)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    span = provider.get_tracer("t").start_span("s", attributes={"a": 1, "b": "two"})
+    span.add_event("retry", {"n": 2})
+    span.end()
+    (ended,) = processor.ended
+    raw = _compat.raw_attributes(ended)
+    assert type(raw) is dict and raw == dict(ended.attributes or {}), _changed("opentelemetry-sdk")
+    (event,) = ended.events
+    assert dict(_compat.raw_attributes(event)) == {"n": 2}, _changed("opentelemetry-sdk")
+
+    other = types.SimpleNamespace(attributes={"c": 3})  # a span of another SDK
+    assert _compat.raw_attributes(other) == {"c": 3}
 
 
 def test_the_openai_send_methods_exist_and_take_the_request() -> None:
