@@ -131,3 +131,22 @@ def test_an_attribute_the_encoder_cannot_write_is_left_out_and_the_span_kept(val
     ours = json.loads(encode_spans_line(spans))
     (span,) = ours["resourceSpans"][0]["scopeSpans"][0]["spans"]
     assert [a["key"] for a in span["attributes"]] == ["ok"]
+
+
+def test_the_line_is_the_same_without_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    """orjson is there with the ai extra; without it the standard library writes the line."""
+    from o11ylab.telemetry import _otlpjson
+
+    def make(provider: TracerProvider) -> None:
+        tracer = provider.get_tracer("scope", "1.0")
+        with (
+            tracer.start_as_current_span("outer", attributes={"text": "héllo", "n": 3}),
+            tracer.start_as_current_span("inner", attributes={"xs": (1.5, 2.5)}),
+        ):
+            pass
+
+    spans = _spans(make)
+    fast = encode_spans_line(spans)
+    monkeypatch.setattr(_otlpjson, "_dumps", _otlpjson._json)
+    plain = encode_spans_line(spans)
+    assert plain.endswith(b"\n") and json.loads(plain) == json.loads(fast) == _same(spans)
