@@ -1,0 +1,93 @@
+"""The kernels ``o11ylab run`` starts: over IPC (Unix sockets), not TCP on loopback.
+
+ipykernel warns once per kernel, on the runner's terminal, that it "is running over TCP without
+encryption": any local user can connect to a loopback port. A batch run's kernels talk only to
+the runner on the same machine, so they use the ``ipc`` transport instead: Unix socket files
+in a folder only this user can enter (Jupyter's runtime folder is 0700), no port, no warning.
+
+A Unix socket's path holds at most 107 bytes. The socket files go beside the connection file
+in the Jupyter runtime folder (``kernel-ID-ipc-N``, as jupyter_client names them) when that
+path fits; else in a short private folder of their own under the temporary folder, removed
+with the kernel; else (a temporary folder path that is too long too) the kernel stays on TCP
+and its warning is printed, which is then true.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SOCKET_PATH_MAX", "kernel_manager_class", "socket_folder"]
+
+# sun_path is 108 bytes on Linux, with its terminating NUL (104 on macOS: the check below
+# keeps room for the "-ipc-NN" suffix and a few bytes more).
+SOCKET_PATH_MAX = 100
+_SUFFIX = "-ipc-99"
+
+
+def _fits(prefix: str) -> bool:
+    return len(os.fsencode(prefix + _SUFFIX)) <= SOCKET_PATH_MAX
+
+
+def socket_folder(kernel_id: str) -> tuple[Path, bool] | None:
+    """Where a kernel's connection file and sockets go, and whether the folder is ours to remove
+    afterwards; None when no folder gives a short enough path (stay on TCP)."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    runtime = Path(jupyter_runtime_dir())
+    if _fits(str(runtime / f"kernel-{kernel_id}")):
+        with contextlib.suppress(OSError):
+            runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return runtime, False
+    short = Path(tempfile.gettempdir())
+    if _fits(str(short / "o11y-XXXXXXXX" / f"kernel-{kernel_id}")):
+        with contextlib.suppress(OSError):
+            return Path(tempfile.mkdtemp(prefix="o11y-")), True  # 0700
+    return None
+
+
+def kernel_manager_class(env: dict[str, str] | None = None) -> type[Any]:
+    """An ``AsyncKernelManager`` that starts its kernel over IPC (see the module docstring).
+
+    ``env``: variables added to the kernel's environment at launch. A Dask worker may run
+    several tasks in threads at once: setting ``os.environ`` for one kernel would leak into
+    the others, so the environment goes to the kernel's launch instead.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    extra = dict(env or {})
+
+    class RunKernelManager(AsyncKernelManager):
+        _own_folder: Path | None = None
+
+        async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+            if extra:
+                kw["env"] = {**os.environ, **kw.get("env", {}), **extra}
+            if self.transport == "tcp" and not self.connection_file:
+                if not self.kernel_id:
+                    self.kernel_id = kw.pop("kernel_id", None) or str(uuid.uuid4())
+                kernel_id = str(self.kernel_id)
+                found = socket_folder(kernel_id)
+                if found is not None:
+                    folder, own = found
+                    stem = folder / f"kernel-{kernel_id}"
+                    self.transport = "ipc"
+                    self.connection_file = f"{stem}.json"
+                    # Absolute: jupyter_client's default for ipc is relative to the cwd, and
+                    # the kernel's cwd (the notebook's folder) is not the runner's.
+                    self.ip = f"{stem}-ipc"
+                    self._own_folder = folder if own else None
+            return await super()._async_pre_start_kernel(**kw)
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart and self._own_folder is not None:
+                shutil.rmtree(self._own_folder, ignore_errors=True)
+                self._own_folder = None
+
+    return RunKernelManager
