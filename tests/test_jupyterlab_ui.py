@@ -47,6 +47,8 @@ CHROMIUM_FLAGS = [
 ARTIFACTS = ROOT / "test-artifacts"
 # Every wait is on a condition, with room for two loaded cores (Playwright's default is 5 s).
 UI_TIMEOUT = 60_000
+STDOUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stdout"]'
+STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
 
 pytestmark = [
     pytest.mark.integration,
@@ -241,6 +243,11 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
 
             monitors = page.locator(".o11y-monitor")
             expect(monitors).to_have_count(2, timeout=90_000)
+            # %load_ext's one line, as plain output: not a red stderr block.
+            expect(page.locator(STDOUT, has_text="o11ylab: telemetry to")).to_be_visible(
+                timeout=UI_TIMEOUT
+            )
+            assert page.locator(STDERR, has_text="o11ylab").count() == 0
             real, fake = monitors.nth(0), monitors.nth(1)
 
             # The process's monitor: no GPU here, and it says so once, with the reason.
@@ -675,6 +682,62 @@ def test_a_headless_executed_monitor_notebook_reopens_without_a_widget_error(
             page.screenshot(
                 path=str(ARTIFACTS / "jupyterlab-monitor-executed-reopened-failure.png"),
                 full_page=True,
+            )
+            raise
+        finally:
+            browser.close()
+
+
+# --- the run folder from the notebook (%o11y open) ------------------------------------------------
+
+
+def test_o11y_open_shows_the_run_folder_in_the_file_browser(tmp_path: Path) -> None:
+    """The run folders live outside the Jupyter root (O11YLAB_RUNS_DIR, as ~/.o11ylab/runs
+    does); %o11y open links the working folder to them and the link opens the run's files."""
+    from playwright.sync_api import expect, sync_playwright
+
+    notebook = new_notebook(
+        "%load_ext o11ylab", "%%traced hello\nprint('hello')", "%o11y flush", "%o11y open"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (
+        running_lab(tmp_path, {"open.ipynb": notebook}, {}) as (base, token),
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(UI_TIMEOUT)
+        try:
+            open_and_run_all(page, base, token, "open.ipynb")
+            link = page.locator(".o11ylab-open a")
+            expect(link).to_be_visible(timeout=120_000)
+            expect(link).to_have_text(re.compile(r"^o11ylab-runs/[^/]+/$"), timeout=UI_TIMEOUT)
+            assert (tmp_path / "notebooks" / "o11ylab-runs").is_symlink()
+            # In the notebook's own folder the link shows up in the file browser at once...
+            expect(page.locator(".jp-DirListing-item", has_text="o11ylab-runs")).to_be_visible(
+                timeout=UI_TIMEOUT
+            )
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab-o11y-open.png"), full_page=True)
+            # ... and the run's address opens JupyterLab's file browser in the run folder.
+            with page.context.expect_page(timeout=UI_TIMEOUT) as opened:
+                link.click()
+            tab = opened.value
+            tab.set_default_timeout(UI_TIMEOUT)
+            listing = tab.locator(".jp-DirListing-item")
+            expect(listing.filter(has_text=re.compile(r"^traces\..*\.jsonl"))).to_have_count(
+                1, timeout=120_000
+            )
+            expect(tab.locator(".jp-BreadCrumbs")).to_contain_text(
+                "o11ylab-runs", timeout=UI_TIMEOUT
+            )
+            tab.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-o11y-open-file-browser.png"), full_page=True
+            )
+        except BaseException:
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-o11y-open-failure.png"), full_page=True
             )
             raise
         finally:
