@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import json
+import logging
 import os
 import shutil
 import sys
@@ -96,8 +97,11 @@ class ModelRef:
 Progress = Callable[[str], None]
 
 
-def _stderr(message: str) -> None:
-    print(f"o11ylab: {message}", file=sys.stderr, flush=True)
+def _say(message: str) -> None:
+    """A preparation step, as information: on stdout (a notebook shows stderr as an error)."""
+    from ._say import say
+
+    say(message, level=logging.INFO)
 
 
 def _quiet(message: str) -> None:
@@ -166,7 +170,7 @@ def _is_hub_id(name: str) -> bool:
 
 
 def resolve_chat_model(
-    name: str | None = None, *, prepare: bool = True, progress: Progress | None = _stderr
+    name: str | None = None, *, prepare: bool = True, progress: Progress | None = _say
 ) -> ModelRef:
     """The chat model to load: ``name``, else ``LOCAL_MODEL_NAME``, else the default.
 
@@ -251,7 +255,7 @@ def _resolve_named(name: str, kind: str, variable: str) -> ModelRef:
 
 
 def prepare_default_chat_model(
-    cache: Path | None = None, *, force: bool = False, progress: Progress = _stderr
+    cache: Path | None = None, *, force: bool = False, progress: Progress = _say
 ) -> Path:
     """Convert the bundled GGUF into a normal model folder in the cache, once; return the folder.
 
