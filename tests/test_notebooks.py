@@ -188,7 +188,7 @@ def test_every_notebook_runs_headless_in_one_go(run: Run) -> None:
 # goes, why there is no GPU): stdout, never a red stderr block in the notebook.
 INFORMATION = re.compile(
     r"^o11ylab[\w ]*: .*(loaded in|starting the local model endpoint|telemetry to|"
-    r"endpoint at|[Nn]o GPU)",
+    r"endpoint at|[Nn]o GPU|ready in)|^o11ylab: \[\d+/\d+ ",  # the last: model preparation
     re.MULTILINE,
 )
 
@@ -207,7 +207,8 @@ def test_no_notebook_shows_information_as_an_error_block(run: Run) -> None:
             for output in cell.get("outputs", ()):
                 if output.get("output_type") == "stream" and output.get("name") == "stderr":
                     blocks.setdefault(path.stem, []).append(output["text"])
-    print("\nstderr blocks: " + ", ".join(f"{k} {len(v)}" for k, v in blocks.items()))
+    for notebook, texts in blocks.items():  # what is left there: real warnings
+        print(f"\n{notebook} stderr: " + " | ".join(t[:160] for t in texts))
     information = {
         notebook: found
         for notebook, texts in blocks.items()
