@@ -23,7 +23,9 @@ Command line: ``o11ylab models prepare`` and ``o11ylab models list``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import logging
@@ -31,7 +33,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +256,28 @@ def _resolve_named(name: str, kind: str, variable: str) -> ModelRef:
 # --- preparing the default chat model ----------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _no_gguf_bar() -> Iterator[None]:
+    """Without transformers' "Converting and de-quantizing GGUF tensors" bar: a plain
+    ``tqdm.auto`` that ``disable_progress_bar()`` does not reach, and in a notebook a widget
+    inside this step, which reports its own progress."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    name = "tqdm"  # the module's own import of tqdm.auto.tqdm, the one the loader calls
+    bar = getattr(gguf_utils, name, None)
+    if bar is None:
+        yield
+        return
+    setattr(gguf_utils, name, functools.partial(bar, disable=True))
+    try:
+        yield
+    finally:
+        setattr(gguf_utils, name, bar)
+
+
 def prepare_default_chat_model(
     cache: Path | None = None, *, force: bool = False, progress: Progress = _say
 ) -> Path:
@@ -281,12 +305,13 @@ def prepare_default_chat_model(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(source.parent), gguf_file=source.name, local_files_only=True
-        )
-        gguf_model = AutoModelForCausalLM.from_pretrained(
-            str(source.parent), gguf_file=source.name, local_files_only=True
-        )
+        with _no_gguf_bar():
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(source.parent), gguf_file=source.name, local_files_only=True
+            )
+            gguf_model = AutoModelForCausalLM.from_pretrained(
+                str(source.parent), gguf_file=source.name, local_files_only=True
+            )
         step(2, "copying the weights into a plain Llama model")
         # save_pretrained refuses a model loaded from GGUF; a fresh model with the same config
         # and the same tensors saves normally. Building it on the meta device skips a useless

@@ -827,6 +827,9 @@ def test_notebooks_04_and_05_show_no_information_as_an_error_block(tmp_path: Pat
                 print(f"\n{name}: {timings[name]:.0f} s, stderr blocks: {blocks!r}"[:2000])
                 information = [m.group(0) for b in blocks for m in INFORMATION.finditer(b)]
                 assert information == [], f"{name}: information in a stderr block"
+                # 04 prepares the model (a fresh cache here): o11ylab's steps, no third-party bar.
+                bars = page.locator(".jp-NotebookPanel:visible").get_by_text("de-quantizing")
+                assert bars.count() == 0, f"{name}: transformers' GGUF bar in o11ylab's step"
                 # The screenshot shows the first stderr block (the real warning it is), else
                 # o11ylab's first line of information, plain output.
                 panel = page.locator(".jp-NotebookPanel:visible")
