@@ -9,7 +9,8 @@ A Unix socket's path holds at most 107 bytes. The socket files go beside the con
 in the Jupyter runtime folder (``kernel-ID-ipc-N``, as jupyter_client names them) when that
 path fits; else in a short private folder of their own under the temporary folder, removed
 with the kernel; else (a temporary folder path that is too long too) the kernel stays on TCP
-and its warning is printed, which is then true.
+and its warning is printed, which is then true. Only ipykernel kernels (the ones that warn) move
+to IPC: another language's kernel may not read an ipc address from its connection file.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def kernel_manager_class(env: dict[str, str] | None = None) -> type[Any]:
         async def _async_pre_start_kernel(self, **kw: Any) -> Any:
             if extra:
                 kw["env"] = {**os.environ, **kw.get("env", {}), **extra}
-            if self.transport == "tcp" and not self.connection_file:
+            if self.transport == "tcp" and not self.connection_file and self._speaks_ipc():
                 if not self.kernel_id:
                     self.kernel_id = kw.pop("kernel_id", None) or str(uuid.uuid4())
                 kernel_id = str(self.kernel_id)
@@ -83,6 +84,15 @@ def kernel_manager_class(env: dict[str, str] | None = None) -> type[Any]:
                     self.ip = f"{stem}-ipc"
                     self._own_folder = folder if own else None
             return await super()._async_pre_start_kernel(**kw)
+
+        def _speaks_ipc(self) -> bool:
+            # ipykernel reads ipc from its connection file (and is the one that warns); other
+            # kernels (IRkernel, IJulia) may build a TCP-style address from it: they keep TCP.
+            try:
+                argv = list(self.kernel_spec.argv) if self.kernel_spec is not None else []
+            except Exception:  # noqa: BLE001 - no such kernel: jupyter_client says so itself
+                return False
+            return any("ipykernel" in str(part) for part in argv)
 
         async def _async_cleanup_resources(self, restart: bool = False) -> None:
             await super()._async_cleanup_resources(restart=restart)
