@@ -9,8 +9,9 @@ A Unix socket's path holds at most 107 bytes. The socket files go beside the con
 in the Jupyter runtime folder (``kernel-ID-ipc-N``, as jupyter_client names them) when that
 path fits; else in a short private folder of their own under the temporary folder, removed
 with the kernel; else (a temporary folder path that is too long too) the kernel stays on TCP
-and its warning is printed, which is then true. Only ipykernel kernels (the ones that warn) move
-to IPC: another language's kernel may not read an ipc address from its connection file.
+and its stderr is passed on without that one warning line. Only ipykernel kernels (the ones
+that warn) move to IPC: another language's kernel may not read an ipc address from its
+connection file.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SOCKET_PATH_MAX", "kernel_manager_class", "socket_folder"]
+__all__ = ["SOCKET_PATH_MAX", "TCP_NOTE", "kernel_manager_class", "socket_folder"]
 
 # sun_path is 108 bytes on Linux, with its terminating NUL (104 on macOS: the check below
 # keeps room for the "-ipc-NN" suffix and a few bytes more).
@@ -52,6 +56,23 @@ def socket_folder(kernel_id: str) -> tuple[Path, bool] | None:
     return None
 
 
+TCP_NOTE = b"Kernel is running over TCP without encryption"
+
+
+def _pass_stderr(stream: Any) -> None:
+    """Copy a kernel's stderr to ours, line by line, all but ipykernel's TCP warning."""
+    try:
+        for line in iter(stream.readline, b""):
+            if TCP_NOTE not in line:
+                sys.stderr.buffer.write(line)
+                sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):  # closed, or a stderr without a buffer
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            stream.close()
+
+
 def kernel_manager_class(env: dict[str, str] | None = None) -> type[Any]:
     """An ``AsyncKernelManager`` that starts its kernel over IPC (see the module docstring).
 
@@ -65,6 +86,7 @@ def kernel_manager_class(env: dict[str, str] | None = None) -> type[Any]:
 
     class RunKernelManager(AsyncKernelManager):
         _own_folder: Path | None = None
+        _filter_stderr = False
 
         async def _async_pre_start_kernel(self, **kw: Any) -> Any:
             if extra:
@@ -74,7 +96,13 @@ def kernel_manager_class(env: dict[str, str] | None = None) -> type[Any]:
                     self.kernel_id = kw.pop("kernel_id", None) or str(uuid.uuid4())
                 kernel_id = str(self.kernel_id)
                 found = socket_folder(kernel_id)
-                if found is not None:
+                if found is None:
+                    # No folder gives a short enough socket path: TCP, and the kernel's stderr
+                    # passes through this process without that one warning line (it would say
+                    # "use IPC", which we would have, had the path allowed it).
+                    kw["stderr"] = subprocess.PIPE
+                    self._filter_stderr = True
+                else:
                     folder, own = found
                     stem = folder / f"kernel-{kernel_id}"
                     self.transport = "ipc"
@@ -84,6 +112,17 @@ def kernel_manager_class(env: dict[str, str] | None = None) -> type[Any]:
                     self.ip = f"{stem}-ipc"
                     self._own_folder = folder if own else None
             return await super()._async_pre_start_kernel(**kw)
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            process = getattr(self.provisioner, "process", None)
+            if self._filter_stderr and process is not None and process.stderr is not None:
+                threading.Thread(
+                    target=_pass_stderr,
+                    args=(process.stderr,),
+                    name="o11ylab-kernel-stderr",
+                    daemon=True,
+                ).start()
 
         def _speaks_ipc(self) -> bool:
             # ipykernel reads ipc from its connection file (and is the one that warns); other

@@ -95,6 +95,23 @@ def test_a_run_is_one_trace_root_then_notebook_then_cells(
     assert summary["notebooks"][0]["status"] == "ok" and summary["notebooks"][0]["spans"] >= 5
 
 
+def test_with_no_short_socket_path_the_kernel_stays_on_tcp_without_its_warning(
+    tmp_path: Path, run_env: dict[str, str]
+) -> None:
+    """Runtime and temporary folders too deep for a Unix socket: TCP, and the kernel's stderr
+    reaches the terminal without ipykernel's TCP warning (and only without it)."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    (deep / "tmp").mkdir(parents=True)
+    notebook = write_notebook(
+        tmp_path / "tcp.ipynb", "import os\nos.write(2, b'straight to the kernel stderr\\n')"
+    )
+    env = {**run_env, "JUPYTER_RUNTIME_DIR": str(deep / "runtime"), "TMPDIR": str(deep / "tmp")}
+    done = o11ylab_run(env, str(notebook), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "straight to the kernel stderr" in done.stderr, done.stderr[-2000:]
+    assert "without encryption" not in done.stderr
+
+
 def test_a_notebook_of_plain_library_code_is_traced_without_loading_o11ylab(
     tmp_path: Path,
     run_env: dict[str, str],
