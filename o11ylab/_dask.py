@@ -49,7 +49,6 @@ from .runner import (
     notebook_span_attributes,
     notebook_span_name,
     record_failure,
-    sign,
 )
 
 __all__ = ["DaskCluster", "SchedulerUnreachable", "TaskOutcome", "TaskSpec", "connect", "run_task"]
@@ -548,8 +547,6 @@ def _result_of(future: Any, task: Task, out: Path) -> NotebookResult:
         outcome: TaskOutcome = future.result()
         for name, content in outcome.files.items():
             write_private_bytes(out / name, content)
-        # Signed here, with the runner's Jupyter secret: a worker elsewhere has its own.
-        sign(output)
         outcome.result.output = str(output)
         return outcome.result
     result = NotebookResult(

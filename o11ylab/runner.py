@@ -299,6 +299,10 @@ def run_tasks(
                 echo,
                 autotrace_set=run_config.autotrace_set,
             )
+            # Signed here, with the runner's Jupyter secret (a worker elsewhere has its own),
+            # once all are back: not in the loop that follows the tasks and hears Ctrl-C.
+            for result in results:
+                sign(Path(result.output))
         else:
             owners: dict[str, NotebookResult] = {}
             for task in tasks:
