@@ -191,6 +191,8 @@ def resolve_chat_model(
                     f"(looked in {folder}): {_PREPARE_HINT}."
                 )
             prepare_default_chat_model(progress=progress or _quiet)
+        else:
+            _drop_gguf_quantization(folder)
         return ModelRef(DEFAULT_CHAT_MODEL, folder, "chat", f"{_GGUF_DISTRIBUTION} GGUF, prepared")
     return _resolve_named(name, "chat", "LOCAL_MODEL_NAME")
 
@@ -254,6 +256,23 @@ def _resolve_named(name: str, kind: str, variable: str) -> ModelRef:
 
 
 # --- preparing the default chat model ----------------------------------------------------------
+
+
+def _drop_gguf_quantization(folder: Path) -> None:
+    """Repair a folder prepared before the copy dropped the GGUF quantization config it had
+    inherited: with it, every load went through transformers' GGUF quantizer, which printed a
+    dtype warning into the user's cell (the weights are plain bf16; same answers, same speed)."""
+    config = folder / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        if (data.get("quantization_config") or {}).get("quant_method") != "gguf":
+            return
+        del data["quantization_config"]
+        partial = folder / f".config.json.{os.getpid()}"
+        partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, config)
+    except (OSError, ValueError, AttributeError):
+        pass  # read-only or odd: the model still loads, with the warning
 
 
 @contextlib.contextmanager
@@ -324,6 +343,10 @@ def prepare_default_chat_model(
         model = model.to(torch.bfloat16)  # type: ignore[arg-type]  # transformers' stub
         model.generation_config = gguf_model.generation_config
         del gguf_model
+        # A plain bf16 model now: the GGUF quantization config the copy inherited would send
+        # every later load through transformers' GGUF quantizer (and its dtype warning).
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
         step(3, f"saving to {target}")
         model.save_pretrained(work)
         tokenizer.save_pretrained(work)
