@@ -191,19 +191,12 @@ class TaskOutcome:
 
 
 def _kernel_manager(env: dict[str, str]) -> type[Any]:
-    """A kernel manager that starts its kernel with ``env`` added to this process's environment.
+    """A kernel manager that starts its kernel over IPC with ``env`` added to this process's
+    environment (``_kernels.kernel_manager_class``: a worker runs tasks in threads, so the
+    environment goes to the kernel's launch, not ``os.environ``)."""
+    from ._kernels import kernel_manager_class
 
-    A worker may run several tasks in threads at once: setting ``os.environ`` for one kernel
-    would leak into the others, so the environment goes to the kernel's launch instead.
-    """
-    from jupyter_client.manager import AsyncKernelManager
-
-    class _TaskKernelManager(AsyncKernelManager):
-        async def _async_pre_start_kernel(self, **kw: Any) -> Any:
-            kw["env"] = {**os.environ, **kw.get("env", {}), **env}
-            return await super()._async_pre_start_kernel(**kw)
-
-    return _TaskKernelManager
+    return kernel_manager_class(env)
 
 
 def _span_provider(folder: Path, otlp: bool, export_timeout_s: float, protocol: str) -> Any:

@@ -7,7 +7,8 @@ top-level ``await``, tracebacks and a failing cell are IPython's own; papermill 
 failing traced cell as at any other. The magic below parses the line and says what is wrong
 with one it refuses.
 
-``%o11y`` has sub-commands: ``status``, ``flush``, ``trace``, ``spans``, ``autotrace on|off``.
+``%o11y`` has sub-commands: ``status``, ``flush``, ``trace``, ``spans``, ``autotrace on|off``,
+``monitor`` and ``open``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["O11yMagics", "parse_traced"]
 
-COMMANDS = ("status", "flush", "trace", "spans", "autotrace", "monitor")
+COMMANDS = ("status", "flush", "trace", "spans", "autotrace", "monitor", "open")
 
 
 def _attributes(pairs: list[str] | None) -> dict[str, Any]:
@@ -104,6 +105,8 @@ class O11yMagics(Magics):
         %o11y spans [--all]       recent spans as a pandas DataFrame (--all: every attribute)
         %o11y autotrace on|off    trace every cell as a span
         %o11y monitor [stop|start] the live GPU / CPU / memory panel (stop or restart them all)
+        %o11y open                the run folder as a link to the file browser (outside the
+                                  working folder: through a link o11ylab-runs made there)
         """
         try:
             words = shlex.split(line)
@@ -119,7 +122,7 @@ class O11yMagics(Magics):
             hint = f" Did you mean {close[0]}?" if close else ""
             raise UsageError(
                 f"%o11y {command}: unknown command.{hint} "
-                "Use status, flush, trace, spans, autotrace or monitor."
+                "Use status, flush, trace, spans, autotrace, monitor or open."
             )
         return handler(rest)
 
@@ -174,6 +177,24 @@ class O11yMagics(Magics):
         from .widgets import monitor_command
 
         return monitor_command(rest)
+
+    def _cmd_open(self, rest: list[str]) -> Any:
+        import os
+        from pathlib import Path
+
+        from .status import jupyter_server_for, open_run
+
+        if rest:
+            raise UsageError("%o11y open takes no arguments.")
+        telemetry = self.tracer.telemetry
+        run_dir = telemetry.status()["run_dir"]
+        cwd = Path(os.getcwd())
+        return open_run(
+            Path(run_dir) if run_dir else None,
+            telemetry.settings.runs_dir,
+            cwd,
+            jupyter_server_for(cwd),
+        )
 
     def _cmd_autotrace(self, rest: list[str]) -> None:
         if len(rest) != 1 or rest[0] not in ("on", "off"):

@@ -23,14 +23,17 @@ Command line: ``o11ylab models prepare`` and ``o11ylab models list``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import json
+import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +99,11 @@ class ModelRef:
 Progress = Callable[[str], None]
 
 
-def _stderr(message: str) -> None:
-    print(f"o11ylab: {message}", file=sys.stderr, flush=True)
+def _say(message: str) -> None:
+    """A preparation step, as information: on stdout (a notebook shows stderr as an error)."""
+    from ._say import say
+
+    say(message, level=logging.INFO)
 
 
 def _quiet(message: str) -> None:
@@ -166,7 +172,7 @@ def _is_hub_id(name: str) -> bool:
 
 
 def resolve_chat_model(
-    name: str | None = None, *, prepare: bool = True, progress: Progress | None = _stderr
+    name: str | None = None, *, prepare: bool = True, progress: Progress | None = _say
 ) -> ModelRef:
     """The chat model to load: ``name``, else ``LOCAL_MODEL_NAME``, else the default.
 
@@ -185,6 +191,8 @@ def resolve_chat_model(
                     f"(looked in {folder}): {_PREPARE_HINT}."
                 )
             prepare_default_chat_model(progress=progress or _quiet)
+        else:
+            _drop_gguf_quantization(folder)
         return ModelRef(DEFAULT_CHAT_MODEL, folder, "chat", f"{_GGUF_DISTRIBUTION} GGUF, prepared")
     return _resolve_named(name, "chat", "LOCAL_MODEL_NAME")
 
@@ -250,8 +258,47 @@ def _resolve_named(name: str, kind: str, variable: str) -> ModelRef:
 # --- preparing the default chat model ----------------------------------------------------------
 
 
+def _drop_gguf_quantization(folder: Path) -> None:
+    """Repair a folder prepared before the copy dropped the GGUF quantization config it had
+    inherited: with it, every load went through transformers' GGUF quantizer, which printed a
+    dtype warning into the user's cell (the weights are plain bf16; same answers, same speed)."""
+    config = folder / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        if (data.get("quantization_config") or {}).get("quant_method") != "gguf":
+            return
+        del data["quantization_config"]
+        partial = folder / f".config.json.{os.getpid()}"
+        partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, config)
+    except (OSError, ValueError, AttributeError):
+        pass  # read-only or odd: the model still loads, with the warning
+
+
+@contextlib.contextmanager
+def _no_gguf_bar() -> Iterator[None]:
+    """Without transformers' "Converting and de-quantizing GGUF tensors" bar: a plain
+    ``tqdm.auto`` that ``disable_progress_bar()`` does not reach, and in a notebook a widget
+    inside this step, which reports its own progress."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    name = "tqdm"  # the module's own import of tqdm.auto.tqdm, the one the loader calls
+    bar = getattr(gguf_utils, name, None)
+    if bar is None:
+        yield
+        return
+    setattr(gguf_utils, name, functools.partial(bar, disable=True))
+    try:
+        yield
+    finally:
+        setattr(gguf_utils, name, bar)
+
+
 def prepare_default_chat_model(
-    cache: Path | None = None, *, force: bool = False, progress: Progress = _stderr
+    cache: Path | None = None, *, force: bool = False, progress: Progress = _say
 ) -> Path:
     """Convert the bundled GGUF into a normal model folder in the cache, once; return the folder.
 
@@ -277,12 +324,13 @@ def prepare_default_chat_model(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(source.parent), gguf_file=source.name, local_files_only=True
-        )
-        gguf_model = AutoModelForCausalLM.from_pretrained(
-            str(source.parent), gguf_file=source.name, local_files_only=True
-        )
+        with _no_gguf_bar():
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(source.parent), gguf_file=source.name, local_files_only=True
+            )
+            gguf_model = AutoModelForCausalLM.from_pretrained(
+                str(source.parent), gguf_file=source.name, local_files_only=True
+            )
         step(2, "copying the weights into a plain Llama model")
         # save_pretrained refuses a model loaded from GGUF; a fresh model with the same config
         # and the same tensors saves normally. Building it on the meta device skips a useless
@@ -295,6 +343,10 @@ def prepare_default_chat_model(
         model = model.to(torch.bfloat16)  # type: ignore[arg-type]  # transformers' stub
         model.generation_config = gguf_model.generation_config
         del gguf_model
+        # A plain bf16 model now: the GGUF quantization config the copy inherited would send
+        # every later load through transformers' GGUF quantizer (and its dtype warning).
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
         step(3, f"saving to {target}")
         model.save_pretrained(work)
         tokenizer.save_pretrained(work)

@@ -299,6 +299,10 @@ def run_tasks(
                 echo,
                 autotrace_set=run_config.autotrace_set,
             )
+            # Signed here, with the runner's Jupyter secret (a worker elsewhere has its own),
+            # once all are back: not in the loop that follows the tasks and hears Ctrl-C.
+            for result in results:
+                sign(Path(result.output))
         else:
             owners: dict[str, NotebookResult] = {}
             for task in tasks:
@@ -448,6 +452,7 @@ def _run_one(
         span_id = format(span.get_span_context().span_id, "016x")
     result.duration_s = time.perf_counter() - started
     _stamp(output, trace_id, result.status, task.parameters)
+    sign(output)
     return result, span_id
 
 
@@ -472,9 +477,16 @@ def execute(
     extra_arguments: list[str],
     **engine_options: Any,
 ) -> Exception | None:
-    """papermill on one notebook; the failure to report, None when it ran (expected errors ok)."""
+    """papermill on one notebook; the failure to report, None when it ran (expected errors ok).
+
+    The kernel runs over IPC (``_kernels.py``) unless ``engine_options`` names another kernel
+    manager class; papermill hands them to nbclient.
+    """
     import papermill
 
+    from ._kernels import kernel_manager_class
+
+    engine_options.setdefault("kernel_manager_class", kernel_manager_class())
     try:
         papermill.execute_notebook(
             str(notebook),
@@ -588,6 +600,25 @@ def _stamp(output: Path, trace_id: str, status: str, parameters: dict[str, Any])
         stamp["parameters"] = parameters
     nb.metadata[semconv.NOTEBOOK_METADATA_KEY] = stamp
     nbformat.write(nb, output)
+
+
+def sign(output: Path) -> None:
+    """Trust the executed notebook, as ``jupyter trust`` would: the user's own run, on the
+    user's machine, under the user's Jupyter secret. Unsigned, JupyterLab would open it
+    untrusted and strip the styles of its trace views and monitor copies."""
+    if not output.exists():
+        return
+    import nbformat
+    from jupyter_core.paths import jupyter_data_dir
+    from nbformat.sign import NotebookNotary
+
+    try:
+        data_dir = Path(jupyter_data_dir())  # where `jupyter trust` keeps the secret
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with NotebookNotary(data_dir=str(data_dir)) as notary:
+            notary.sign(nbformat.read(output, as_version=4))
+    except Exception as exc:  # noqa: BLE001 - a read-only data folder: the run still counts
+        print(f"o11ylab run: {output.name} left untrusted ({exc})", file=sys.stderr)
 
 
 def _collect(out: Path, owners: dict[str, NotebookResult]) -> None:

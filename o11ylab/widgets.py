@@ -382,6 +382,9 @@ class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unty
         self.history = max(2, int(history))
         self._lock = threading.Lock()
         self._running = False
+        # The still copies this monitor displayed, refreshed when it stops (update_display):
+        # a notebook saved afterwards keeps the panel as it was at the stop, not at display.
+        self._copies: list[Any] = []
         self._panels: list[_GpuPanel] = []
         self._panels_for: tuple[str, ...] | None = None
         self._explains: bool | None = None  # whether this monitor gives the no-GPU reason
@@ -443,6 +446,23 @@ class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unty
             self.sampler.stop()
         self._toggle.description = "Start"
         self._show_status()
+        self._refresh_copies()
+
+    def _refresh_copies(self) -> None:
+        """The still copies as the panel is now. JupyterLab applies such an update to the
+        displaying cell's output after that cell has finished too (seen in Chromium: from a
+        later cell and from the Stop button's click)."""
+        for copy in self._copies:
+            try:
+                copy.update(self._copy_bundle(), raw=True)
+            except Exception:  # noqa: BLE001 - a closed stream must not make stop() fail
+                pass
+
+    def _copy_bundle(self) -> dict[str, str]:
+        return {
+            "text/html": self.snapshot_html(),
+            "text/plain": "(a static copy of the o11ylab hardware monitor)",
+        }
 
     def _clicked(self, _button: Any) -> None:
         if self._running and self.sampler.running:
@@ -477,13 +497,14 @@ class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unty
             self._on_sample(latest)
         # IPython's display() is untyped.
         display(self._repr_mimebundle_(**kwargs), raw=True)  # type: ignore[no-untyped-call]
-        display(  # type: ignore[no-untyped-call]
-            {
-                "text/html": self.snapshot_html(),
-                "text/plain": "(a static copy of the o11ylab hardware monitor)",
-            },
-            raw=True,
-        )
+        copy = display(self._copy_bundle(), raw=True, display_id=True)  # type: ignore[no-untyped-call]
+        from IPython import get_ipython
+
+        # Only a kernel's front end replaces an output in place; a terminal would print the
+        # copy's text again at each stop.
+        in_kernel = getattr(get_ipython(), "kernel", None) is not None
+        if copy is not None and in_kernel:
+            self._copies.append(copy)
 
     def snapshot_html(self) -> str:
         """The panel as it is now, as plain HTML (shown where the live widget cannot render)."""

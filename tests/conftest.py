@@ -26,6 +26,8 @@ for key, value in {
     "ANONYMIZED_TELEMETRY": "False",
     "IPYTHONDIR": str(_SESSION_DIR / "ipython"),
     "MPLBACKEND": "Agg",
+    # `o11ylab run` signs what it executes and keeps kernel sockets in the runtime folder.
+    "JUPYTER_DATA_DIR": str(_SESSION_DIR / "jupyter"),
     "TOKENIZERS_PARALLELISM": "false",
     # The in-process shell must not point this process's openai SDK at a relay of its own:
     # tests choose their endpoint. tests/test_instrumentation.py runs the default in a kernel.

@@ -18,6 +18,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from nbformat.sign import NotebookNotary
 
 from o11ylab import semconv
 from o11ylab.otlpjson import read_spans
@@ -349,8 +350,9 @@ def test_two_local_workers_run_a_sweep_and_a_failure_does_not_stop_the_others(
 ) -> None:
     notebook = tiny_notebook(tmp_path)
     out = tmp_path / "out"
+    jupyter_data = tmp_path / "jupyter-data"  # its runtime folder is too long for a socket
     done = o11ylab_run(
-        dask_env,
+        {**dask_env, "JUPYTER_DATA_DIR": str(jupyter_data)},
         str(notebook),
         "--workers",
         "2",
@@ -367,6 +369,11 @@ def test_two_local_workers_run_a_sweep_and_a_failure_does_not_stop_the_others(
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "a Dask LocalCluster of 2 worker processes" in done.stdout
+    # Issue 12: the workers' kernels run over IPC too (in a short private folder here), and
+    # the runner signs what comes back with the user's Jupyter secret.
+    assert "without encryption" not in done.stderr, done.stderr[-2000:]
+    with NotebookNotary(data_dir=str(jupyter_data)) as notary:
+        assert notary.check_signature(nbformat.read(out / "tiny__n=1.ipynb", as_version=4))
     summary = json.loads((out / "summary.json").read_text())
     status = {r["parameters"]["n"]: r["status"] for r in summary["notebooks"]}
     assert status == {1: "ok", 2: "failed", 3: "ok"}

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,9 +184,48 @@ def test_bare_o11y_prints_help_and_a_typo_gets_a_suggestion(
     shell: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert shell.run_line_magic("o11y", "") is None
-    assert "%o11y status" in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert "%o11y status" in help_text and "%o11y open" in help_text
     with pytest.raises(UsageError, match=r"Did you mean status\?"):
         shell.run_line_magic("o11y", "stauts")
+    with pytest.raises(UsageError, match=r"Did you mean open\?"):
+        shell.run_line_magic("o11y", "opne")
+
+
+def test_o11y_open_links_the_run_folder_from_the_working_folder(
+    shell: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run folder under the working folder: a relative link. Outside it: a link
+    ``o11ylab-runs`` made in the working folder (only by %o11y open), and the link through it."""
+    from o11ylab.status import open_run
+
+    run_dir = get_telemetry().run_dir
+    monkeypatch.chdir(tmp_path)
+    shown = shell.run_line_magic("o11y", "open")
+    assert str(run_dir.resolve()).startswith(str(get_telemetry().settings.runs_dir.resolve()))
+    link = tmp_path / "o11ylab-runs"
+    assert link.is_symlink() and link.resolve() == get_telemetry().settings.runs_dir.resolve()
+    assert (tmp_path / shown.href).resolve() == run_dir.resolve(), shown.href
+    assert shown.href.startswith("o11ylab-runs/")
+    assert f"<code>{shown.href}/</code>" in shown._repr_html_(), "no Jupyter server: the path"
+    served = open_run(run_dir, get_telemetry().settings.runs_dir, tmp_path, ("/j/", tmp_path))
+    assert served.url == f"/j/lab/tree/{shown.href}"
+    assert f"<a href='{served.url}'" in served._repr_html_()
+    assert "Made the link o11ylab-runs" in repr(shown)
+    again = shell.run_line_magic("o11y", "open")
+    assert again.href == shown.href and "Made" not in repr(again), "made once, then reused"
+
+    inside = tmp_path / "project" / "runs" / "r1"
+    inside.mkdir(parents=True)
+    near = open_run(inside, tmp_path / "elsewhere", tmp_path / "project")
+    assert near.href == "runs/r1" and near.note == ""
+    assert not (tmp_path / "project" / "o11ylab-runs").exists(), "no link when none is needed"
+
+    taken = tmp_path / "taken"
+    (taken / "o11ylab-runs").mkdir(parents=True)
+    refused = open_run(run_dir, get_telemetry().settings.runs_dir, taken)
+    assert refused.href is None and "leaves it alone" in refused.note
+    assert (taken / "o11ylab-runs").is_dir() and not (taken / "o11ylab-runs").is_symlink()
 
 
 def test_a_direct_run_cell_magic_call_is_traced_too(shell: Any) -> None:

@@ -47,6 +47,8 @@ CHROMIUM_FLAGS = [
 ARTIFACTS = ROOT / "test-artifacts"
 # Every wait is on a condition, with room for two loaded cores (Playwright's default is 5 s).
 UI_TIMEOUT = 60_000
+STDOUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stdout"]'
+STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
 
 pytestmark = [
     pytest.mark.integration,
@@ -241,6 +243,11 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
 
             monitors = page.locator(".o11y-monitor")
             expect(monitors).to_have_count(2, timeout=90_000)
+            # %load_ext's one line, as plain output: not a red stderr block.
+            expect(page.locator(STDOUT, has_text="o11ylab: telemetry to")).to_be_visible(
+                timeout=UI_TIMEOUT
+            )
+            assert page.locator(STDERR, has_text="o11ylab").count() == 0
             real, fake = monitors.nth(0), monitors.nth(1)
 
             # The process's monitor: no GPU here, and it says so once, with the reason.
@@ -298,6 +305,7 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
             expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Busy"))).to_be_visible(
                 timeout=UI_TIMEOUT
             )
+            copy_at_display = page.locator(".o11y-snapshot").first.text_content()
             real.get_by_role("button", name="Stop").click()
             clicked = time.monotonic()
             still = page.locator(".o11y-monitor-frozen")
@@ -318,6 +326,11 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
                 timeout=90_000
             )
             expect(real.locator(".o11y-status")).to_contain_text("stopped", timeout=UI_TIMEOUT)
+            # The kernel stopped it: the still copy (out of sight under the live panel, saved
+            # with the notebook) was refreshed to the panel at the stop.
+            expect(page.locator(".o11y-snapshot").first).not_to_have_text(
+                copy_at_display or "", timeout=UI_TIMEOUT
+            )
             still.get_by_role("button", name="Start").click()
             expect(still).to_have_count(0, timeout=UI_TIMEOUT)
             expect(real.locator(".o11y-status")).to_contain_text("live", timeout=UI_TIMEOUT)
@@ -675,6 +688,174 @@ def test_a_headless_executed_monitor_notebook_reopens_without_a_widget_error(
             page.screenshot(
                 path=str(ARTIFACTS / "jupyterlab-monitor-executed-reopened-failure.png"),
                 full_page=True,
+            )
+            raise
+        finally:
+            browser.close()
+
+
+# --- the run folder from the notebook (%o11y open) ------------------------------------------------
+
+
+def test_o11y_open_shows_the_run_folder_in_the_file_browser(tmp_path: Path) -> None:
+    """The run folders live outside the Jupyter root (O11YLAB_RUNS_DIR, as ~/.o11ylab/runs
+    does); %o11y open links the working folder to them and the link opens the run's files."""
+    from playwright.sync_api import expect, sync_playwright
+
+    notebook = new_notebook(
+        "%load_ext o11ylab", "%%traced hello\nprint('hello')", "%o11y flush", "%o11y open"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (
+        running_lab(tmp_path, {"open.ipynb": notebook}, {}) as (base, token),
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(UI_TIMEOUT)
+        try:
+            open_and_run_all(page, base, token, "open.ipynb")
+            link = page.locator(".o11ylab-open a")
+            expect(link).to_be_visible(timeout=120_000)
+            expect(link).to_have_text(re.compile(r"^o11ylab-runs/[^/]+/$"), timeout=UI_TIMEOUT)
+            assert (tmp_path / "notebooks" / "o11ylab-runs").is_symlink()
+            # In the notebook's own folder the link shows up in the file browser at once...
+            expect(page.locator(".jp-DirListing-item", has_text="o11ylab-runs")).to_be_visible(
+                timeout=UI_TIMEOUT
+            )
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab-o11y-open.png"), full_page=True)
+            # ... and the run's address opens JupyterLab's file browser in the run folder.
+            with page.context.expect_page(timeout=UI_TIMEOUT) as opened:
+                link.click()
+            tab = opened.value
+            tab.set_default_timeout(UI_TIMEOUT)
+            listing = tab.locator(".jp-DirListing-item")
+            expect(listing.filter(has_text=re.compile(r"^traces\..*\.jsonl"))).to_have_count(
+                1, timeout=120_000
+            )
+            expect(tab.locator(".jp-BreadCrumbs")).to_contain_text(
+                "o11ylab-runs", timeout=UI_TIMEOUT
+            )
+            tab.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-o11y-open-file-browser.png"), full_page=True
+            )
+        except BaseException:
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-o11y-open-failure.png"), full_page=True
+            )
+            raise
+        finally:
+            browser.close()
+
+
+# --- notebooks 04 and 05 run in JupyterLab: no red stderr block but real warnings ------------------
+
+# What o11ylab says as information (a model loaded, the endpoint starting, where telemetry goes,
+# why there is no GPU): plain output, never a stderr block (tests/test_notebooks.py says the same
+# of the headless run).
+INFORMATION = re.compile(
+    r"^o11ylab[\w ]*: .*(loaded in|starting the local model endpoint|telemetry to|"
+    r"endpoint at|[Nn]o GPU|ready in)|^o11ylab: \[\d+/\d+ ",  # the last: model preparation
+    re.MULTILINE,
+)
+# Smaller values in their parameters cells, injected as papermill injects them: the same cells
+# run, with less generation (the full 04 and 05 take minutes on two loaded cores).
+SMALL = {
+    "04_gpu_inference.ipynb": {"generations": 1, "max_new_tokens": 4},
+    "05_rag_pipeline.ipynb": {
+        "questions": ["What does the traceparent header carry?"],
+        "max_tokens": 4,
+    },
+}
+
+
+def small_copy(name: str) -> nbformat.NotebookNode:
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    notebook = load_notebook_node(str(ROOT / "notebooks" / name))
+    return parameterize_notebook(notebook, SMALL[name])
+
+
+def run_to_the_end(page: Any, base: str, token: str, name: str) -> float:
+    """Run All in a notebook and wait until its last code cell has run; the seconds it took."""
+    from playwright.sync_api import expect
+
+    started = time.monotonic()
+    open_and_run_all(page, base, token, name)
+    last = page.locator(".jp-NotebookPanel:visible .jp-CodeCell").last
+    expect(last.locator(".jp-InputArea-prompt")).to_have_text(
+        re.compile(r"\[\d+\]"), timeout=420_000
+    )
+    expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(
+        timeout=UI_TIMEOUT
+    )
+    return time.monotonic() - started
+
+
+def stderr_blocks(page: Any) -> list[str]:
+    panel = page.locator(".jp-NotebookPanel:visible")
+    # text_content: a block scrolled out of sight has no inner text (content-visibility)
+    return [str(t) for t in panel.locator(STDERR).all_text_contents()]
+
+
+@pytest.mark.timeout(1200)
+def test_notebooks_04_and_05_show_no_information_as_an_error_block(tmp_path: Path) -> None:
+    """Issue 12: "Run All" on 04 and 05 in JupyterLab; a stderr block (JupyterLab's red one)
+    only for a real warning, never for o11ylab's information (model loaded, endpoint starting)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect, sync_playwright
+
+    notebooks = {name: small_copy(name) for name in SMALL}
+    # No OPENAI_* (conftest removed them): 05's kernel starts its own local endpoint, as on a
+    # user's machine (conftest turns that off for the test process itself).
+    env = {"ANONYMIZED_TELEMETRY": "False", "HF_HUB_OFFLINE": "1", "O11YLAB_LOCAL_OPENAI": "1"}
+    ARTIFACTS.mkdir(exist_ok=True)
+    timings: dict[str, float] = {}
+    with running_lab(tmp_path, notebooks, env) as (base, token), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(UI_TIMEOUT)
+        try:
+            for name in SMALL:
+                timings[name] = run_to_the_end(page, base, token, name)
+                blocks = stderr_blocks(page)
+                print(f"\n{name}: {timings[name]:.0f} s, stderr blocks: {blocks!r}"[:2000])
+                information = [m.group(0) for b in blocks for m in INFORMATION.finditer(b)]
+                assert information == [], f"{name}: information in a stderr block"
+                # 04 prepares the model (a fresh cache here): o11ylab's steps, no third-party bar.
+                bars = page.locator(".jp-NotebookPanel:visible").get_by_text("de-quantizing")
+                assert bars.count() == 0, f"{name}: transformers' GGUF bar in o11ylab's step"
+                # The screenshot shows the first stderr block (the real warning it is), else
+                # o11ylab's first line of information, plain output.
+                panel = page.locator(".jp-NotebookPanel:visible")
+                shown = (
+                    panel.locator(STDERR) if blocks else panel.locator(STDOUT, has_text="o11ylab")
+                )
+                if shown.count():
+                    shown.first.scroll_into_view_if_needed()
+                    expect(shown.first).to_be_in_viewport(timeout=UI_TIMEOUT)
+                page.screenshot(
+                    path=str(ARTIFACTS / f"jupyterlab-{Path(name).stem}-run-all.png"),
+                    full_page=True,
+                )
+                # Its kernel (and the model it holds) goes before the next notebook runs.
+                page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Kernel$")).click()
+                page.locator(
+                    ".lm-Menu-itemLabel", has_text=re.compile(r"^Shut Down Kernel$")
+                ).click()
+                with contextlib.suppress(PlaywrightTimeout):
+                    page.locator(".jp-Dialog").get_by_role("button", name="Shut Down").click(
+                        timeout=5_000
+                    )
+                expect(page.get_by_text("No Kernel").first).to_be_visible(timeout=UI_TIMEOUT)
+        except BaseException:
+            page.screenshot(
+                path=str(ARTIFACTS / "jupyterlab-04-05-run-all-failure.png"), full_page=True
             )
             raise
         finally:

@@ -107,6 +107,21 @@ def test_embedding_model_env_points_elsewhere(
         models.resolve_embedding_model()
 
 
+def test_a_folder_prepared_with_the_gguf_quantization_config_is_repaired(
+    empty_cache: Path,
+) -> None:
+    folder = empty_cache / "SmolLM2-135M-Instruct"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"")
+    gguf = {"dequantize": False, "gguf_file": "x.gguf", "quant_method": "gguf"}
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "llama", "quantization_config": gguf})
+    )
+    assert models.resolve_chat_model(prepare=False).path == folder
+    assert json.loads((folder / "config.json").read_text()) == {"model_type": "llama"}
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+
+
 def test_the_gguf_is_found_inside_the_installed_wheel() -> None:
     path = models.gguf_path()
     assert path.name.endswith(".gguf") and path.stat().st_size > 50_000_000
@@ -144,8 +159,11 @@ def test_prepare_converts_the_bundled_gguf_once_and_it_answers(tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "[1/4" in done.stdout and "ready in" in done.stdout
+    assert "de-quantizing GGUF tensors" not in done.stderr, "no third-party bar in our step"
     folder = tmp_path / "cache" / "SmolLM2-135M-Instruct"
     assert models.is_prepared(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config, "a plain model: no GGUF quantizer at load"
     again = subprocess.run(
         [PYTHON, "-m", "o11ylab", "models", "prepare"],
         env=env,

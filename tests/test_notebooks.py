@@ -76,6 +76,7 @@ def test_committed_notebook_is_clean_and_parameterised(path: Path) -> None:
 class Run:
     out: Path
     stdout: str
+    stderr: str
     returncode: int
     wall_s: float
     summary: dict[str, Any]
@@ -160,6 +161,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     result = Run(
         out,
         done.stdout,
+        done.stderr,
         done.returncode,
         wall_s,
         json.loads(summary_file.read_text()),
@@ -180,6 +182,46 @@ def test_every_notebook_runs_headless_in_one_go(run: Run) -> None:
     statuses = {Path(n["notebook"]).name: n["status"] for n in run.summary["notebooks"]}
     assert statuses == {p.name: "ok" for p in NOTEBOOK_PATHS}, run.stdout
     assert f"{len(NOTEBOOK_PATHS)}/{len(NOTEBOOK_PATHS)} notebooks ok" in run.stdout
+
+
+# What o11ylab says as information (a model loaded, the endpoint starting, where telemetry
+# goes, why there is no GPU): stdout, never a red stderr block in the notebook.
+INFORMATION = re.compile(
+    r"^o11ylab[\w ]*: .*(loaded in|starting the local model endpoint|telemetry to|"
+    r"endpoint at|[Nn]o GPU|ready in)|^o11ylab: \[\d+/\d+ ",  # the last: model preparation
+    re.MULTILINE,
+)
+
+
+def test_the_run_prints_no_kernel_transport_warning(run: Run) -> None:
+    """Issue 12: the run's kernels talk to it over IPC, so ipykernel has no TCP warning to
+    print (it did, once per notebook, on the runner's stderr)."""
+    assert "without encryption" not in run.stderr + run.stdout, run.stderr[-2000:]
+
+
+def test_no_notebook_shows_information_as_an_error_block(run: Run) -> None:
+    """Issue 12: JupyterLab shows stderr as a red block; only real warnings may go there."""
+    blocks: dict[str, list[str]] = {}
+    for path in NOTEBOOK_PATHS:
+        for cell in run.executed(path.stem).cells:
+            for output in cell.get("outputs", ()):
+                if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                    blocks.setdefault(path.stem, []).append(output["text"])
+    for notebook, texts in blocks.items():  # what is left there: real warnings
+        print(f"\n{notebook} stderr: " + " | ".join(t[:160] for t in texts))
+    information = {
+        notebook: found
+        for notebook, texts in blocks.items()
+        if (found := [m.group(0) for text in texts for m in INFORMATION.finditer(text)])
+    }
+    assert information == {}, "information on stderr"
+    # And where it belongs: %load_ext's one line is plain output.
+    assert any(
+        "o11ylab: telemetry to" in output.get("text", "")
+        for cell in run.executed("00_quickstart").cells
+        for output in cell.get("outputs", ())
+        if output.get("name") == "stdout"
+    ), "the %load_ext line is plain output"
 
 
 def test_cells_of_every_notebook_join_the_runs_single_trace(run: Run) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 import pytest
+from nbformat.sign import NotebookNotary
 
 from o11ylab import semconv
 from o11ylab.otlpjson import read_logs, read_spans
@@ -45,17 +47,32 @@ def test_a_run_is_one_trace_root_then_notebook_then_cells(
     tmp_path: Path, run_env: dict[str, str]
 ) -> None:
     out = tmp_path / "out"
+    jupyter_data = tmp_path / "jupyter-data"  # the user's Jupyter folder: secret, signatures
+    # A runtime folder short enough for Unix socket paths (tmp_path is not), for the kernel's.
+    runtime = Path(tempfile.mkdtemp(prefix="o11y-rt-"))
     done = o11ylab_run(
-        run_env, str(NOTEBOOKS / "00_quickstart.ipynb"), "--out", str(out), "-p", "n_items", "7"
+        {**run_env, "JUPYTER_DATA_DIR": str(jupyter_data), "JUPYTER_RUNTIME_DIR": str(runtime)},
+        str(NOTEBOOKS / "00_quickstart.ipynb"),
+        "--out",
+        str(out),
+        "-p",
+        "n_items",
+        "7",
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1/1 notebooks ok" in done.stdout
+    assert "without encryption" not in done.stderr, "the kernel ran over IPC"
+    assert list(runtime.iterdir()) == [], "the kernel's connection file and sockets are gone"
+    runtime.rmdir()
     spans = read_spans(out)
     trace_ids = {s["trace_id"] for s in spans}
     assert len(trace_ids) == 1
     (trace_id,) = trace_ids
     executed = nbformat.read(out / "00_quickstart.ipynb", as_version=4)
     assert executed.metadata[semconv.NOTEBOOK_METADATA_KEY]["trace_id"] == trace_id
+    # Trusted, as after `jupyter trust`: JupyterLab keeps its trace views' styles.
+    with NotebookNotary(data_dir=str(jupyter_data)) as notary:
+        assert notary.check_signature(executed), "the executed notebook is signed"
     assert len(trace_id) == 32 and int(trace_id, 16)
 
     by_id = {s["span_id"]: s for s in spans}
@@ -76,6 +93,23 @@ def test_a_run_is_one_trace_root_then_notebook_then_cells(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trace_id"] == trace_id
     assert summary["notebooks"][0]["status"] == "ok" and summary["notebooks"][0]["spans"] >= 5
+
+
+def test_with_no_short_socket_path_the_kernel_stays_on_tcp_without_its_warning(
+    tmp_path: Path, run_env: dict[str, str]
+) -> None:
+    """Runtime and temporary folders too deep for a Unix socket: TCP, and the kernel's stderr
+    reaches the terminal without ipykernel's TCP warning (and only without it)."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    (deep / "tmp").mkdir(parents=True)
+    notebook = write_notebook(
+        tmp_path / "tcp.ipynb", "import os\nos.write(2, b'straight to the kernel stderr\\n')"
+    )
+    env = {**run_env, "JUPYTER_RUNTIME_DIR": str(deep / "runtime"), "TMPDIR": str(deep / "tmp")}
+    done = o11ylab_run(env, str(notebook), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "straight to the kernel stderr" in done.stderr, done.stderr[-2000:]
+    assert "without encryption" not in done.stderr
 
 
 def test_a_notebook_of_plain_library_code_is_traced_without_loading_o11ylab(
