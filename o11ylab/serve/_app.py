@@ -388,7 +388,8 @@ def embeddings(body: EmbeddingRequest, request: Request) -> Any:
             "dimensions",
         )
     try:
-        result = model.embed(texts)
+        # Requests that wait for the model are encoded together, each with its own vectors.
+        result = model.batched_embed(texts)
     except local_model.LocalModelError as exc:
         raise invalid(str(exc), "input") from None
     info["response_model"] = model.name
