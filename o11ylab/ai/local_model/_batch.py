@@ -34,7 +34,10 @@ from ._stream import TokenStream, _TokenClock
 if TYPE_CHECKING:
     from ._engine import LocalModel
 
-MAX_BATCH = 8  # rows per generate
+# Rows per generate. 8 split 10 clients into batches of 8 and 2 (5 rows a generate on average);
+# the tiny model's 16 tokens take 13 ms for 1 row, 17 ms for 10, 26 ms for 32 (one thread),
+# so the rows nearly come free: 32 served 50 clients ~10% faster than 16, with a lower p99.
+MAX_BATCH = 32
 # After a batch, its clients send their next requests at about the same time, but the first
 # would find the model free and run alone while the others queue behind it: so after a batch of
 # n, the model waits up to this long for n requests. A lone client (batches of 1) never waits.
