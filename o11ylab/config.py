@@ -452,9 +452,10 @@ def _serve_torch_threads(env: Mapping[str, str]) -> int | None:
     """Unset: one thread fewer than the CPUs this process may use (at least one), unless
     OMP_NUM_THREADS says otherwise; 0: torch's own choice. Under load the server's own threads
     (event loop, HTTP, tokenizing, telemetry: ~3 ms of CPU a request, beside the model's)
-    need a core, and torch's default of one thread per core competed with them: on 2 cores,
-    one thread served the tiny model at 16 tokens ~30% faster alone and under 10 clients
-    (bench_serve_throughput)."""
+    need a core, and torch's default of one thread per core competed with them. On 2 shared
+    cores (bench_serve_throughput, tiny model, 16 tokens, both in one run) 1 thread against 2
+    served 1 client as fast (53 / 53 req/s), 10 clients 27% faster (160 / 126) and 50 clients
+    14% faster (217 / 191)."""
     raw = env.get("O11YLAB_SERVE_TORCH_THREADS", "").strip()
     if raw:
         chosen = _int(env, "O11YLAB_SERVE_TORCH_THREADS", 0, 0, 1024)
