@@ -10,10 +10,11 @@ requests/s and the p50/p95/p99 latency at each concurrency, and each concurrency
 against one client's: non-streamed requests that wait for the model run in one batch, so
 throughput grows with clients; streamed ones (``--stream``) take turns on the model's lock.
 
-``--baseline DIR`` starts a second endpoint from another source tree (a ``git archive`` or
-worktree of an older commit) and alternates the two, round by round and level by level, so
-both see the same machine load (this machine is shared); ``--env NAME=VALUE`` sets a variable
-for this tree's endpoint only (``--baseline-env`` for the other). Requests/s is the median of
+``--baseline DIR`` (repeatable) starts an endpoint from another source tree (a ``git archive``
+or worktree of an older commit, labelled by its folder's name) and alternates the endpoints,
+round by round and level by level, so all see the same machine load (this machine is shared);
+``--env NAME=VALUE`` sets a variable for this tree's endpoint only (``--baseline-env`` for the
+others). Requests/s is the median of
 the rounds; the percentiles pool every round's latencies.
 """
 
@@ -39,7 +40,13 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def run(
-    base_url: str, model: str, clients: int, requests: int, tokens: int, stream: bool
+    base_url: str,
+    model: str,
+    clients: int,
+    requests: int,
+    tokens: int,
+    stream: bool,
+    context: str = "",
 ) -> dict[str, Any]:
     import openai
 
@@ -57,7 +64,8 @@ def run(
                 return
             started = time.perf_counter()
             try:
-                messages = [{"role": "user", "content": f"request {index}: tell me about spans"}]
+                question = f"{context}request {index}: tell me about spans"
+                messages = [{"role": "user", "content": question}]
                 if stream:
                     for _ in client.chat.completions.create(
                         model=model, messages=messages, max_tokens=tokens, stream=True
@@ -115,9 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         "--requests", type=int, default=200, help="requests per level (at least 10 per client)"
     )
     parser.add_argument("--stream", action="store_true", help="streamed requests")
+    parser.add_argument(
+        "--context-words", type=int, default=0, help="words before each question (a RAG prompt)"
+    )
     parser.add_argument("--clients", default="1,4,10,50", help="concurrencies, comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of every level")
-    parser.add_argument("--baseline", type=Path, default=None, help="another source tree")
+    parser.add_argument(
+        "--baseline", type=Path, action="append", default=[], help="another source tree"
+    )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE, this tree")
     parser.add_argument("--baseline-env", action="append", default=[], help="NAME=VALUE")
     args = parser.parse_args(argv)
@@ -135,11 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     # where no o11ylab lies, so each runs the tree its PYTHONPATH names.
     os.chdir(folder)
     trees = {"this": (Path(o11ylab.__file__).resolve().parents[1], args.env)}
-    if args.baseline is not None:
-        trees["baseline"] = (args.baseline.resolve(), args.baseline_env)
+    for other in args.baseline:
+        trees[other.resolve().name] = (other.resolve(), args.baseline_env)
     model_path = args.model or str(models.build_tiny_model(folder / "tiny"))
     name = Path(model_path).name
     levels = sorted({int(c) for c in args.clients.split(",")})
+    context = (
+        " ".join(f"word{i % 97}" for i in range(args.context_words)) + "\n"
+        if args.context_words
+        else ""
+    )
     rounds: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with contextlib.ExitStack() as stack:
         urls = {
@@ -154,16 +172,17 @@ def main(argv: list[str] | None = None) -> int:
             for clients in levels:
                 requests = max(args.requests, 10 * clients)
                 for label, url in urls.items():
-                    result = run(url, name, clients, requests, args.tokens, args.stream)
+                    result = run(url, name, clients, requests, args.tokens, args.stream, context)
                     rounds.setdefault((label, clients), []).append(result)
     kind = "streamed" if args.stream else "non-streamed"
     print(
-        f"model: {name}, {kind} chat, max_tokens={args.tokens}, at least {args.requests} "
+        f"model: {name}, {kind} chat, max_tokens={args.tokens}, {args.context_words} words of "
+        f"context, at least {args.requests} "
         f"requests per level, {args.rounds} round(s), load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     print(
-        f"{'tree':>9} {'clients':>8} {'req/s':>8} {'x ' + str(levels[0]):>6} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'tree':>22} {'clients':>8} {'req/s':>8} {'x ' + str(levels[0]):>6} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'p99 ms':>8} {'failed':>7}"
     )
     failed = False
@@ -173,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             r = summary(rounds[(label, clients)])
             failed = failed or bool(r["failed"])
             print(
-                f"{label:>9} {clients:>8} {r['rps']:>8.1f} {r['rps'] / few:>6.2f} "
+                f"{label:>22} {clients:>8} {r['rps']:>8.1f} {r['rps'] / few:>6.2f} "
                 f"{r['p50'] * 1000:>8.1f} {r['p95'] * 1000:>8.1f} {r['p99'] * 1000:>8.1f} "
                 f"{int(r['failed']):>7}"
             )
