@@ -4,6 +4,7 @@
 import asyncio
 import base64
 import concurrent.futures
+import contextvars
 import inspect
 import logging
 import struct
@@ -52,9 +53,10 @@ class Served:
         self.embedding_ref = models.resolve_embedding_model(config.embedding_model)
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
-        # The threads that wait for non-streamed answers, reused: starting a thread per request
-        # held the event loop until the new thread ran (Thread.start waits for it), 22% of the
-        # loop's time at 10 clients (py-spy). One per request the server admits.
+        # The threads that prepare non-streamed requests and wait for their answers, reused:
+        # starting a thread per request held the event loop until the new thread ran
+        # (Thread.start waits for it), 22% of the loop's time at 10 clients (py-spy). One per
+        # request the server admits.
         self.waiters = concurrent.futures.ThreadPoolExecutor(
             max_workers=config.max_queue, thread_name_prefix="o11ylab-chat"
         )
@@ -267,13 +269,13 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     now = int(time.time())
     info["response_model"] = engine.name
     called = time.perf_counter()
-    stream = await _prepared(engine, messages, options, batched=not body.stream)
     if not body.stream:
-        result = await _until_done_or_gone(stream, request)
+        result = await _answer(served, messages, options, request)
         if result is None:
             info["error_type"] = "client_closed"
             return Response(status_code=499)  # nobody reads it: the client has gone
         return _completion(result, info, called, completion_id, now, engine.name)
+    stream = await _prepared(engine, messages, options)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         sse(stream, info, Chunks(completion_id, now, engine.name, include_usage)),
@@ -282,47 +284,66 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     )
 
 
-async def _prepared(
-    engine: Any, messages: list[dict[str, Any]], options: dict[str, Any], *, batched: bool = False
-) -> Any:
+async def _prepared(engine: Any, messages: list[dict[str, Any]], options: dict[str, Any]) -> Any:
     """The generation's stream, not started: templating and tokenizing run on the thread
-    pool, off the event loop that answers /health. ``batched``: a whole answer is wanted, so
-    the request may share one ``generate`` with others waiting (``LocalModel.batched_chat``)."""
+    pool, off the event loop that answers /health."""
     from starlette.concurrency import run_in_threadpool
 
     from ..ai import local_model
 
     try:
-        start = engine.batched_chat if batched else engine.stream_chat
-        return await run_in_threadpool(lambda: start(messages, **options))
+        return await run_in_threadpool(lambda: engine.stream_chat(messages, **options))
     except local_model.LocalModelError as exc:
         raise _engine_error(exc) from None
 
 
-async def _until_done_or_gone(stream: Any, request: Request) -> Any:
-    """The finished ``Generation``, or None when the client went away first, in which case the
-    model stops at its next token (or never starts, if it was still waiting for the model).
-    A client with a 3 s timeout had left its generation running, and its retries queued the
-    same work again: the next 1-token request waited 123 s."""
+async def _answer(
+    served: Served, messages: list[dict[str, Any]], options: dict[str, Any], request: Request
+) -> Any:
+    """The finished ``Generation`` of a non-streamed request, or None when the client went
+    away first, in which case the model stops at its next token (or never starts, if it was
+    still waiting for the model). A client with a 3 s timeout had left its generation running,
+    and its retries queued the same work again: the next 1-token request waited 123 s.
 
-    def drain() -> Any:
+    One of the server's waiting threads templates and tokenizes the request (off the event
+    loop that answers /health), then waits for its answer: a whole answer is wanted, so the
+    request may share one ``generate`` with others waiting (``LocalModel.batched_chat``)."""
+    from ..ai import local_model
+
+    started: list[Any] = []
+    gone = threading.Event()
+
+    def answer() -> Any:
+        try:
+            stream = served.engine.batched_chat(messages, **options)
+        except local_model.LocalModelError as exc:
+            raise _engine_error(exc) from None
+        started.append(stream)
+        if gone.is_set():
+            stream.cancel()
         for _ in stream:
             pass
         return stream.result
 
-    done = asyncio.get_running_loop().run_in_executor(_served(request).waiters, drain)
+    def stop() -> None:
+        gone.set()
+        if started:
+            started[0].cancel()
+        done.add_done_callback(_heard)
+
+    # In this request's context: its span is the parent of the generation's.
+    context = contextvars.copy_context()
+    done = asyncio.get_running_loop().run_in_executor(served.waiters, context.run, answer)
     try:
         while True:
             try:
                 return await asyncio.wait_for(asyncio.shield(done), _DISCONNECT_POLL_S)
             except TimeoutError:
                 if await request.is_disconnected():
-                    stream.cancel()
-                    done.add_done_callback(_heard)
+                    stop()
                     return None
     except asyncio.CancelledError:  # the server is stopping: so does the generation
-        stream.cancel()
-        done.add_done_callback(_heard)
+        stop()
         raise
 
 
