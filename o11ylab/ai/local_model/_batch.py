@@ -8,7 +8,10 @@ A request that arrives while the model is busy waits in a queue; when the model 
 ``MAX_BATCH`` waiting requests run together, left-padded with an attention mask, to the longest
 ``max_new_tokens`` among them. A batch is whatever queued while the previous generation ran;
 the collection window (``WINDOW_S``, 10 ms) is used only right after a batch of n, waiting for
-n requests, so a lone client's request starts at once and costs one thread hand-off. A lone request runs exactly the unbatched path (``TokenStream``).
+n requests, so a lone client's request starts at once and costs one thread hand-off. A lone
+request runs exactly the unbatched path (``TokenStream``; ``LocalEmbedder.embed``). An
+embedding batch is up to ``MAX_BATCH`` requests, whatever number of texts each holds: their
+texts go through one ``encode``, which pads each of its own mini-batches with a mask.
 
 Each row ends on its own: at its end-of-sequence token (``generate`` pads it afterwards), at its
 own ``max_new_tokens`` or stop string, or when its client went away (a per-row stopping
@@ -36,7 +39,8 @@ if TYPE_CHECKING:
 
 # Rows per generate. 8 split 10 clients into batches of 8 and 2 (5 rows a generate on average);
 # the tiny model's 16 tokens take 13 ms for 1 row, 17 ms for 10, 26 ms for 32 (one thread),
-# so the rows nearly come free: 32 served 50 clients ~10% faster than 16, with a lower p99.
+# so the rows nearly come free: 32 served 50 clients 8% faster than 16 (173 / 160 req/s, p99
+# 586 / 656 ms, in one interleaved bench_serve_throughput run).
 MAX_BATCH = 32
 # After a batch, its clients send their next requests at about the same time, but the first
 # would find the model free and run alone while the others queue behind it: so after a batch of
