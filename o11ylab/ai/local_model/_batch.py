@@ -37,8 +37,9 @@ from ._stream import TokenStream, _TokenClock
 if TYPE_CHECKING:
     from ._engine import LocalModel
 
-# Rows per generate. 8 split 10 clients into batches of 8 and 2 (5 rows a generate on average);
-# the tiny model's 16 tokens take 13 ms for 1 row, 17 ms for 10, 26 ms for 32 (one thread),
+# Rows per generate. With 8, 50 clients ran in batches of 8 (280 of 320 requests); with 32,
+# mostly of 25, the two halves of the clients taking turns (10 clients: 5 and 5 either way).
+# The tiny model's 16 tokens take 13 ms for 1 row, 17 ms for 10, 26 ms for 32 (one thread),
 # so the rows nearly come free: 32 served 50 clients 8% faster than 16 (173 / 160 req/s, p99
 # 586 / 656 ms, in one interleaved bench_serve_throughput run).
 MAX_BATCH = 32
