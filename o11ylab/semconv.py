@@ -228,7 +228,7 @@ LOCAL_MODEL_DTYPE = "o11ylab.model.dtype"  # "float32", "bfloat16"
 LOCAL_MODEL_CONTEXT_WINDOW = "o11ylab.model.context_window"  # tokens
 LOCAL_OUTPUT_TOKENS_PER_SECOND = "o11ylab.gen_ai.output_tokens_per_second"
 LOCAL_QUEUE_TIME = "o11ylab.gen_ai.queue_time"  # s waited for the model's lock
-LOCAL_BATCH_SIZE = "o11ylab.gen_ai.batch_size"  # prompts generated together
+LOCAL_BATCH_SIZE = "o11ylab.gen_ai.batch_size"  # prompts generated (requests encoded) together
 # The endpoint (`o11ylab serve`): one SERVER span per HTTP request, continuing the caller's
 # trace from `traceparent`, with the GenAI model-server metrics.
 SERVE_SERVICE_NAME = "o11ylab-serve"  # service.name of the serve process unless OTEL_SERVICE_NAME

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from o11ylab.config import ConfigError, ContentCapture, load_settings
+from o11ylab.config import ConfigError, ContentCapture, load_serve, load_settings
 
 
 def test_defaults_are_local_and_private() -> None:
@@ -116,3 +118,15 @@ def test_one_settings_object_checks_every_section(env: dict[str, str], needle: s
     assert load_all({}).serve.max_queue > 0  # the defaults load
     with pytest.raises(ConfigError, match=needle):
         load_all(env)
+
+
+def test_serve_leaves_a_core_to_its_own_threads_unless_told() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert load_serve({}).torch_threads == max(1, cpus - 1)
+    assert load_serve({"O11YLAB_SERVE_TORCH_THREADS": "3"}).torch_threads == 3
+    assert load_serve({"O11YLAB_SERVE_TORCH_THREADS": "0"}).torch_threads is None  # torch's own
+    assert load_serve({"OMP_NUM_THREADS": "4"}).torch_threads is None  # OpenMP's setting holds
+    both = {"OMP_NUM_THREADS": "4", "O11YLAB_SERVE_TORCH_THREADS": "2"}
+    assert load_serve(both).torch_threads == 2
+    with pytest.raises(ConfigError, match="O11YLAB_SERVE_TORCH_THREADS"):
+        load_serve({"O11YLAB_SERVE_TORCH_THREADS": "many"})

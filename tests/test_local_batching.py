@@ -1,5 +1,6 @@
-"""Batching in the engine: requests waiting for the model share one ``generate`` and each gets
-exactly the answer it gets alone, with its own span in its own caller's trace."""
+"""Batching in the engine: chat requests waiting for the model share one ``generate`` (embedding
+requests one ``encode``) and each gets exactly the answer it gets alone, with its own span in
+its own caller's trace."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 from o11ylab import models, semconv
-from o11ylab.ai.local_model import LocalModel
+from o11ylab.ai.local_model import LocalEmbedder, LocalModel
 from o11ylab.telemetry import get_telemetry
 from o11ylab.testing import capture_spans
 
@@ -144,3 +146,70 @@ def test_a_lone_request_runs_the_unbatched_path(engine: LocalModel) -> None:
     assert handle.result.text == alone.text
     span = next(s for s in spans if s.name == "chat tiny")
     assert semconv.LOCAL_BATCH_SIZE not in span.attributes
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalEmbedder:
+    return LocalEmbedder(device="cpu", verbose=False)
+
+
+def test_a_batch_of_embedding_requests_gives_each_its_unbatched_vectors(
+    embedder: LocalEmbedder,
+) -> None:
+    # Lengths from one token to a paragraph, within and across requests: padding a short text
+    # to a long one's width would change its vector if the mask were wrong.
+    asks: list[str | list[str]] = [
+        "spans",
+        ["a trace is a tree of spans", "metrics"],
+        ["logs " * 60, "one", "a medium sentence about exporters and collectors"],
+        "the quick brown fox jumps over the lazy dog " * 5,
+    ]
+    alone = [embedder.embed(texts) for texts in asks]
+    results: list[Any] = [None] * len(asks)
+    threads: list[threading.Thread] = []
+
+    def ask(index: int) -> None:
+        with get_telemetry().tracer.start_as_current_span(f"caller {index}"):
+            results[index] = embedder.batched_embed(asks[index])
+
+    with capture_spans() as spans:
+        with embedder.lock:  # the model is busy: every request waits, then they run as one
+            for index in range(len(asks)):
+                threads.append(threading.Thread(target=ask, args=(index,)))
+                threads[-1].start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (
+                embedder._batcher is None or len(embedder._batcher._pending) < len(asks)
+            ):
+                threading.Event().wait(0.005)  # polls the condition: all of them are queued
+            assert len(embedder._batcher._pending) == len(asks)
+        for thread in threads:
+            thread.join(60)
+
+    for result, expected in zip(results, alone, strict=True):
+        assert result is not None
+        assert np.array(result.vectors).shape == np.array(expected.vectors).shape
+        assert np.allclose(result.vectors, expected.vectors, rtol=0, atol=1e-5)
+        assert result.input_tokens == expected.input_tokens
+        assert result.model == expected.model
+    encodes = [s for s in spans if s.name == f"embeddings {embedder.name}"]
+    callers = {s.name: s for s in spans if s.name.startswith("caller ")}
+    assert len(encodes) == len(asks)
+    for index, expected in enumerate(alone):
+        caller = callers[f"caller {index}"]
+        span = next(s for s in encodes if s.parent and s.parent.span_id == caller.context.span_id)
+        assert span.context.trace_id == caller.context.trace_id
+        assert span.attributes[semconv.LOCAL_BATCH_SIZE] == len(asks)
+        assert span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == expected.input_tokens
+        assert span.attributes[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] == embedder.dimensions
+
+
+def test_a_lone_embedding_request_runs_the_unbatched_path(embedder: LocalEmbedder) -> None:
+    with capture_spans() as spans:
+        result = embedder.batched_embed(["alone", "and a second, longer text"])
+    alone = embedder.embed(["alone", "and a second, longer text"])
+    assert np.allclose(result.vectors, alone.vectors, rtol=0, atol=1e-6)
+    assert result.input_tokens == alone.input_tokens
+    span = next(s for s in spans if s.name == f"embeddings {embedder.name}")
+    assert semconv.LOCAL_BATCH_SIZE not in span.attributes
+    assert span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == alone.input_tokens

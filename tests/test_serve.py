@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import openai
 import pytest
 
@@ -161,6 +162,48 @@ def test_streaming_chat_with_and_without_usage(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="tiny", messages=messages, max_tokens=3, stream=True)
     )
     assert all(c.usage is None for c in plain)
+
+
+def test_concurrent_embedding_requests_each_get_their_own_vectors_and_trace(
+    endpoint: LocalEndpoint, client: openai.OpenAI
+) -> None:
+    """Requests that meet at the model are encoded together: each still gets the vectors and
+    usage it gets alone, and its spans stay in the trace its traceparent named."""
+    asks = [[f"request {i}: " + "spans and traces " * i, "one"][: 1 + i % 2] for i in range(8)]
+    alone = [client.embeddings.create(model="all-MiniLM-L6-v2", input=texts) for texts in asks]
+    traces = [f"{i + 1:032x}" for i in range(len(asks))]
+    answers: list[Any] = [None] * len(asks)
+
+    def one(index: int) -> None:
+        answers[index] = http(
+            "POST",
+            endpoint.base_url + "/embeddings",
+            {"model": "all-MiniLM-L6-v2", "input": asks[index]},
+            {"traceparent": f"00-{traces[index]}-{index + 1:016x}-01"},
+        )
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(asks))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for (status, body), expected in zip(answers, alone, strict=True):
+        assert status == 200 and isinstance(body, dict)
+        vectors = [item["embedding"] for item in body["data"]]
+        assert np.allclose(vectors, [d.embedding for d in expected.data], rtol=0, atol=1e-5)
+        assert body["usage"]["prompt_tokens"] == expected.usage.prompt_tokens
+    for index, trace_id in enumerate(traces):
+        spans = server_spans(endpoint.run_dir, trace_id, wanted=2)  # type: ignore[attr-defined]
+        by_name = {s["name"]: s for s in spans}
+        server = by_name["POST /v1/embeddings"]
+        assert server["parentSpanId"] == f"{index + 1:016x}"
+        encode = by_name["embeddings all-MiniLM-L6-v2"]
+        assert encode["parentSpanId"] == server["spanId"]
+        assert int(attribute(encode, "gen_ai.usage.input_tokens")) == (
+            alone[index].usage.prompt_tokens
+        )
+        batch = attribute(encode, "o11ylab.gen_ai.batch_size")
+        assert batch is None or int(batch) >= 2  # when it was encoded with others
 
 
 def test_embeddings_are_384_normalized_dimensions(client: openai.OpenAI) -> None:

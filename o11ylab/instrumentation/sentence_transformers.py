@@ -78,26 +78,33 @@ class SentenceTransformersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         instruments = self._instruments
         if instruments is None or active_call() is not None or not is_instrumentation_enabled():
             return wrapped(*args, **kwargs)
-        attributes: dict[str, Any] = {}
-        device = getattr(instance, "device", None)
-        if device is not None:
-            attributes[semconv.LOCAL_MODEL_DEVICE] = str(device)
-        dimensions = _dimensions(instance)
-        if dimensions:
-            attributes[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dimensions
-        call = ModelCall(
-            instruments, semconv.EMBEDDINGS_OPERATION, _name(instance), attributes, take_notes()
-        )
-        if call.capture and call.input_messages is None:
-            inputs = args[0] if args else kwargs.get("inputs", kwargs.get("sentences"))
-            texts = [inputs] if isinstance(inputs, str) else list(inputs or ())
-            call.input_messages = [{"role": "user", "content": str(t)} for t in texts]
+        inputs = args[0] if args else kwargs.get("inputs", kwargs.get("sentences"))
+        call = encode_call(instruments, instance, inputs, take_notes())
         with call:
             started = _now()
             output = wrapped(*args, **kwargs)
             call.outcome.duration = _now() - started
             call.counted = call.outcome.input_tokens > 0  # none when encoding in other processes
             return output
+
+
+def encode_call(
+    instruments: Instruments, model: Any, inputs: Any, notes: SpanNotes | None
+) -> ModelCall:
+    """The span (started) of one ``encode`` of ``inputs`` by ``model``; o11ylab's embedder
+    starts one per request when it encodes several requests' inputs in one call."""
+    attributes: dict[str, Any] = {}
+    device = getattr(model, "device", None)
+    if device is not None:
+        attributes[semconv.LOCAL_MODEL_DEVICE] = str(device)
+    dimensions = _dimensions(model)
+    if dimensions:
+        attributes[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dimensions
+    call = ModelCall(instruments, semconv.EMBEDDINGS_OPERATION, _name(model), attributes, notes)
+    if call.capture and call.input_messages is None:
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or ())
+        call.input_messages = [{"role": "user", "content": str(t)} for t in texts]
+    return call
 
 
 def _count_inputs(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:

@@ -97,6 +97,7 @@ def serve(
     if _service_name_unset():
         os.environ["OTEL_SERVICE_NAME"] = semconv.SERVE_SERVICE_NAME
     telemetry = get_telemetry()
+    _set_torch_threads(load_serve().torch_threads)
     try:
         app = create_app(config)
     except (models.ModelNotFoundError, local_model.LocalModelError) as exc:
@@ -135,6 +136,15 @@ def serve(
     finally:
         telemetry.shutdown()
     return 0
+
+
+def _set_torch_threads(threads: int | None) -> None:
+    """torch's intra-op threads for this process (O11YLAB_SERVE_TORCH_THREADS; see config)."""
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _exit_quietly(signum: int, frame: Any) -> None:

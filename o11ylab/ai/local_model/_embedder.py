@@ -9,10 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ... import models
+from opentelemetry import context as otel_context
+
+from ... import models, semconv
 from ..._say import say
 from ...instrumentation._local import span_notes
 from .._types import EmbeddingResult
+from ._batch import BatchJob, batcher_of, end_call, for_requests
 from ._device import choose_device, quiet_loading
 from ._errors import EmptyPromptError, LocalModelError
 from ._instrument import _ensure_instrumented
@@ -55,6 +58,7 @@ class LocalEmbedder:
         self.dimensions = int(dimension() or 0)
         self.max_tokens = int(self.model.max_seq_length or 512)
         self.lock = threading.Lock()
+        self._batcher: Any = None  # _batch.Batcher, made on the first batched request
         self._providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
         _ensure_instrumented(embeddings=True, **self._providers)
         if verbose:
@@ -70,17 +74,95 @@ class LocalEmbedder:
 
     def embed(self, texts: str | Sequence[str]) -> EmbeddingResult:
         """Normalized vectors for ``texts``; one span ``embeddings {model}`` per call."""
-        items = [texts] if isinstance(texts, str) else list(texts)
-        if not items or any(not isinstance(t, str) or not t.strip() for t in items):
-            raise EmptyPromptError("nothing to embed: pass one or more non-empty strings.")
+        items = _texts(texts)
         _ensure_instrumented(embeddings=True, **self._providers)
         with self.lock, span_notes(model=self.name) as notes:
-            array = self.model.encode(
-                items, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
+            array = self._encode(items)
         vectors = array.astype("float32").tolist()
         counted = notes.outcome.input_tokens if notes.outcome is not None else 0
         # Local models cost nothing, and the result says so (0, not unknown).
         return EmbeddingResult(
             vectors, self.name, counted or self.count_tokens(items), cost_usd=0.0
         )
+
+    def batched_embed(self, texts: str | Sequence[str]) -> EmbeddingResult:
+        """Like ``embed``, for a caller among several: a request that arrives while the model
+        is busy is encoded in one call with the others waiting (``_batch``), each with the
+        vectors, usage and span it gets alone. A lone request runs ``embed`` itself."""
+        job = BatchedEmbedding(self, _texts(texts), otel_context.get_current())
+        if job._wait_turn():
+            return self.embed(job.texts)
+        result: EmbeddingResult = job._result
+        return result
+
+    def _encode(self, items: list[str]) -> Any:
+        return self.model.encode(
+            items, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+
+
+def _texts(texts: str | Sequence[str]) -> list[str]:
+    items = [texts] if isinstance(texts, str) else list(texts)
+    if not items or any(not isinstance(t, str) or not t.strip() for t in items):
+        raise EmptyPromptError("nothing to embed: pass one or more non-empty strings.")
+    return items
+
+
+class BatchedEmbedding(BatchJob):
+    """One embedding request waiting for the model (``LocalEmbedder.batched_embed``)."""
+
+    def __init__(self, embedder: LocalEmbedder, texts: list[str], parent: Any) -> None:
+        super().__init__(batcher_of(embedder, _embed_batch))
+        self.texts = texts
+        self.parent = parent
+
+
+def _embed_batch(embedder: LocalEmbedder, batch: list[BatchedEmbedding]) -> list[EmbeddingResult]:
+    """Encode the batch's texts in one call (the caller holds the lock); one span per request,
+    in its caller's trace, with its own input tokens."""
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    from ...instrumentation._local import ModelCall, SpanNotes
+    from ...instrumentation.sentence_transformers import (
+        SentenceTransformersInstrumentor,
+        encode_call,
+    )
+
+    _ensure_instrumented(embeddings=True, **embedder._providers)
+    instruments = (
+        SentenceTransformersInstrumentor()._instruments if is_instrumentation_enabled() else None
+    )
+    calls: list[ModelCall] = []
+    if instruments is not None:
+        for job in batch:
+            attach = otel_context.attach(job.parent)
+            try:
+                notes = SpanNotes(model=embedder.name)
+                calls.append(encode_call(instruments, embedder.model, job.texts, notes))
+            finally:
+                otel_context.detach(attach)
+    started = time.perf_counter()
+    with for_requests(calls):  # the input tokens it counts into the first are set below
+        array = embedder._encode([text for job in batch for text in job.texts])
+    ran = time.perf_counter() - started
+    vectors = array.astype("float32").tolist()
+    results: list[EmbeddingResult] = []
+    first = 0
+    for row, job in enumerate(batch):
+        tokens = embedder.count_tokens(job.texts)
+        results.append(
+            EmbeddingResult(
+                vectors[first : first + len(job.texts)], embedder.name, tokens, cost_usd=0.0
+            )
+        )
+        first += len(job.texts)
+        if row < len(calls):
+            call = calls[row]
+            call.outcome.input_tokens = tokens
+            call.outcome.duration = ran
+            call.counted = True
+            if call.recording:
+                call.end_attributes[semconv.LOCAL_BATCH_SIZE] = len(batch)
+    for call in calls:
+        end_call(call, None)
+    return results
