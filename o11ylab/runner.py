@@ -373,6 +373,14 @@ def totals(results: list[NotebookResult]) -> dict[str, Any]:
     }
 
 
+def _dollars(amount: float | None) -> str:
+    """A cost column: "-" unpriced, "0" for models that cost nothing (local ones: a row of
+    "0.000000" read like a rounding of something), else six decimals, a cheap call's scale."""
+    if amount is None:
+        return "-"
+    return "0" if amount == 0 else f"{amount:.6f}"
+
+
 def _label(result: NotebookResult) -> str:
     """How a result is named to the user: its executed notebook's name (parameters and all)."""
     return Path(result.output).name
@@ -716,7 +724,7 @@ def format_summary(results: list[NotebookResult], out: Path, trace_id: str) -> s
                 str(r.spans),
                 str(r.errors),
                 f"{r.input_tokens}/{r.output_tokens}",
-                "-" if r.cost_usd is None else f"{r.cost_usd:.6f}",
+                _dollars(r.cost_usd),
                 "-" if r.gpu_energy_j is None else f"{r.gpu_energy_j:.1f}",
                 str(r.lost),
             )
@@ -732,7 +740,7 @@ def format_summary(results: list[NotebookResult], out: Path, trace_id: str) -> s
                 str(sums["spans"]),
                 str(sums["errors"]),
                 f"{sums['input_tokens']}/{sums['output_tokens']}",
-                "-" if sums["cost_usd"] is None else f"{sums['cost_usd']:.6f}",
+                _dollars(sums["cost_usd"]),
                 "-" if sums["gpu_energy_j"] is None else f"{sums['gpu_energy_j']:.1f}",
                 str(sums["lost"]),
             )

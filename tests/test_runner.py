@@ -196,3 +196,17 @@ def test_nbmake_kernels_join_the_callers_trace(tmp_path: Path, run_env: dict[str
     assert done.returncode == 0, done.stdout + done.stderr
     (cell,) = [s for s in read_spans(Path(run_env["O11YLAB_RUN_DIR"])) if s["name"] == "under-ci"]
     assert cell["trace_id"] == trace_id and cell["parent_span_id"] == parent_id
+
+
+def test_the_summary_says_0_for_free_models_and_dash_for_unpriced_ones(tmp_path: Path) -> None:
+    from o11ylab.runner import NotebookResult, format_summary
+
+    results = [
+        NotebookResult("local.ipynb", "local.ipynb", cost_usd=0.0),
+        NotebookResult("cloud.ipynb", "cloud.ipynb", cost_usd=0.0000069),
+        NotebookResult("plain.ipynb", "plain.ipynb"),
+    ]
+    lines = format_summary(results, tmp_path, "t").splitlines()
+    column = lines[0].index("cost $")
+    cost = {line.split()[0]: line[column:].split()[0] for line in lines[2:5]}
+    assert cost == {"local.ipynb": "0", "cloud.ipynb": "0.000007", "plain.ipynb": "-"}
