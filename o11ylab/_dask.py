@@ -485,9 +485,11 @@ def run_on_dask(
             for key, future in list(remaining.items()):
                 if key not in remaining or not future.done():
                     continue  # cancelled meanwhile (--stop-on-error), or still running
-                del remaining[key]
                 result = _result_of(future, by_key[key], out)
                 finish(key, result)
+                # Off the list only once recorded: a Ctrl-C in between then finds the run
+                # either still listed (and cancels it) or recorded, never lost.
+                del remaining[key]
                 if result.status == "failed" and stop_on_error:
                     _cancel(client, remaining, progress, finish, by_key, out, started_too=False)
             refresh()
@@ -517,6 +519,9 @@ def _cancel(
     """Cancel what has not started (and, on Ctrl-C, what runs too); each marked cancelled."""
     with progress.lock:
         started = set(progress.started)
+        finished = set(progress.finished)
+    for key in [key for key in remaining if key in finished]:
+        del remaining[key]  # recorded just before the interrupt: its result stands
     chosen = [key for key in remaining if started_too or key not in started]
     if not chosen:
         return

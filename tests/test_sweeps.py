@@ -141,3 +141,28 @@ def test_without_distributed_the_option_names_the_extra(monkeypatch: pytest.Monk
     with pytest.raises(MissingDependency, match=r"pip install 'o11ylab\[dask\]'") as caught:
         connect(2, None, 1.0, echo=False)
     assert "o11ylab run --workers needs distributed" in str(caught.value)
+
+
+def test_ctrl_c_keeps_a_run_recorded_just_before_it_and_cancels_the_rest(tmp_path: Path) -> None:
+    """The Dask result loop takes a run off its to-do list only once recorded; a Ctrl-C that
+    lands between the two finds it recorded and leaves its result, cancelling only the rest."""
+    pytest.importorskip("distributed")
+    from o11ylab._dask import _cancel, _Progress
+    from o11ylab._sweep import Task
+    from o11ylab.runner import NotebookResult
+
+    class Client:
+        def __init__(self) -> None:
+            self.cancelled: list[str] = []
+
+        def cancel(self, futures: list[str], force: bool) -> None:
+            self.cancelled.extend(futures)
+
+    tasks = {key: Task(tmp_path / f"{key}.ipynb", {}, {}, f"{key}.ipynb") for key in "ab"}
+    progress = _Progress(started={"a": 1, "b": 1}, finished={"a"})
+    recorded: dict[str, NotebookResult] = {"a": NotebookResult("a.ipynb", "a.ipynb")}
+    remaining = {"a": "future-a", "b": "future-b"}
+    client = Client()
+    _cancel(client, remaining, progress, recorded.__setitem__, tasks, tmp_path, started_too=True)
+    assert remaining == {} and client.cancelled == ["future-b"]
+    assert recorded["a"].status == "ok" and recorded["b"].status == "cancelled"
