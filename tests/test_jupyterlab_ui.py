@@ -188,6 +188,45 @@ def running_lab(
         log.close()
 
 
+def switch_to_the_dark_theme(page: Any) -> None:
+    """Settings > Theme > JupyterLab Dark, as a user picks it; returns once it has applied."""
+    from playwright.sync_api import expect
+
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
+    expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(1, timeout=UI_TIMEOUT)
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=UI_TIMEOUT)
+
+
+@contextlib.contextmanager
+def lab_page(
+    tmp_path: Path,
+    notebooks: dict[str, nbformat.NotebookNode],
+    env_extra: dict[str, str],
+    *,
+    height: int,
+    failure: str,
+) -> Iterator[tuple[Any, str, str]]:
+    """A Chromium page beside ``running_lab``: yields (page, base URL, token); on a failure it
+    saves ``test-artifacts/<failure>-failure.png`` first."""
+    from playwright.sync_api import sync_playwright
+
+    with running_lab(tmp_path, notebooks, env_extra) as (base, token), sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": height})
+        page.set_default_timeout(UI_TIMEOUT)
+        try:
+            yield page, base, token
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / f"{failure}-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
 @pytest.fixture
 def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
     with running_lab(tmp_path, {"monitor.ipynb": monitor_notebook()}, {}) as lab:
@@ -339,13 +378,7 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
             labels = real.locator(".o11y-host-memory text").all_text_contents()
             assert labels[:2] == ["100%", "0"] and labels[-1] == "now", labels
             # The dark theme: the labels take the theme's text colour.
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
-            expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(
-                1, timeout=UI_TIMEOUT
-            )
-            expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=UI_TIMEOUT)
+            switch_to_the_dark_theme(page)
             label = real.locator(".o11y-host-memory text").first
             colour = label.evaluate("t => getComputedStyle(t).fill")
             red, green, blue = (int(x) for x in re.findall(r"\d+", colour)[:3])
@@ -455,7 +488,7 @@ def overlap(a: list[float], b: list[float]) -> bool:
 def test_the_trace_explorer_shows_a_rag_question_in_jupyterlab(
     tmp_path: Path, local_server: LocalServer
 ) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     notebook = new_notebook("%load_ext o11ylab", RAG_SETUP, RAG_QUESTION, "%o11y trace")
     env = {
@@ -465,105 +498,83 @@ def test_the_trace_explorer_shows_a_rag_question_in_jupyterlab(
         "HF_HUB_OFFLINE": "1",
     }
     ARTIFACTS.mkdir(exist_ok=True)
-    with (
-        running_lab(tmp_path, {"trace.ipynb": notebook}, env) as (base, token),
-        sync_playwright() as playwright,
-    ):
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+    with lab_page(
+        tmp_path, {"trace.ipynb": notebook}, env, height=1000, failure="jupyterlab-trace-explorer"
+    ) as (page, base, token):
+        open_and_run_all(page, base, token, "trace.ipynb")
+        explorer = page.locator(".o11yt")
+        expect(explorer).to_be_visible(timeout=240_000)
+        rows = explorer.locator("details.o11yt-span")
+        expect(rows.first).to_contain_text("rag-question", timeout=UI_TIMEOUT)
+        expect(explorer.locator(".o11yt-tick")).not_to_have_count(0, timeout=UI_TIMEOUT)
+        names = [t.strip() for t in explorer.locator(".o11yt-label").all_inner_texts()]
+        assert "invoke_workflow rag" in names and "embeddings all-MiniLM-L6-v2" in names
+        assert any(n.startswith("retrieval ") for n in names), names
+        assert any(n.startswith("chat ") for n in names), names
+        assert "✗ flaky-step" in names, names
+        chat = rows.filter(has=page.locator(".o11yt-label", has_text=re.compile("^chat ")))
+        expect(chat.locator(".o11yt-kind")).to_have_text("client", timeout=UI_TIMEOUT)
+
+        # Name, duration and bar never overlap, on any row; the rows stay one line high.
+        boxes = rects(page, explorer.element_handle())
+        assert len(boxes) == len(names)
+        for box in boxes:
+            for a, b in (("label", "duration"), ("label", "bar"), ("duration", "bar")):
+                assert not overlap(box[a], box[b]), (box["name"], a, b, box)
+            assert box["row"][3] - box["row"][1] < 30, box  # one line, not four or five
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-trace-explorer.png"), full_page=True)
+
+        # Opening a row shows every attribute whole, as selectable text, and its events.
+        cell = rows.first
+        cell.locator("summary").click()
+        detail = cell.locator(".o11yt-detail").first
+        expect(detail).to_be_visible(timeout=UI_TIMEOUT)
+        expect(detail).to_contain_text(LONG_NOTE, timeout=UI_TIMEOUT)
+        assert detail.evaluate("d => getComputedStyle(d).userSelect") != "none"
+        flaky = rows.filter(has=page.locator(".o11yt-label", has_text="flaky-step"))
+        flaky.locator("summary").click()
+        expect(flaky.locator(".o11yt-detail")).to_contain_text(
+            "upstream timed out", timeout=UI_TIMEOUT
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(UI_TIMEOUT)
-        try:
-            open_and_run_all(page, base, token, "trace.ipynb")
-            explorer = page.locator(".o11yt")
-            expect(explorer).to_be_visible(timeout=240_000)
-            rows = explorer.locator("details.o11yt-span")
-            expect(rows.first).to_contain_text("rag-question", timeout=UI_TIMEOUT)
-            expect(explorer.locator(".o11yt-tick")).not_to_have_count(0, timeout=UI_TIMEOUT)
-            names = [t.strip() for t in explorer.locator(".o11yt-label").all_inner_texts()]
-            assert "invoke_workflow rag" in names and "embeddings all-MiniLM-L6-v2" in names
-            assert any(n.startswith("retrieval ") for n in names), names
-            assert any(n.startswith("chat ") for n in names), names
-            assert "✗ flaky-step" in names, names
-            chat = rows.filter(has=page.locator(".o11yt-label", has_text=re.compile("^chat ")))
-            expect(chat.locator(".o11yt-kind")).to_have_text("client", timeout=UI_TIMEOUT)
+        expect(flaky.locator(".o11yt-detail")).to_contain_text("exception", timeout=UI_TIMEOUT)
+        expect(cell.locator(".o11yt-detail")).to_contain_text(
+            "answered with 3 sources", timeout=UI_TIMEOUT
+        )
+        page.screenshot(
+            path=str(ARTIFACTS / "jupyterlab-trace-explorer-detail.png"), full_page=True
+        )
 
-            # Name, duration and bar never overlap, on any row; the rows stay one line high.
-            boxes = rects(page, explorer.element_handle())
-            assert len(boxes) == len(names)
-            for box in boxes:
-                for a, b in (("label", "duration"), ("label", "bar"), ("duration", "bar")):
-                    assert not overlap(box[a], box[b]), (box["name"], a, b, box)
-                assert box["row"][3] - box["row"][1] < 30, box  # one line, not four or five
-            page.screenshot(path=str(ARTIFACTS / "jupyterlab-trace-explorer.png"), full_page=True)
+        # Collapsing the workflow hides its stages; expanding shows them again.
+        workflow = rows.filter(
+            has=page.locator(".o11yt-label", has_text=re.compile("^invoke_workflow rag$"))
+        )
+        retrieval = rows.filter(
+            has=page.locator(".o11yt-label", has_text=re.compile("^retrieval "))
+        )
+        expect(retrieval).to_be_visible(timeout=UI_TIMEOUT)
+        workflow.locator(".o11yt-tw").first.click()
+        expect(retrieval).to_be_hidden(timeout=UI_TIMEOUT)
+        workflow.locator(".o11yt-tw").first.click()
+        expect(retrieval).to_be_visible(timeout=UI_TIMEOUT)
 
-            # Opening a row shows every attribute whole, as selectable text, and its events.
-            cell = rows.first
-            cell.locator("summary").click()
-            detail = cell.locator(".o11yt-detail").first
-            expect(detail).to_be_visible(timeout=UI_TIMEOUT)
-            expect(detail).to_contain_text(LONG_NOTE, timeout=UI_TIMEOUT)
-            assert detail.evaluate("d => getComputedStyle(d).userSelect") != "none"
-            flaky = rows.filter(has=page.locator(".o11yt-label", has_text="flaky-step"))
-            flaky.locator("summary").click()
-            expect(flaky.locator(".o11yt-detail")).to_contain_text(
-                "upstream timed out", timeout=UI_TIMEOUT
-            )
-            expect(flaky.locator(".o11yt-detail")).to_contain_text("exception", timeout=UI_TIMEOUT)
-            expect(cell.locator(".o11yt-detail")).to_contain_text(
-                "answered with 3 sources", timeout=UI_TIMEOUT
-            )
-            page.screenshot(
-                path=str(ARTIFACTS / "jupyterlab-trace-explorer-detail.png"), full_page=True
-            )
+        # The dark theme: the explorer follows JupyterLab's colours.
+        switch_to_the_dark_theme(page)
+        colour = explorer.evaluate("e => getComputedStyle(e).color")
+        red, green, blue = (int(x) for x in re.findall(r"\d+", colour)[:3])
+        assert red + green + blue > 3 * 160, f"light text on the dark theme, got {colour}"
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-trace-explorer-dark.png"), full_page=True)
 
-            # Collapsing the workflow hides its stages; expanding shows them again.
-            workflow = rows.filter(
-                has=page.locator(".o11yt-label", has_text=re.compile("^invoke_workflow rag$"))
-            )
-            retrieval = rows.filter(
-                has=page.locator(".o11yt-label", has_text=re.compile("^retrieval "))
-            )
-            expect(retrieval).to_be_visible(timeout=UI_TIMEOUT)
-            workflow.locator(".o11yt-tw").first.click()
-            expect(retrieval).to_be_hidden(timeout=UI_TIMEOUT)
-            workflow.locator(".o11yt-tw").first.click()
-            expect(retrieval).to_be_visible(timeout=UI_TIMEOUT)
-
-            # The dark theme: the explorer follows JupyterLab's colours.
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
-            expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(
-                1, timeout=UI_TIMEOUT
-            )
-            expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=UI_TIMEOUT)
-            colour = explorer.evaluate("e => getComputedStyle(e).color")
-            red, green, blue = (int(x) for x in re.findall(r"\d+", colour)[:3])
-            assert red + green + blue > 3 * 160, f"light text on the dark theme, got {colour}"
-            page.screenshot(
-                path=str(ARTIFACTS / "jupyterlab-trace-explorer-dark.png"), full_page=True
-            )
-
-            # Saved and reopened: the explorer is plain HTML in the notebook and works again.
-            page.keyboard.press("Control+s")
-            expect(page.locator(".jp-mod-dirty")).to_have_count(0, timeout=UI_TIMEOUT)
-            page.reload()
-            explorer = page.locator(".o11yt")
-            expect(explorer).to_be_visible(timeout=UI_TIMEOUT)
-            rows = explorer.locator("details.o11yt-span")
-            rows.first.locator("summary").click()
-            expect(rows.first.locator(".o11yt-detail").first).to_contain_text(
-                LONG_NOTE, timeout=UI_TIMEOUT
-            )
-        except BaseException:
-            page.screenshot(
-                path=str(ARTIFACTS / "jupyterlab-trace-explorer-failure.png"), full_page=True
-            )
-            raise
-        finally:
-            browser.close()
+        # Saved and reopened: the explorer is plain HTML in the notebook and works again.
+        page.keyboard.press("Control+s")
+        expect(page.locator(".jp-mod-dirty")).to_have_count(0, timeout=UI_TIMEOUT)
+        page.reload()
+        explorer = page.locator(".o11yt")
+        expect(explorer).to_be_visible(timeout=UI_TIMEOUT)
+        rows = explorer.locator("details.o11yt-span")
+        rows.first.locator("summary").click()
+        expect(rows.first.locator(".o11yt-detail").first).to_contain_text(
+            LONG_NOTE, timeout=UI_TIMEOUT
+        )
 
 
 def explorer_output_notebook() -> nbformat.NotebookNode:
@@ -600,44 +611,33 @@ def explorer_output_notebook() -> nbformat.NotebookNode:
 
 
 def test_the_trace_explorer_reads_in_an_untrusted_notebook(tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)
     notebooks = {"untrusted.ipynb": explorer_output_notebook()}
-    with running_lab(tmp_path, notebooks, {}) as (base, token), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+    with lab_page(
+        tmp_path, notebooks, {}, height=900, failure="jupyterlab-trace-explorer-untrusted"
+    ) as (page, base, token):
+        page.goto(f"{base}/lab/tree/untrusted.ipynb?token={token}")
+        explorer = page.locator(".o11yt")
+        expect(explorer).to_be_visible(timeout=UI_TIMEOUT)
+        assert explorer.locator("style").count() == 0, "sanitized, as an untrusted notebook"
+        rows = explorer.locator("details.o11yt-span > summary")
+        expect(rows).to_have_count(3, timeout=UI_TIMEOUT)
+        for row in rows.all():
+            name = row.locator(".o11yt-label").bounding_box()
+            duration = row.locator(".o11yt-dur").bounding_box()
+            bar = row.locator(".o11yt-bar").bounding_box()
+            assert name and duration and bar
+            assert name["x"] + name["width"] < duration["x"], "name, then the duration"
+            assert bar["width"] > 1, "the bar is still drawn"
+        # Every row still opens to its detail pane (plain <details>).
+        rows.nth(1).click()
+        detail = explorer.locator("details.o11yt-span").nth(1).locator(".o11yt-detail")
+        expect(detail).to_contain_text("embeddings all-MiniLM-L6-v2", timeout=UI_TIMEOUT)
+        page.screenshot(
+            path=str(ARTIFACTS / "jupyterlab-trace-explorer-untrusted.png"), full_page=True
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            page.goto(f"{base}/lab/tree/untrusted.ipynb?token={token}")
-            explorer = page.locator(".o11yt")
-            expect(explorer).to_be_visible(timeout=UI_TIMEOUT)
-            assert explorer.locator("style").count() == 0, "sanitized, as an untrusted notebook"
-            rows = explorer.locator("details.o11yt-span > summary")
-            expect(rows).to_have_count(3, timeout=UI_TIMEOUT)
-            for row in rows.all():
-                name = row.locator(".o11yt-label").bounding_box()
-                duration = row.locator(".o11yt-dur").bounding_box()
-                bar = row.locator(".o11yt-bar").bounding_box()
-                assert name and duration and bar
-                assert name["x"] + name["width"] < duration["x"], "name, then the duration"
-                assert bar["width"] > 1, "the bar is still drawn"
-            # Every row still opens to its detail pane (plain <details>).
-            rows.nth(1).click()
-            detail = explorer.locator("details.o11yt-span").nth(1).locator(".o11yt-detail")
-            expect(detail).to_contain_text("embeddings all-MiniLM-L6-v2", timeout=UI_TIMEOUT)
-            page.screenshot(
-                path=str(ARTIFACTS / "jupyterlab-trace-explorer-untrusted.png"), full_page=True
-            )
-        except BaseException:
-            page.screenshot(
-                path=str(ARTIFACTS / "jupyterlab-trace-explorer-untrusted-failure.png"),
-                full_page=True,
-            )
-            raise
-        finally:
-            browser.close()
 
 
 def test_a_headless_executed_monitor_notebook_reopens_without_a_widget_error(
@@ -646,52 +646,36 @@ def test_a_headless_executed_monitor_notebook_reopens_without_a_widget_error(
     """Executed by nbclient (as ``o11ylab run`` and papermill do), never signed: JupyterLab
     opens it untrusted. The still copy shows; no widget error and no widget-tree repr."""
     import nbclient
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     notebook = new_notebook("%load_ext o11ylab", "%o11y monitor")
     nbclient.NotebookClient(
         notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
     ).execute(env={**run_env, "O11YLAB_HARDWARE_INTERVAL": "0.5"})
     ARTIFACTS.mkdir(exist_ok=True)
-    with (
-        running_lab(tmp_path, {"executed.ipynb": notebook}, {}) as (base, token),
-        sync_playwright() as playwright,
-    ):
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+    with lab_page(
+        tmp_path,
+        {"executed.ipynb": notebook},
+        {},
+        height=900,
+        failure="jupyterlab-monitor-executed-reopened",
+    ) as (page, base, token):
+        page.goto(f"{base}/lab/tree/executed.ipynb?token={token}")
+        copy = page.locator(".o11y-snapshot")
+        expect(copy).to_be_visible(timeout=UI_TIMEOUT)
+        expect(copy).to_contain_text("kernel memory", timeout=UI_TIMEOUT)
+        expect(copy).to_contain_text("No GPU", timeout=UI_TIMEOUT)
+        with contextlib.suppress(Exception):
+            page.locator(".jp-Dialog").get_by_role("button", name="Select").click(timeout=10_000)
+        expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(
+            timeout=90_000
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            page.goto(f"{base}/lab/tree/executed.ipynb?token={token}")
-            copy = page.locator(".o11y-snapshot")
-            expect(copy).to_be_visible(timeout=UI_TIMEOUT)
-            expect(copy).to_contain_text("kernel memory", timeout=UI_TIMEOUT)
-            expect(copy).to_contain_text("No GPU", timeout=UI_TIMEOUT)
-            with contextlib.suppress(Exception):
-                page.locator(".jp-Dialog").get_by_role("button", name="Select").click(
-                    timeout=10_000
-                )
-            expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(
-                timeout=90_000
-            )
-            expect(page.get_by_text("HardwareMonitor(children")).to_have_count(
-                0, timeout=UI_TIMEOUT
-            )
-            errors = [
-                e for e in page.get_by_text("Error displaying widget").all() if e.is_visible()
-            ]
-            assert errors == [], "no widget error in sight"
-            page.screenshot(
-                path=str(ARTIFACTS / "jupyterlab-monitor-executed-reopened.png"), full_page=True
-            )
-        except BaseException:
-            page.screenshot(
-                path=str(ARTIFACTS / "jupyterlab-monitor-executed-reopened-failure.png"),
-                full_page=True,
-            )
-            raise
-        finally:
-            browser.close()
+        expect(page.get_by_text("HardwareMonitor(children")).to_have_count(0, timeout=UI_TIMEOUT)
+        errors = [e for e in page.get_by_text("Error displaying widget").all() if e.is_visible()]
+        assert errors == [], "no widget error in sight"
+        page.screenshot(
+            path=str(ARTIFACTS / "jupyterlab-monitor-executed-reopened.png"), full_page=True
+        )
 
 
 # --- the run folder from the notebook (%o11y open) ------------------------------------------------
@@ -700,54 +684,38 @@ def test_a_headless_executed_monitor_notebook_reopens_without_a_widget_error(
 def test_o11y_open_shows_the_run_folder_in_the_file_browser(tmp_path: Path) -> None:
     """The run folders live outside the Jupyter root (O11YLAB_RUNS_DIR, as ~/.o11ylab/runs
     does); %o11y open links the working folder to them and the link opens the run's files."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     notebook = new_notebook(
         "%load_ext o11ylab", "%%traced hello\nprint('hello')", "%o11y flush", "%o11y open"
     )
     ARTIFACTS.mkdir(exist_ok=True)
-    with (
-        running_lab(tmp_path, {"open.ipynb": notebook}, {}) as (base, token),
-        sync_playwright() as playwright,
-    ):
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+    with lab_page(
+        tmp_path, {"open.ipynb": notebook}, {}, height=900, failure="jupyterlab-o11y-open"
+    ) as (page, base, token):
+        open_and_run_all(page, base, token, "open.ipynb")
+        link = page.locator(".o11ylab-open a")
+        expect(link).to_be_visible(timeout=120_000)
+        expect(link).to_have_text(re.compile(r"^o11ylab-runs/[^/]+/$"), timeout=UI_TIMEOUT)
+        assert (tmp_path / "notebooks" / "o11ylab-runs").is_symlink()
+        # In the notebook's own folder the link shows up in the file browser at once...
+        expect(page.locator(".jp-DirListing-item", has_text="o11ylab-runs")).to_be_visible(
+            timeout=UI_TIMEOUT
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(UI_TIMEOUT)
-        try:
-            open_and_run_all(page, base, token, "open.ipynb")
-            link = page.locator(".o11ylab-open a")
-            expect(link).to_be_visible(timeout=120_000)
-            expect(link).to_have_text(re.compile(r"^o11ylab-runs/[^/]+/$"), timeout=UI_TIMEOUT)
-            assert (tmp_path / "notebooks" / "o11ylab-runs").is_symlink()
-            # In the notebook's own folder the link shows up in the file browser at once...
-            expect(page.locator(".jp-DirListing-item", has_text="o11ylab-runs")).to_be_visible(
-                timeout=UI_TIMEOUT
-            )
-            page.screenshot(path=str(ARTIFACTS / "jupyterlab-o11y-open.png"), full_page=True)
-            # ... and the run's address opens JupyterLab's file browser in the run folder.
-            with page.context.expect_page(timeout=UI_TIMEOUT) as opened:
-                link.click()
-            tab = opened.value
-            tab.set_default_timeout(UI_TIMEOUT)
-            listing = tab.locator(".jp-DirListing-item")
-            expect(listing.filter(has_text=re.compile(r"^traces\..*\.jsonl"))).to_have_count(
-                1, timeout=120_000
-            )
-            expect(tab.locator(".jp-BreadCrumbs")).to_contain_text(
-                "o11ylab-runs", timeout=UI_TIMEOUT
-            )
-            tab.screenshot(
-                path=str(ARTIFACTS / "jupyterlab-o11y-open-file-browser.png"), full_page=True
-            )
-        except BaseException:
-            page.screenshot(
-                path=str(ARTIFACTS / "jupyterlab-o11y-open-failure.png"), full_page=True
-            )
-            raise
-        finally:
-            browser.close()
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-o11y-open.png"), full_page=True)
+        # ... and the run's address opens JupyterLab's file browser in the run folder.
+        with page.context.expect_page(timeout=UI_TIMEOUT) as opened:
+            link.click()
+        tab = opened.value
+        tab.set_default_timeout(UI_TIMEOUT)
+        listing = tab.locator(".jp-DirListing-item")
+        expect(listing.filter(has_text=re.compile(r"^traces\..*\.jsonl"))).to_have_count(
+            1, timeout=120_000
+        )
+        expect(tab.locator(".jp-BreadCrumbs")).to_contain_text("o11ylab-runs", timeout=UI_TIMEOUT)
+        tab.screenshot(
+            path=str(ARTIFACTS / "jupyterlab-o11y-open-file-browser.png"), full_page=True
+        )
 
 
 # --- notebooks 04 and 05 run in JupyterLab: no red stderr block but real warnings ------------------
@@ -806,7 +774,7 @@ def test_notebooks_04_and_05_show_no_information_as_an_error_block(tmp_path: Pat
     """Issue 12: "Run All" on 04 and 05 in JupyterLab; a stderr block (JupyterLab's red one)
     only for a real warning, never for o11ylab's information (model loaded, endpoint starting)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     notebooks = {name: small_copy(name) for name in SMALL}
     # No OPENAI_* (conftest removed them): 05's kernel starts its own local endpoint, as on a
@@ -814,49 +782,36 @@ def test_notebooks_04_and_05_show_no_information_as_an_error_block(tmp_path: Pat
     env = {"ANONYMIZED_TELEMETRY": "False", "HF_HUB_OFFLINE": "1", "O11YLAB_LOCAL_OPENAI": "1"}
     ARTIFACTS.mkdir(exist_ok=True)
     timings: dict[str, float] = {}
-    with running_lab(tmp_path, notebooks, env) as (base, token), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(UI_TIMEOUT)
-        try:
-            for name in SMALL:
-                timings[name] = run_to_the_end(page, base, token, name)
-                blocks = stderr_blocks(page)
-                print(f"\n{name}: {timings[name]:.0f} s, stderr blocks: {blocks!r}"[:2000])
-                information = [m.group(0) for b in blocks for m in INFORMATION.finditer(b)]
-                assert information == [], f"{name}: information in a stderr block"
-                # 04 prepares the model (a fresh cache here): o11ylab's steps, no third-party bar.
-                bars = page.locator(".jp-NotebookPanel:visible").get_by_text("de-quantizing")
-                assert bars.count() == 0, f"{name}: transformers' GGUF bar in o11ylab's step"
-                # The screenshot shows the first stderr block (the real warning it is), else
-                # o11ylab's first line of information, plain output.
-                panel = page.locator(".jp-NotebookPanel:visible")
-                shown = (
-                    panel.locator(STDERR) if blocks else panel.locator(STDOUT, has_text="o11ylab")
-                )
-                if shown.count():
-                    shown.first.scroll_into_view_if_needed()
-                    expect(shown.first).to_be_in_viewport(timeout=UI_TIMEOUT)
-                page.screenshot(
-                    path=str(ARTIFACTS / f"jupyterlab-{Path(name).stem}-run-all.png"),
-                    full_page=True,
-                )
-                # Its kernel (and the model it holds) goes before the next notebook runs.
-                page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Kernel$")).click()
-                page.locator(
-                    ".lm-Menu-itemLabel", has_text=re.compile(r"^Shut Down Kernel$")
-                ).click()
-                with contextlib.suppress(PlaywrightTimeout):
-                    page.locator(".jp-Dialog").get_by_role("button", name="Shut Down").click(
-                        timeout=5_000
-                    )
-                expect(page.get_by_text("No Kernel").first).to_be_visible(timeout=UI_TIMEOUT)
-        except BaseException:
+    with lab_page(tmp_path, notebooks, env, height=1000, failure="jupyterlab-04-05-run-all") as (
+        page,
+        base,
+        token,
+    ):
+        for name in SMALL:
+            timings[name] = run_to_the_end(page, base, token, name)
+            blocks = stderr_blocks(page)
+            print(f"\n{name}: {timings[name]:.0f} s, stderr blocks: {blocks!r}"[:2000])
+            information = [m.group(0) for b in blocks for m in INFORMATION.finditer(b)]
+            assert information == [], f"{name}: information in a stderr block"
+            # 04 prepares the model (a fresh cache here): o11ylab's steps, no third-party bar.
+            bars = page.locator(".jp-NotebookPanel:visible").get_by_text("de-quantizing")
+            assert bars.count() == 0, f"{name}: transformers' GGUF bar in o11ylab's step"
+            # The screenshot shows the first stderr block (the real warning it is), else
+            # o11ylab's first line of information, plain output.
+            panel = page.locator(".jp-NotebookPanel:visible")
+            shown = panel.locator(STDERR) if blocks else panel.locator(STDOUT, has_text="o11ylab")
+            if shown.count():
+                shown.first.scroll_into_view_if_needed()
+                expect(shown.first).to_be_in_viewport(timeout=UI_TIMEOUT)
             page.screenshot(
-                path=str(ARTIFACTS / "jupyterlab-04-05-run-all-failure.png"), full_page=True
+                path=str(ARTIFACTS / f"jupyterlab-{Path(name).stem}-run-all.png"),
+                full_page=True,
             )
-            raise
-        finally:
-            browser.close()
+            # Its kernel (and the model it holds) goes before the next notebook runs.
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Kernel$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Shut Down Kernel$")).click()
+            with contextlib.suppress(PlaywrightTimeout):
+                page.locator(".jp-Dialog").get_by_role("button", name="Shut Down").click(
+                    timeout=5_000
+                )
+            expect(page.get_by_text("No Kernel").first).to_be_visible(timeout=UI_TIMEOUT)
