@@ -87,12 +87,6 @@ _NOT_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
 def _any_value(value: Any) -> dict[str, Any]:
-    kind = type(value)
-    if kind is str:  # the exact types first: the isinstance chain below ends in ABC checks
-        return {"stringValue": value}
-    if kind is tuple or kind is list:  # what the SDK keeps for a sequence attribute
-        values = [_any_value(v) for v in value]
-        return {"arrayValue": {"values": values} if values else {}}
     if isinstance(value, str):
         return {"stringValue": value}
     if isinstance(value, bool):
@@ -129,7 +123,7 @@ def _attributes(attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     append = encoded.append
     for key, value in attributes.items():
         # The common scalar types inline (a GenAI span's ~20 attributes are nearly all str,
-        # int and float): two calls per attribute were a third of the per-span encoding.
+        # int and float): 13.9 against 15.1 us a span through _key_value (bench_run_file's).
         kind = type(value)
         if kind is str and key:
             append({"key": key, "value": {"stringValue": value}})
