@@ -31,6 +31,7 @@ import math
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -42,7 +43,7 @@ from opentelemetry.trace import SpanKind
 from . import semconv
 from ._compat import raw_attributes
 from ._say import say
-from .config import ConfigError
+from .config import ConfigError, pricing_file
 
 __all__ = [
     "Cost",
@@ -270,12 +271,7 @@ def load_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
     Raises ``PricingError`` naming the file and the problem when it cannot be used.
     """
     base = _data()
-    if path is None:
-        from .config import pricing_file
-
-        raw = pricing_file() or ""
-    else:
-        raw = os.fspath(path)
+    raw = (pricing_file() or "") if path is None else os.fspath(path)
     if not raw:
         return base.table
     override = Path(raw).expanduser()
@@ -322,15 +318,21 @@ class _Data:
 _DATA: list[_Data] = []
 
 
+_GET_SNAPSHOT: list[Any] = []  # genai_prices.data_snapshot.get_snapshot, once imported
+
+
 def _snapshot() -> Any:
-    try:
-        from genai_prices import data_snapshot  # lazy: the data is 1.6 MB of Python
-    except ImportError:
-        raise PricingError(
-            "genai-prices is not installed, so calls cannot be costed: "
-            "pip install 'o11ylab[ai]' (or genai-prices)."
-        ) from None
-    return data_snapshot.get_snapshot()
+    # Asked at every costed span: the import statement's own lookups cost a few µs there.
+    if not _GET_SNAPSHOT:
+        try:
+            from genai_prices import data_snapshot  # lazy: the data is 1.6 MB of Python
+        except ImportError:
+            raise PricingError(
+                "genai-prices is not installed, so calls cannot be costed: "
+                "pip install 'o11ylab[ai]' (or genai-prices)."
+            ) from None
+        _GET_SNAPSHOT[:] = [data_snapshot.get_snapshot]
+    return _GET_SNAPSHOT[0]()
 
 
 def _data() -> _Data:
@@ -449,18 +451,19 @@ def _find(
     return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Linear:
     """A price without tiers, as USD per token of each kind and per request: what
     genai-prices charges, measured once through its own arithmetic, then a few multiplications
-    a call instead of its general (~65 µs) decomposition."""
+    a call instead of its general (~65 µs) decomposition. Floats: the amounts on spans are
+    floats, and float products cost a tenth of Decimal's."""
 
-    request: Decimal
-    input: Decimal
-    cache_read: Decimal
-    cache_write: Decimal
-    output: Decimal
-    reasoning: Decimal
+    request: float
+    input: float
+    cache_read: float
+    cache_write: float
+    output: float
+    reasoning: float
 
 
 _LINEAR: dict[tuple[int, tuple[int, ...]], tuple[Any, _Linear | None]] = {}
@@ -510,15 +513,17 @@ def _linear(model_price: Any, input_tokens: int = 0) -> _Linear | None:
 
     try:
         base = total(input_tokens=0, output_tokens=0)
+
+        def per_token(**tokens: int) -> float:
+            return float((total(**tokens) - base) / _MILLION)
+
         linear: _Linear | None = _Linear(
-            request=base,
-            input=(total(input_tokens=_MILLION) - base) / _MILLION,
-            cache_read=(total(input_tokens=_MILLION, cache_read_tokens=_MILLION) - base) / _MILLION,
-            cache_write=(total(input_tokens=_MILLION, cache_write_tokens=_MILLION) - base)
-            / _MILLION,
-            output=(total(output_tokens=_MILLION) - base) / _MILLION,
-            reasoning=(total(output_tokens=_MILLION, output_reasoning_tokens=_MILLION) - base)
-            / _MILLION,
+            request=float(base),
+            input=per_token(input_tokens=_MILLION),
+            cache_read=per_token(input_tokens=_MILLION, cache_read_tokens=_MILLION),
+            cache_write=per_token(input_tokens=_MILLION, cache_write_tokens=_MILLION),
+            output=per_token(output_tokens=_MILLION),
+            reasoning=per_token(output_tokens=_MILLION, output_reasoning_tokens=_MILLION),
         )
     except (ValueError, ArithmeticError):
         linear = None  # genai-prices' own arithmetic will say what it can
@@ -553,14 +558,14 @@ def _tokens(
     return _Tokens(input_tokens, output_tokens, cache_read, cache_write, reasoning)
 
 
-def _genai_cost(found: _Found, tokens: _Tokens, when: datetime | None, version: str) -> Cost:
-    when = when or datetime.now(tz=UTC)
-    model_price = found.model.get_prices(when)
-    linear = _linear(model_price, tokens.input)
+def _genai_cost(rate: _Rate, tokens: _Tokens) -> Cost:
+    model_price = rate.model_price
+    linear = rate.linear if rate.linear is not None else _linear(model_price, tokens.input)
     if linear is None:  # a price o11ylab cannot split: genai-prices' total, split by direction
         from genai_prices import Usage
 
-        calculation = found.model.calc_price(
+        assert rate.found is not None
+        calculation = rate.found.model.calc_price(
             Usage(
                 input_tokens=tokens.input,
                 output_tokens=tokens.output,
@@ -568,15 +573,13 @@ def _genai_cost(found: _Found, tokens: _Tokens, when: datetime | None, version: 
                 cache_write_tokens=tokens.cache_write,
                 output_reasoning_tokens=tokens.reasoning,
             ),
-            found.provider,
-            genai_request_timestamp=when,
+            rate.found.provider,
+            genai_request_timestamp=_minute_start(rate.minute),
         )
-        total, input_amount, output_amount = (
-            calculation.total_price,
-            calculation.input_price,
-            calculation.output_price,
-        )
-        cached = cache_write = Decimal(0)
+        total = float(calculation.total_price)
+        input_amount = float(calculation.input_price)
+        output_amount = float(calculation.output_price)
+        cached = cache_write = 0.0
     else:
         uncached = tokens.input - tokens.cache_read - tokens.cache_write
         cache_write = tokens.cache_write * linear.cache_write
@@ -587,14 +590,14 @@ def _genai_cost(found: _Found, tokens: _Tokens, when: datetime | None, version: 
         ) * linear.output + tokens.reasoning * linear.reasoning
         total = linear.request + input_amount + cached + output_amount
     return Cost(
-        amount=float(total),
-        input_amount=float(input_amount),
-        cached_input_amount=float(cached),
-        output_amount=float(output_amount),
-        priced_as=found.name,
-        version=version,
+        amount=total,
+        input_amount=input_amount,
+        cached_input_amount=cached,
+        output_amount=output_amount,
+        priced_as=rate.name,
+        version=rate.version,
         source=semconv.COST_SOURCE_GENAI_PRICES,
-        cache_creation_amount=float(cache_write),
+        cache_creation_amount=cache_write,
     )
 
 
@@ -657,6 +660,8 @@ _LOCAL_PRICE = Price(input=0.0, output=0.0, local=True)
 def register_local_server(host: str, port: int) -> None:
     """Calls to this address are priced as local models (0 USD) whatever the model name."""
     _LOCAL_SERVERS.add((host, int(port)))
+    _RATES.clear()  # a call to it resolved before was priced as whatever the model is elsewhere
+    _NO_RATE.clear()
     if host in ("127.0.0.1", "localhost"):
         _LOCAL_SERVERS.add(("localhost" if host == "127.0.0.1" else "127.0.0.1", int(port)))
 
@@ -688,36 +693,138 @@ def price_call(
 
     In order: the user's override file (response model, else request model); models o11ylab
     runs itself (in the kernel, or behind a registered local server) at 0 whatever they are
-    called; genai-prices at ``when`` (default: now) for this provider, server and model.
-    ``input_tokens`` includes cached tokens and ``output_tokens`` reasoning tokens, as the
-    semantic conventions count them."""
-    table = table or load_table()
+    called; genai-prices at ``when`` (default: now; a naive time is UTC) for this provider,
+    server and model. ``input_tokens`` includes cached tokens and ``output_tokens`` reasoning
+    tokens, as the semantic conventions count them."""
     tokens = _tokens(
         input_tokens, output_tokens, cached_input_tokens, cache_creation_tokens, reasoning_tokens
     )
+    rate = _rate(
+        table or load_table(), request_model, response_model, server, provider, _minute(when)
+    )
+    return rate.cost(tokens) if rate is not None else None
+
+
+# --- how a call is priced, resolved once a minute ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Rate:
+    """How calls to one model, provider and server are priced during one minute.
+
+    Resolving it (the override file, local servers, genai-prices' provider and model match,
+    the price in force, its per-token rates) is most of a cost's work. The cost enricher runs on
+    every GenAI span, right after the SDK's own work has pushed its data out of the CPU caches,
+    where resolving cost ~60 µs a chat call (issue 13); a rate found once a minute leaves a few
+    multiplications. Prices change on dates and at times of day given in hours and minutes, so
+    the price in force at a minute's start is the price of every request in it.
+    """
+
+    table: PriceTable
+    minute: int
+    name: str  # priced_as
+    version: str
+    source: str
+    price: Price | None = None  # an override file's or the local (0) price
+    file: str | None = None
+    found: _Found | None = None  # genai-prices' entry, and its price in force that minute
+    model_price: Any = None
+    linear: _Linear | None = None  # the price's rates when it has no tiers
+
+    def cost(self, tokens: _Tokens) -> Cost | None:
+        if self.price is not None:
+            return _priced(
+                self.name, self.price, self.version, tokens, source=self.source, file=self.file
+            )
+        return _genai_cost(self, tokens)
+
+
+_RATES: dict[tuple[Any, ...], _Rate | None] = {}
+_RATES_MAX = 1024
+_NO_RATE: dict[tuple[Any, ...], tuple[PriceTable, int]] = {}  # unpriced: table and minute seen
+
+
+def _minute(when: datetime | None) -> int:
+    if when is None:
+        return int(time.time()) // 60
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp()) // 60
+
+
+def _minute_start(minute: int) -> datetime:
+    return datetime.fromtimestamp(minute * 60, tz=UTC)
+
+
+def _rate(
+    table: PriceTable,
+    request_model: str | None,
+    response_model: str | None,
+    server: tuple[Any, Any] | None,
+    provider: str | None,
+    minute: int,
+) -> _Rate | None:
+    """The cached resolution of a call's price (see ``_Rate``), None when nothing prices it."""
+    key = (request_model, response_model, server, provider)
+    try:
+        rate = _RATES.get(key)
+    except TypeError:  # a model attribute that is not a string: resolved, not cached
+        return _resolve(table, request_model, response_model, server, provider, minute)
+    if rate is not None and rate.table is table and rate.minute == minute:
+        return rate
+    unpriced = _NO_RATE.get(key)
+    if unpriced is not None and unpriced[0] is table and unpriced[1] == minute:
+        return None
+    rate = _resolve(table, request_model, response_model, server, provider, minute)
+    if len(_RATES) >= _RATES_MAX or len(_NO_RATE) >= _RATES_MAX:
+        _RATES.clear()
+        _NO_RATE.clear()
+    if rate is None:
+        _NO_RATE[key] = (table, minute)
+    else:
+        _RATES[key] = rate
+    return rate
+
+
+def _resolve(
+    table: PriceTable,
+    request_model: str | None,
+    response_model: str | None,
+    server: tuple[Any, Any] | None,
+    provider: str | None,
+    minute: int,
+) -> _Rate | None:
     for model in (response_model, request_model):
         found = table.lookup(model)
         if found is not None:  # the user priced it
-            return _priced(
+            return _Rate(
+                table,
+                minute,
                 found[0],
-                found[1],
                 table.file_version or table.version,
-                tokens,
+                semconv.COST_SOURCE_OVERRIDE,
+                price=found[1],
                 file=table.files[0] if table.files else None,
             )
     if provider == semconv.PROVIDER_LOCAL or (server is not None and _is_local_server(*server)):
-        return _priced(
-            "local",
-            _LOCAL_PRICE,
-            semconv.COST_SOURCE_LOCAL,
-            tokens,
-            source=semconv.COST_SOURCE_LOCAL,
-        )
+        local = semconv.COST_SOURCE_LOCAL
+        return _Rate(table, minute, "local", local, local, price=_LOCAL_PRICE)
     address = server[0] if server is not None else None
     entry = _find(provider, address, (response_model, request_model))
     if entry is None:
         return None
-    return _genai_cost(entry, tokens, when, _data().version)
+    model_price = entry.model.get_prices(_minute_start(minute))
+    linear = _linear(model_price) if not _tier_choice(model_price, 0) else None
+    return _Rate(
+        table,
+        minute,
+        entry.name,
+        _data().version,
+        semconv.COST_SOURCE_GENAI_PRICES,
+        found=entry,
+        model_price=model_price,
+        linear=linear,
+    )
 
 
 # --- the enricher and the metric -----------------------------------------------------------------
@@ -727,13 +834,6 @@ def _int(value: Any) -> int:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return int(value)
     return 0
-
-
-def _started(span: Any) -> datetime | None:
-    start = getattr(span, "start_time", None)
-    if not isinstance(start, int):
-        return None
-    return datetime.fromtimestamp(start / 1e9, tz=UTC)
 
 
 _USAGE_BELOW_MAX = 10_000
@@ -798,26 +898,28 @@ class _CostHook:
                 f"costs are unknown until the price table is fixed: {exc}", once=(id(self), "table")
             )
             return {semconv.COST_UNKNOWN: True}
+        start = span.start_time
+        minute = start // 60_000_000_000 if type(start) is int else _minute(None)
         try:
-            cost = price_call(
-                attributes.get(semconv.GEN_AI_REQUEST_MODEL),
-                attributes.get(semconv.GEN_AI_RESPONSE_MODEL),
+            tokens = _tokens(
                 _int(input_tokens),
                 _int(output_tokens),
                 _int(attributes.get(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)),
-                server=(
-                    attributes.get(semconv.SERVER_ADDRESS),
-                    attributes.get(semconv.SERVER_PORT),
-                ),
-                provider=attributes.get(semconv.GEN_AI_PROVIDER_NAME),
-                table=table,
-                cache_creation_tokens=_int(
+                _int(
                     attributes.get(semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
                     or attributes.get(semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
                 ),
-                reasoning_tokens=_int(attributes.get(semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)),
-                when=_started(span),
+                _int(attributes.get(semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)),
             )
+            rate = _rate(
+                table,
+                attributes.get(semconv.GEN_AI_REQUEST_MODEL),
+                attributes.get(semconv.GEN_AI_RESPONSE_MODEL),
+                (attributes.get(semconv.SERVER_ADDRESS), attributes.get(semconv.SERVER_PORT)),
+                attributes.get(semconv.GEN_AI_PROVIDER_NAME),
+                minute,
+            )
+            cost = rate.cost(tokens) if rate is not None else None
         except ValueError:  # usage genai-prices refuses as inconsistent
             cost = None
         if cost is None:

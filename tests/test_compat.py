@@ -50,6 +50,30 @@ def test_an_ended_span_takes_attributes_and_a_status_and_stays_frozen() -> None:
         ended.attributes["late"] = 2  # type: ignore[index]
 
 
+def test_attributes_added_to_an_ended_span_keep_the_sdks_limits() -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    def enrich(span: ReadableSpan) -> None:
+        _compat.set_ended_attributes(span, {"added.1": 1.5, "added.2": "x" * 10, "added.3": True})
+
+    for limits, expected in (
+        (SpanLimits(), {"kept": 0, "added.1": 1.5, "added.2": "x" * 10, "added.3": True}),
+        # full: the oldest go, as the SDK's own set_attribute does
+        (SpanLimits(max_span_attributes=2), {"added.2": "x" * 10, "added.3": True}),
+        # a value length limit: strings cut, as the SDK cuts them
+        (
+            SpanLimits(max_attribute_length=4),
+            {"kept": 0, "added.1": 1.5, "added.2": "xxxx", "added.3": True},
+        ),
+    ):
+        processor = _OnEnd(enrich)
+        provider = TracerProvider(span_limits=limits)
+        provider.add_span_processor(processor)
+        provider.get_tracer("t").start_span("s", attributes={"kept": 0}).end()
+        (ended,) = processor.ended
+        assert dict(ended.attributes or {}) == expected, _changed("opentelemetry-sdk")
+
+
 def test_a_spans_and_its_events_attributes_can_be_read_as_a_plain_dict() -> None:
     processor = _OnEnd(lambda span: None)
     provider = TracerProvider()

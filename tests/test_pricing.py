@@ -264,6 +264,24 @@ def test_amounts_are_finite_for_large_counts() -> None:
 # --- local models ---------------------------------------------------------------------------------
 
 
+def test_a_server_registered_as_local_is_free_from_its_next_call() -> None:
+    # How a call is priced is resolved once a minute and kept: a registration must undo that.
+    before = pricing.price_call("gpt-4o", None, 500, 500, server=("127.0.0.1", 18_998))
+    assert before is not None and before.amount > 0
+    pricing.register_local_server("127.0.0.1", 18_998)
+    after = pricing.price_call("gpt-4o", None, 500, 500, server=("127.0.0.1", 18_998))
+    assert after is not None and after.amount == 0.0 and after.source == "local"
+
+
+def test_a_price_is_the_one_in_force_in_the_minute_of_the_request() -> None:
+    provider, model, before, after = _price_change()
+    for when in (before, after, before):  # the kept resolution is per minute, not the last one
+        cost = pricing.price_call(model, None, 100_000, 10_000, provider=provider, when=when)
+        assert cost is not None and cost.amount == pytest.approx(
+            _expected(model, provider, when, input_tokens=100_000, output_tokens=10_000)
+        )
+
+
 def test_local_models_cost_zero_and_say_so() -> None:
     in_kernel = pricing.price_call("my-finetune", None, 500, 500, provider="o11ylab.local")
     pricing.register_local_server("127.0.0.1", 18_999)

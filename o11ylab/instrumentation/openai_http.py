@@ -29,7 +29,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.propagate import inject
 
 from .. import semconv
-from .._compat import OPENAI_CLIENT_MODULE, OPENAI_SEND_METHODS
+from .._compat import OPENAI_CLIENT_MODULE, OPENAI_SEND_METHODS, raw_attributes
 
 __all__ = ["OpenAIHTTPInstrumentor"]
 
@@ -38,8 +38,7 @@ def _genai_span() -> Any:
     span = trace.get_current_span()
     if not span.is_recording():
         return None
-    attributes = getattr(span, "attributes", None) or {}
-    operation = attributes.get(semconv.GEN_AI_OPERATION_NAME)
+    operation = raw_attributes(span).get(semconv.GEN_AI_OPERATION_NAME)
     return span if operation in semconv.ROLLUP_OPERATIONS else None
 
 
@@ -53,7 +52,7 @@ def on_request(request: Any) -> None:
                 count = int(retry)
             except ValueError:
                 return
-            previous = (span.attributes or {}).get(semconv.HTTP_RESPONSE_STATUS_CODE)
+            previous = raw_attributes(span).get(semconv.HTTP_RESPONSE_STATUS_CODE)
             event: dict[str, Any] = {semconv.HTTP_REQUEST_RESEND_COUNT: count}
             if previous is not None:
                 event[semconv.HTTP_RESPONSE_STATUS_CODE] = previous
