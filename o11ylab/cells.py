@@ -25,6 +25,7 @@ from opentelemetry.propagate import extract
 from opentelemetry.trace import Status, StatusCode
 
 from . import semconv
+from ._compat import set_attributes
 from .telemetry import Rollup, Telemetry
 
 __all__ = [
@@ -140,7 +141,7 @@ class CellRun:
         for source, target in semconv.ROLLUP_SUMS:
             if source in rollup.sums:
                 rolled[target] = rollup.sums[source]
-        span.set_attributes(rolled)  # one pass under the span's lock, not one per attribute
+        set_attributes(span, rolled)  # one pass, not one per attribute
         error_name = None
         if error is not None:
             error_name = type(error).__name__

@@ -74,6 +74,21 @@ def test_attributes_added_to_an_ended_span_keep_the_sdks_limits() -> None:
         assert dict(ended.attributes or {}) == expected, _changed("opentelemetry-sdk")
 
 
+def test_attributes_set_on_an_open_span_are_the_sdks_and_an_ended_span_refuses_them() -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    provider = TracerProvider(span_limits=SpanLimits(max_attribute_length=3))
+    span = provider.get_tracer("t").start_span("s", attributes={"kept": 0})
+    _compat.set_attributes(span, {"n": 2, "long": "abcdef", "list": [1, 2]})
+    assert dict(span.attributes or {}) == {"kept": 0, "n": 2, "long": "abc", "list": (1, 2)}
+    span = TracerProvider().get_tracer("t").start_span("s")
+    _compat.set_attributes(span, {"n": 2, "list": [1, 2]})
+    assert dict(span.attributes or {}) == {"n": 2, "list": (1, 2)}
+    span.end()
+    _compat.set_attributes(span, {"late": 1})
+    assert "late" not in (span.attributes or {})
+
+
 def test_a_spans_and_its_events_attributes_can_be_read_as_a_plain_dict() -> None:
     processor = _OnEnd(lambda span: None)
     provider = TracerProvider()

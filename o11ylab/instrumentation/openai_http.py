@@ -29,7 +29,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.propagate import inject
 
 from .. import semconv
-from .._compat import OPENAI_CLIENT_MODULE, OPENAI_SEND_METHODS, raw_attributes
+from .._compat import OPENAI_CLIENT_MODULE, OPENAI_SEND_METHODS, raw_attributes, set_attributes
 
 __all__ = ["OpenAIHTTPInstrumentor"]
 
@@ -63,7 +63,7 @@ def on_request(request: Any) -> None:
 def on_response(response: Any) -> None:
     span = _genai_span()
     if span is not None:
-        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, response.status_code)
+        set_attributes(span, {semconv.HTTP_RESPONSE_STATUS_CODE: response.status_code})
 
 
 def _send(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
