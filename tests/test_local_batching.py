@@ -213,3 +213,66 @@ def test_a_lone_embedding_request_runs_the_unbatched_path(embedder: LocalEmbedde
     span = next(s for s in spans if s.name == f"embeddings {embedder.name}")
     assert semconv.LOCAL_BATCH_SIZE not in span.attributes
     assert span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == alone.input_tokens
+
+
+class _Model:
+    """What a ``Batcher`` needs of its owner: the lock a run holds, and a record of batches."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._batcher = None
+        self.sizes: list[int] = []
+
+
+def _client(model: _Model, run_batch: Any, requests: int) -> None:
+    from o11ylab.ai.local_model._batch import BatchJob, batcher_of
+
+    for _ in range(requests):
+        job = BatchJob(batcher_of(model, run_batch))
+        if job._wait_turn():  # alone: the caller runs the model itself, as TokenStream does
+            with model.lock:
+                model.sizes.append(1)
+                threading.Event().wait(0.002)  # the model's work, not a wait for a condition
+        threading.Event().wait(0.002)  # the answer's way back and the next request's way in
+
+
+def _run(model: _Model, jobs: list[Any]) -> list[Any]:
+    model.sizes.append(len(jobs))
+    threading.Event().wait(0.004)  # the model's work for the batch
+    return [None] * len(jobs)
+
+
+def test_a_lone_client_never_waits_for_company() -> None:
+    model = _Model()
+    _client(model, _run, 20)
+    assert model.sizes == [1] * 20
+    assert model._batcher is not None and model._batcher._in_flight == 1  # no window to wait
+
+
+def test_clients_that_took_turns_come_together_in_one_batch() -> None:
+    # Five clients in one batch, and five more arriving while it runs: after a batch the model
+    # waits for as many requests as were in flight, so all ten end up in one batch. Waiting for
+    # the last batch's size (5, and 5 were already waiting), the halves took turns for good.
+    model = _Model()
+    first = [
+        threading.Thread(target=_client, args=(model, _run, 30), daemon=True) for _ in range(5)
+    ]
+    with model.lock:  # the model is busy: the first five queue and then run as one batch
+        for thread in first:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+            model._batcher is None or len(model._batcher._pending) < 5
+        ):
+            threading.Event().wait(0.001)  # polls the condition: all five are queued
+    while not model.sizes and time.monotonic() < deadline:
+        threading.Event().wait(0.001)  # polls the condition: their batch is running
+    second = [
+        threading.Thread(target=_client, args=(model, _run, 30), daemon=True) for _ in range(5)
+    ]
+    for thread in second:
+        thread.start()
+    for thread in first + second:
+        thread.join(60)
+    assert model.sizes[0] == 5 and sum(model.sizes) == 300
+    assert model.sizes.count(10) >= 15, model.sizes
