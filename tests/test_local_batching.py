@@ -138,7 +138,18 @@ def test_a_cancelled_request_leaves_the_rest_of_its_batch_whole(engine: LocalMod
         assert reasons == ["cancelled", first.finish_reason]
 
 
+def alone_after_the_window(owner: Any) -> None:
+    """Wait until no batch ended within the collection window: a request now comes alone, not
+    as a client returning from the last batch (which the model waits for)."""
+    from o11ylab.ai.local_model._batch import WINDOW_S
+
+    batcher = owner._batcher
+    while batcher is not None and time.monotonic() - batcher._ended <= WINDOW_S:
+        threading.Event().wait(0.002)  # polls the condition
+
+
 def test_a_lone_request_runs_the_unbatched_path(engine: LocalModel) -> None:
+    alone_after_the_window(engine)
     with capture_spans() as spans:
         handle = engine.batched_chat([{"role": "user", "content": "alone"}], max_new_tokens=5)
         list(handle)
@@ -205,6 +216,7 @@ def test_a_batch_of_embedding_requests_gives_each_its_unbatched_vectors(
 
 
 def test_a_lone_embedding_request_runs_the_unbatched_path(embedder: LocalEmbedder) -> None:
+    alone_after_the_window(embedder)
     with capture_spans() as spans:
         result = embedder.batched_embed(["alone", "and a second, longer text"])
     alone = embedder.embed(["alone", "and a second, longer text"])
@@ -221,7 +233,7 @@ class _Model:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._batcher = None
-        self.sizes: list[int] = []
+        self.sizes: list[int | str] = []  # batch sizes, "alone" for the unbatched path
 
 
 def _client(model: _Model, run_batch: Any, requests: int) -> None:
@@ -231,7 +243,7 @@ def _client(model: _Model, run_batch: Any, requests: int) -> None:
         job = BatchJob(batcher_of(model, run_batch))
         if job._wait_turn():  # alone: the caller runs the model itself, as TokenStream does
             with model.lock:
-                model.sizes.append(1)
+                model.sizes.append("alone")
                 threading.Event().wait(0.002)  # the model's work, not a wait for a condition
         threading.Event().wait(0.002)  # the answer's way back and the next request's way in
 
@@ -242,10 +254,37 @@ def _run(model: _Model, jobs: list[Any]) -> list[Any]:
     return [None] * len(jobs)
 
 
+def test_a_request_left_alone_after_waiting_for_company_runs_in_the_batch_thread() -> None:
+    # Two clients come back from their batch, but one of them after the window: the first runs
+    # as a batch of one on the batch thread, which holds the model, instead of being handed to
+    # its own thread to win the model's lock back from the batch loop.
+    model = _Model()
+    with model.lock:
+        pair = [
+            threading.Thread(target=_client, args=(model, _run, 1), daemon=True) for _ in range(2)
+        ]
+        for thread in pair:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+            model._batcher is None or len(model._batcher._pending) < 2
+        ):
+            threading.Event().wait(0.001)  # polls the condition: both are queued
+    for thread in pair:
+        thread.join(30)
+    _client(model, _run, 1)  # at once: within the window after the batch of two
+    assert model.sizes == [2, 1]
+    assert model._batcher is not None
+    alone_after_the_window(model)
+    before = len(model.sizes)
+    _client(model, _run, 1)  # much later: a lone client's request runs the unbatched path
+    assert model.sizes[before:] == ["alone"]
+
+
 def test_a_lone_client_never_waits_for_company() -> None:
     model = _Model()
     _client(model, _run, 20)
-    assert model.sizes == [1] * 20
+    assert model.sizes == ["alone"] * 20
     assert model._batcher is not None and model._batcher._in_flight == 1  # no window to wait
 
 
@@ -274,5 +313,6 @@ def test_clients_that_took_turns_come_together_in_one_batch() -> None:
         thread.start()
     for thread in first + second:
         thread.join(60)
-    assert model.sizes[0] == 5 and sum(model.sizes) == 300
+    served = sum(1 if n == "alone" else int(n) for n in model.sizes)
+    assert model.sizes[0] == 5 and served == 300
     assert model.sizes.count(10) >= 15, model.sizes
