@@ -699,9 +699,8 @@ def price_call(
     tokens = _tokens(
         input_tokens, output_tokens, cached_input_tokens, cache_creation_tokens, reasoning_tokens
     )
-    rate = _rate(
-        table or load_table(), request_model, response_model, server, provider, _minute(when)
-    )
+    call = (request_model, response_model, server, provider)
+    rate = _rate(table or load_table(), call, _minute(when))
     return rate.cost(tokens) if rate is not None else None
 
 
@@ -739,9 +738,13 @@ class _Rate:
         return _genai_cost(self, tokens)
 
 
-_RATES: dict[tuple[Any, ...], _Rate | None] = {}
+_RATES: dict[tuple[Any, ...], _Rate] = {}
 _RATES_MAX = 1024
 _NO_RATE: dict[tuple[Any, ...], tuple[PriceTable, int]] = {}  # unpriced: table and minute seen
+
+
+# What prices a call: (request model, response model, (server address, port) or None, provider).
+_Call = tuple[Any, Any, "tuple[Any, Any] | None", Any]
 
 
 def _minute(when: datetime | None) -> int:
@@ -756,26 +759,18 @@ def _minute_start(minute: int) -> datetime:
     return datetime.fromtimestamp(minute * 60, tz=UTC)
 
 
-def _rate(
-    table: PriceTable,
-    request_model: str | None,
-    response_model: str | None,
-    server: tuple[Any, Any] | None,
-    provider: str | None,
-    minute: int,
-) -> _Rate | None:
+def _rate(table: PriceTable, key: _Call, minute: int) -> _Rate | None:
     """The cached resolution of a call's price (see ``_Rate``), None when nothing prices it."""
-    key = (request_model, response_model, server, provider)
     try:
         rate = _RATES.get(key)
     except TypeError:  # a model attribute that is not a string: resolved, not cached
-        return _resolve(table, request_model, response_model, server, provider, minute)
+        return _resolve(table, key, minute)
     if rate is not None and rate.table is table and rate.minute == minute:
         return rate
     unpriced = _NO_RATE.get(key)
     if unpriced is not None and unpriced[0] is table and unpriced[1] == minute:
         return None
-    rate = _resolve(table, request_model, response_model, server, provider, minute)
+    rate = _resolve(table, key, minute)
     if len(_RATES) >= _RATES_MAX or len(_NO_RATE) >= _RATES_MAX:
         _RATES.clear()
         _NO_RATE.clear()
@@ -786,14 +781,8 @@ def _rate(
     return rate
 
 
-def _resolve(
-    table: PriceTable,
-    request_model: str | None,
-    response_model: str | None,
-    server: tuple[Any, Any] | None,
-    provider: str | None,
-    minute: int,
-) -> _Rate | None:
+def _resolve(table: PriceTable, key: _Call, minute: int) -> _Rate | None:
+    request_model, response_model, server, provider = key
     for model in (response_model, request_model):
         found = table.lookup(model)
         if found is not None:  # the user priced it
@@ -911,14 +900,13 @@ class _CostHook:
                 ),
                 _int(attributes.get(semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)),
             )
-            rate = _rate(
-                table,
+            call = (
                 attributes.get(semconv.GEN_AI_REQUEST_MODEL),
                 attributes.get(semconv.GEN_AI_RESPONSE_MODEL),
                 (attributes.get(semconv.SERVER_ADDRESS), attributes.get(semconv.SERVER_PORT)),
                 attributes.get(semconv.GEN_AI_PROVIDER_NAME),
-                minute,
             )
+            rate = _rate(table, call, minute)
             cost = rate.cost(tokens) if rate is not None else None
         except ValueError:  # usage genai-prices refuses as inconsistent
             cost = None
