@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -148,12 +149,20 @@ def bench_cells(shell, rounds: int) -> None:
 
 
 def bench_load() -> None:
-    from jupyter_client.manager import start_new_kernel
+    from jupyter_client.manager import KernelManager
 
     figures = []
     for _ in range(3):
-        manager, client = start_new_kernel(kernel_name="python3")
+        # Over IPC in a short private folder, as o11ylab run starts kernels: over TCP ipykernel
+        # warns about encryption on stderr.
+        folder = tempfile.mkdtemp(prefix="o11ylab-k")
+        manager = KernelManager(kernel_name="python3", transport="ipc", ip=f"{folder}/k")
+        manager.connection_file = f"{folder}/k.json"
+        manager.start_kernel()
+        client = manager.client()
+        client.start_channels()
         try:
+            client.wait_for_ready(timeout=60)
             lines: list[str] = []
             client.execute_interactive(
                 LOAD_PROBE,
@@ -168,6 +177,7 @@ def bench_load() -> None:
         finally:
             client.stop_channels()
             manager.shutdown_kernel(now=True)
+            shutil.rmtree(folder, ignore_errors=True)
     seconds = statistics.median(f["seconds"] for f in figures)
     rss = statistics.median(f["rss_mb"] for f in figures)
     print(
