@@ -76,11 +76,22 @@ fake = FakeNvml([
 HardwareMonitor(Sampler(fake, interval_s=0.5))
 """
 
-BUSY = """\
-import time
-until = time.time() + 25  # long enough to press Stop while it runs
+END_BUSY = "end-busy"  # in the notebook's folder, the kernel's working folder
+# Busy until the test has pressed Stop and says so (END_BUSY), or two minutes at most: a fixed
+# 25 s could run out on a loaded machine before the test got to the Stop button. The file is
+# looked for 4 times a second, not every round: with a stat every millisecond (each releases
+# and retakes the GIL) the monitor's sampler thread starved, both panels stuck at "sample 2"
+# for the whole cell; the GIL's forced switch seems never to come for it then.
+BUSY = f"""\
+import os, time
+until = time.time() + 120
+look = 0.0
 while time.time() < until:
     sum(i * i for i in range(20_000))
+    if time.time() > look:
+        if os.path.exists({END_BUSY!r}):
+            break
+        look = time.time() + 0.25
 """
 
 
@@ -265,7 +276,9 @@ def sparkline(monitor: Any, css: str, index: int = 0) -> str:
     return str(line.get_attribute("points")) if line.count() else ""
 
 
-def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, str]) -> None:
+def test_the_monitor_renders_and_changes_in_jupyterlab(
+    jupyter_lab: tuple[str, str], tmp_path: Path
+) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
@@ -361,6 +374,7 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(jupyter_lab: tuple[str, s
             )
             # Once the cell ends the kernel takes the click: its panel says stopped, and Start
             # (on the still copy) brings the live panel back and running.
+            (tmp_path / "notebooks" / END_BUSY).touch()
             expect(page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(
                 timeout=90_000
             )
