@@ -660,10 +660,10 @@ _LOCAL_PRICE = Price(input=0.0, output=0.0, local=True)
 def register_local_server(host: str, port: int) -> None:
     """Calls to this address are priced as local models (0 USD) whatever the model name."""
     _LOCAL_SERVERS.add((host, int(port)))
-    _RATES.clear()  # a call to it resolved before was priced as whatever the model is elsewhere
-    _NO_RATE.clear()
     if host in ("127.0.0.1", "localhost"):
         _LOCAL_SERVERS.add(("localhost" if host == "127.0.0.1" else "127.0.0.1", int(port)))
+    _RATES.clear()  # a call to it resolved before was priced as whatever the model is elsewhere
+    _NO_RATE.clear()
 
 
 def _is_local_server(host: Any, port: Any) -> bool:
