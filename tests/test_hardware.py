@@ -681,6 +681,39 @@ def test_without_a_gpu_spans_get_cpu_seconds_and_no_nvml_call(
     assert sampler.nvml.calls == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("✓ cpu-only"))
     assert "CPU " in line and "J GPU" not in line
+    cell_span = next(s for s in spans if s.name == "cpu-only").attributes
+    assert cell_span[semconv.CELL_PROCESS_CPU_SECONDS] >= chat[semconv.PROCESS_CPU_SECONDS_SPAN]
+    assert cell_span[semconv.CELL_PROCESS_MEMORY_PEAK] > 0
+    assert not any(key.startswith(("o11ylab.cell.gpu", "o11ylab.gpu")) for key in cell_span)
+
+
+def test_without_a_gpu_a_cells_peak_memory_includes_what_samples_saw_inside_it(
+    shell: Any,
+) -> None:
+    # Memory taken and given back between the cell's own two reads is seen only by a sample
+    # taken meanwhile: 300 MiB held until a sample has seen them.
+    sampler = hardware.get_sampler()
+    assert sampler.ready.wait(5) and sampler.no_gpu_reason
+    cell = textwrap.dedent("""\
+        %%traced memory-peak
+        import time
+        from o11ylab import hardware
+        sampler = hardware.get_sampler()
+        block = bytearray(300 * 1024**2)
+        seen = sampler.latest.mono if sampler.latest else 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+            sampler.latest is None or sampler.latest.mono <= seen
+        ):
+            time.sleep(0.05)  # polls the condition: a sample has seen the block
+        del block
+        """)
+    with capture_spans() as spans:
+        shell.run_cell(cell)
+    peak = next(s for s in spans if s.name == "memory-peak").attributes[
+        semconv.CELL_PROCESS_MEMORY_PEAK
+    ]
+    assert peak >= hardware.get_sampler().host_rss() + 250 * 1024**2
 
 
 def test_status_says_why_there_is_no_gpu(shell: Any) -> None:

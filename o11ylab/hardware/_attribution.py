@@ -386,7 +386,11 @@ class _SpanAttribution:
         if isinstance(state, float):  # see on_start: what Measurement.span_attributes says
             return {semconv.PROCESS_CPU_SECONDS_SPAN: round(time.process_time() - state, 6)}
         if len(state) == 3:
-            return self._cell_without_gpu(*state)
+            try:
+                return self._cell_without_gpu(*state)
+            except Exception as exc:  # noqa: BLE001 - the registry would drop a raising enricher
+                self._skipped(exc)
+                return None
         cell, start = state
         try:
             measurement = self.attributor.end(start, process_memory=cell)
