@@ -691,22 +691,27 @@ def test_without_a_gpu_a_cells_peak_memory_includes_what_samples_saw_inside_it(
     shell: Any,
 ) -> None:
     # Memory taken and given back between the cell's own two reads is seen only by a sample
-    # taken meanwhile: 300 MiB held until a sample has seen them.
+    # taken meanwhile: 300 MiB mapped, touched, held until a sample has seen them, unmapped.
+    # (An anonymous map, not a bytearray: in a long process malloc can serve a bytearray from
+    # freed heap pages that are resident already, and keep them after, so RSS never moves.)
     sampler = hardware.get_sampler()
     assert sampler.ready.wait(5) and sampler.no_gpu_reason
+    assert sampler.running, "the process's sampler must be sampling for this test"
     cell = textwrap.dedent("""\
         %%traced memory-peak
-        import time
+        import mmap, time
         from o11ylab import hardware
         sampler = hardware.get_sampler()
-        block = bytearray(300 * 1024**2)
+        block = mmap.mmap(-1, 300 * 1024**2)
+        for offset in range(0, len(block), mmap.PAGESIZE):
+            block[offset] = 1
         seen = sampler.latest.mono if sampler.latest else 0
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (
             sampler.latest is None or sampler.latest.mono <= seen
         ):
             time.sleep(0.05)  # polls the condition: a sample has seen the block
-        del block
+        block.close()
         """)
     with capture_spans() as spans:
         shell.run_cell(cell)
