@@ -11,8 +11,9 @@ the collection window (``WINDOW_S``, 10 ms) is used only right after a batch, wa
 many requests as were in flight while it ran, so a lone client's request starts at once and
 costs one thread hand-off. A lone client's request runs exactly the unbatched path
 (``TokenStream``; ``LocalEmbedder.embed``); one left alone after waiting for company runs as a
-batch of one. An embedding batch is up to ``MAX_BATCH`` requests, whatever number of texts each holds: their
-texts go through one ``encode``, which pads each of its own mini-batches with a mask.
+batch of one. An embedding batch is up to ``MAX_BATCH`` requests, whatever number of texts each
+holds: their texts go through one ``encode``, which pads each of its own mini-batches with a
+mask.
 
 Each row ends on its own: at its end-of-sequence token (``generate`` pads it afterwards), at its
 own ``max_new_tokens`` or stop string, or when its client went away (a per-row stopping
