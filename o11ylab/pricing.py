@@ -663,7 +663,6 @@ def register_local_server(host: str, port: int) -> None:
     if host in ("127.0.0.1", "localhost"):
         _LOCAL_SERVERS.add(("localhost" if host == "127.0.0.1" else "127.0.0.1", int(port)))
     _RATES.clear()  # a call to it resolved before was priced as whatever the model is elsewhere
-    _NO_RATE.clear()
 
 
 def _is_local_server(host: Any, port: Any) -> bool:
@@ -719,7 +718,6 @@ class _Rate:
     the price in force at a minute's start is the price of every request in it.
     """
 
-    table: PriceTable
     minute: int
     name: str  # priced_as
     version: str
@@ -738,9 +736,9 @@ class _Rate:
         return _genai_cost(self, tokens)
 
 
-_RATES: dict[tuple[Any, ...], _Rate] = {}
+# call -> (the table and minute it was resolved for, its rate: None when nothing prices it)
+_RATES: dict[tuple[Any, ...], tuple[PriceTable, int, _Rate | None]] = {}
 _RATES_MAX = 1024
-_NO_RATE: dict[tuple[Any, ...], tuple[PriceTable, int]] = {}  # unpriced: table and minute seen
 
 
 # What prices a call: (request model, response model, (server address, port) or None, provider).
@@ -762,22 +760,15 @@ def _minute_start(minute: int) -> datetime:
 def _rate(table: PriceTable, key: _Call, minute: int) -> _Rate | None:
     """The cached resolution of a call's price (see ``_Rate``), None when nothing prices it."""
     try:
-        rate = _RATES.get(key)
+        kept = _RATES.get(key)
     except TypeError:  # a model attribute that is not a string: resolved, not cached
         return _resolve(table, key, minute)
-    if rate is not None and rate.table is table and rate.minute == minute:
-        return rate
-    unpriced = _NO_RATE.get(key)
-    if unpriced is not None and unpriced[0] is table and unpriced[1] == minute:
-        return None
+    if kept is not None and kept[0] is table and kept[1] == minute:
+        return kept[2]
     rate = _resolve(table, key, minute)
-    if len(_RATES) >= _RATES_MAX or len(_NO_RATE) >= _RATES_MAX:
+    if len(_RATES) >= _RATES_MAX:
         _RATES.clear()
-        _NO_RATE.clear()
-    if rate is None:
-        _NO_RATE[key] = (table, minute)
-    else:
-        _RATES[key] = rate
+    _RATES[key] = (table, minute, rate)
     return rate
 
 
@@ -787,7 +778,6 @@ def _resolve(table: PriceTable, key: _Call, minute: int) -> _Rate | None:
         found = table.lookup(model)
         if found is not None:  # the user priced it
             return _Rate(
-                table,
                 minute,
                 found[0],
                 table.file_version or table.version,
@@ -797,7 +787,7 @@ def _resolve(table: PriceTable, key: _Call, minute: int) -> _Rate | None:
             )
     if provider == semconv.PROVIDER_LOCAL or (server is not None and _is_local_server(*server)):
         local = semconv.COST_SOURCE_LOCAL
-        return _Rate(table, minute, "local", local, local, price=_LOCAL_PRICE)
+        return _Rate(minute, "local", local, local, price=_LOCAL_PRICE)
     address = server[0] if server is not None else None
     entry = _find(provider, address, (response_model, request_model))
     if entry is None:
@@ -805,7 +795,6 @@ def _resolve(table: PriceTable, key: _Call, minute: int) -> _Rate | None:
     model_price = entry.model.get_prices(_minute_start(minute))
     linear = _linear(model_price) if not _tier_choice(model_price, 0) else None
     return _Rate(
-        table,
         minute,
         entry.name,
         _data().version,
