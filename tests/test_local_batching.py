@@ -243,6 +243,7 @@ def _client(model: _Model, run_batch: Any, requests: int) -> None:
         job = BatchJob(batcher_of(model, run_batch))
         if job._wait_turn():  # alone: the caller runs the model itself, as TokenStream does
             with model.lock:
+                job.took_model.set()
                 model.sizes.append("alone")
                 threading.Event().wait(0.002)  # the model's work, not a wait for a condition
         threading.Event().wait(0.002)  # the answer's way back and the next request's way in
@@ -286,6 +287,40 @@ def test_a_lone_client_never_waits_for_company() -> None:
     _client(model, _run, 20)
     assert model.sizes == ["alone"] * 20
     assert model._batcher is not None and model._batcher._in_flight == 1  # no window to wait
+
+
+def test_a_lone_request_slow_to_reach_the_model_keeps_its_turn() -> None:
+    # A lone request runs on its own thread, which a busy machine may start late. A request
+    # queued meanwhile must not take the model first: a Lock is not fair, and the batch loop,
+    # already running, won that race batch after batch (a request waited ~250 ms).
+    from o11ylab.ai.local_model._batch import BatchJob, batcher_of
+
+    model = _Model()
+    order: list[str] = []
+
+    def run(owner: _Model, jobs: list[Any]) -> list[Any]:
+        order.extend(job.name for job in jobs)
+        return [None] * len(jobs)
+
+    def client(name: str, handed: threading.Event, late_by: float) -> None:
+        job = BatchJob(batcher_of(model, run))
+        job.name = name  # type: ignore[attr-defined]
+        if job._wait_turn():  # alone: its own thread runs the model...
+            handed.set()
+            threading.Event().wait(late_by)  # ...scheduled late: the model's turn waits for it
+            with model.lock:
+                job.took_model.set()
+                order.append(name)
+
+    handed = [threading.Event(), threading.Event()]
+    first = threading.Thread(target=client, args=("first", handed[0], 0.1), daemon=True)
+    first.start()
+    assert handed[0].wait(30)  # handed the model, ten collection windows before it takes it
+    second = threading.Thread(target=client, args=("second", handed[1], 0.0), daemon=True)
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert order == ["first", "second"]
 
 
 def test_clients_that_took_turns_come_together_in_one_batch() -> None:

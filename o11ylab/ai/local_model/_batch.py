@@ -51,7 +51,9 @@ MAX_BATCH = 32
 # batch ran. Waiting only for the last batch's size, 10 clients settled into two batches of 5
 # taking turns (280 of 400 batches). A lone client (one request in flight) never waits.
 WINDOW_S = 0.010
-_HANDOFF_POLL_S = 0.0005
+# How long the batch loop leaves the model to a lone request handed to its own thread, at most:
+# a bound in case that thread never gets to the model (it sets ``took_model`` when it does).
+_HANDOFF_TIMEOUT_S = 1.0
 
 
 class BatchJob:
@@ -62,6 +64,8 @@ class BatchJob:
 
     def __init__(self, batcher: Batcher[Any]) -> None:
         self.submitted = 0.0
+        # Set by the unbatched path once it holds the model's lock (or when it gave up).
+        self.took_model = threading.Event()
         self._batcher = batcher
         self._started = False
         self._start_lock = threading.Lock()
@@ -101,7 +105,8 @@ class BatchedChat(BatchJob):
         super().__init__(batcher_of(engine, _run_batch))
         self.request = request
         self.parent = parent
-        self.stream = TokenStream(engine, request, parent)  # the path when it runs alone
+        # The path when it runs alone.
+        self.stream = TokenStream(engine, request, parent, took_model=self.took_model)
         self.cancel_event = self.stream._cancel.event
 
     @property
@@ -179,11 +184,9 @@ class Batcher(Generic[Job]):
                 batch[0]._run_alone()
                 # It takes the model on its own thread. A Lock is not fair: this loop, already
                 # running, would take it back first for a request queued meanwhile, batch after
-                # batch (a request waited ~250 ms at 10 clients on a loaded machine). So let it
-                # have the lock first; bounded, as it may have been and gone already.
-                deadline = time.monotonic() + WINDOW_S
-                while not lock.locked() and time.monotonic() < deadline:
-                    time.sleep(_HANDOFF_POLL_S)
+                # batch, whenever that thread was slow to start (a request waited ~250 ms at 10
+                # clients on a loaded machine). So the loop waits until it has the model.
+                batch[0].took_model.wait(_HANDOFF_TIMEOUT_S)
                 continue
             # A request left alone after waiting for company runs as a batch of one, here, on
             # the lock this thread holds: handed to its own thread instead, it had to win the

@@ -74,10 +74,19 @@ class LocalEmbedder:
 
     def embed(self, texts: str | Sequence[str]) -> EmbeddingResult:
         """Normalized vectors for ``texts``; one span ``embeddings {model}`` per call."""
-        items = _texts(texts)
-        _ensure_instrumented(embeddings=True, **self._providers)
-        with self.lock, span_notes(model=self.name) as notes:
-            array = self._encode(items)
+        return self._embed(_texts(texts), None)
+
+    def _embed(self, items: list[str], took_model: threading.Event | None) -> EmbeddingResult:
+        try:
+            _ensure_instrumented(embeddings=True, **self._providers)
+            with self.lock:
+                if took_model is not None:
+                    took_model.set()  # the batch loop waits for it (_batch)
+                with span_notes(model=self.name) as notes:
+                    array = self._encode(items)
+        finally:
+            if took_model is not None:
+                took_model.set()  # also when it failed before it got the model
         vectors = array.astype("float32").tolist()
         counted = notes.outcome.input_tokens if notes.outcome is not None else 0
         # Local models cost nothing, and the result says so (0, not unknown).
@@ -91,7 +100,7 @@ class LocalEmbedder:
         vectors, usage and span it gets alone. A lone request runs ``embed`` itself."""
         job = BatchedEmbedding(self, _texts(texts), otel_context.get_current())
         if job._wait_turn():
-            return self.embed(job.texts)
+            return self._embed(job.texts, job.took_model)
         result: EmbeddingResult = job._result
         return result
 

@@ -69,8 +69,15 @@ class TokenStream:
     After the last piece ``result`` holds the ``Generation``.
     """
 
-    def __init__(self, engine: LocalModel, request: _Request, parent: Any) -> None:
+    def __init__(
+        self,
+        engine: LocalModel,
+        request: _Request,
+        parent: Any,
+        took_model: threading.Event | None = None,
+    ) -> None:
         self._engine = engine
+        self._took_model = took_model  # set once the worker holds the model's lock (_batch)
         self._request = request
         self._parent = parent
         self._pieces: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -173,6 +180,8 @@ class TokenStream:
         error: BaseException | None = None
         try:
             with engine.lock:
+                if self._took_model is not None:
+                    self._took_model.set()
                 queue_time = time.perf_counter() - started
                 with engine._notes(request, queue_time) as notes:
                     notes.on_end = lambda _outcome: (
@@ -196,4 +205,6 @@ class TokenStream:
             error = exc
         finally:
             otel_context.detach(token_context)
+            if self._took_model is not None:
+                self._took_model.set()  # also when it failed before it got the model
             self._pieces.put(error if error is not None else _DONE)
