@@ -50,9 +50,15 @@ EXAMPLES_PER_OPERATION = 30
 @pytest.fixture(scope="module")
 def served_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
     tiny = models.build_tiny_model(tmp_path_factory.mktemp("schema-models") / "tiny")
-    app = serve.create_app(serve.ServeConfig(model=str(tiny)))
+    app = serve.create_app(
+        serve.ServeConfig(model=str(tiny)), after_load=lambda: LOADS.append("loaded")
+    )
     with uvicorn_in_thread(app, "schema-fuzz-server") as base_url:
         yield app, base_url
+
+
+# One entry per after_load call: o11ylab serve freezes the heap there, after the embedder loads.
+LOADS: list[Any] = []
 
 
 @pytest.fixture(scope="module")
@@ -312,6 +318,19 @@ def test_hand_picked_requests_get_the_answer_a_client_expects(
     assert response.status_code == status, response.text[:300]
     if code is not None:
         assert response.json()["error"]["code"] == code, response.text[:300]
+
+
+def test_after_load_runs_once_the_embedder_has_loaded(base_url: str) -> None:
+    import requests
+
+    for _ in range(2):
+        answer = requests.post(
+            f"{base_url}/v1/embeddings",
+            json={"model": models.DEFAULT_EMBEDDING_MODEL, "input": "a span"},
+            timeout=CALL_LIMIT_S,
+        )
+        assert answer.status_code == 200, answer.text
+    assert LOADS == ["loaded"]
 
 
 def test_the_schema_lists_exactly_these_routes(api_schema: Any) -> None:

@@ -45,10 +45,17 @@ class Served:
     """What this server serves: the chat engine, the embedder (loaded on first use), and every
     name a client may call each by."""
 
-    def __init__(self, config: ServeConfig, engine: Any, embedder: Any) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        engine: Any,
+        embedder: Any,
+        after_load: Callable[[], None] | None = None,
+    ) -> None:
         from ..ai import local_model
 
         self.config = config
+        self._after_load = after_load  # called after the embedder loads (o11ylab serve's)
         self.engine = engine or local_model.get_local_model(config.model, device=config.device)
         self.embedding_ref = models.resolve_embedding_model(config.embedding_model)
         self._embedder = embedder
@@ -81,6 +88,8 @@ class Served:
                 self._embedder = local_model.get_local_embedder(
                     self.config.embedding_model, device=self.config.device
                 )
+                if self._after_load is not None:
+                    self._after_load()
             return self._embedder
 
     def card(self, name: str) -> dict[str, Any]:
@@ -484,14 +493,16 @@ def create_app(
     embedder: Any = None,
     tracer_provider: Any = None,
     meter_provider: Any = None,
+    after_load: Callable[[], None] | None = None,
 ) -> ServeApp:
-    """The app: loads the chat model now (or uses ``engine``), the embedder on first use.
+    """The app: loads the chat model now (or uses ``engine``), the embedder on first use, and
+    then calls ``after_load``.
 
     Spans and metrics go to ``tracer_provider`` / ``meter_provider``, else to the global ones;
     nothing here installs a provider (``o11ylab serve`` does, for its own process).
     """
     app = _fastapi()
-    app.state.served = Served(config, engine, embedder)
+    app.state.served = Served(config, engine, embedder, after_load)
     app.add_exception_handler(OpenAIError, _openai_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
 import signal
 import socket
@@ -99,11 +100,12 @@ def serve(
     telemetry = get_telemetry()
     _set_torch_threads(load_serve().torch_threads)
     try:
-        app = create_app(config)
+        app = create_app(config, after_load=_freeze_loaded)
     except (models.ModelNotFoundError, local_model.LocalModelError) as exc:
         print(f"o11ylab serve: {exc}", file=sys.stderr)
         listener.close()
         return 1
+    _freeze_loaded()
     uv_config = uvicorn.Config(
         app,
         host=config.host,
@@ -136,6 +138,15 @@ def serve(
     finally:
         telemetry.shutdown()
     return 0
+
+
+def _freeze_loaded() -> None:
+    """Put what loading left (the models, torch, transformers, the app: ~450k objects for the
+    tiny model) out of the garbage collector's reach, for good. A full collection scanned them
+    all, 110-180 ms during which every request waited: p99 at 10 clients in
+    bench_serve_throughput was 220-240 ms in the runs one fell in, against ~70 ms."""
+    gc.collect()
+    gc.freeze()
 
 
 def _set_torch_threads(threads: int | None) -> None:
