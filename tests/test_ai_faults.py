@@ -179,8 +179,11 @@ def ctrl_c_when(
     """Deliver KeyboardInterrupt to the main thread once ``ready()`` (and ``after_s`` more).
 
     Use it inside ``pytest.raises(KeyboardInterrupt)``: the interrupt is always delivered
-    before the block is left, so it can never escape into pytest itself.
+    before the block is left, so it can never escape into pytest itself. Python's own SIGINT
+    handler is put in place for the block, as a kernel has one: a test run started in the
+    background of a shell inherits SIGINT ignored, and ``interrupt_main`` then does nothing.
     """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch() -> None:
         deadline = time.monotonic() + within_s
@@ -198,11 +201,14 @@ def ctrl_c_when(
         delivered = True
         raise
     finally:
-        if not delivered:  # the block ended first: let the interrupt land here, not in pytest
-            watcher.join()
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                time.sleep(0.01)
+        try:
+            if not delivered:  # the block ended first: let the interrupt land here, not in pytest
+                watcher.join()
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    time.sleep(0.01)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture
