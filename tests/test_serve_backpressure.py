@@ -107,9 +107,11 @@ def test_past_the_queue_limit_a_request_gets_503_with_retry_after(
 def test_an_abandoned_generation_does_not_hold_up_the_next_request(
     base_url: str, engine: Any
 ) -> None:
-    long = chat_body(engine, 400, "tell me a long story")
+    # Long enough that a third of it is well above the server's disconnect poll (0.25 s): the
+    # abandoned request is first in line and runs until the server sees its client gone.
+    long = chat_body(engine, 1500, "tell me a long story")
     started = time.monotonic()
-    assert post(base_url, long).json()["usage"]["completion_tokens"] == 400
+    assert post(base_url, long).json()["usage"]["completion_tokens"] == 1500
     full = time.monotonic() - started  # what the abandoned request would have cost
     with engine.lock:  # the abandoned request waits for the model, as behind other work
         with pytest.raises(httpx.ReadTimeout):
