@@ -143,8 +143,8 @@ def serve(
 def _freeze_loaded() -> None:
     """Put what loading left (the models, torch, transformers, the app: ~450k objects for the
     tiny model) out of the garbage collector's reach, for good. A full collection scanned them
-    all, 110-180 ms during which every request waited: p99 at 10 clients in
-    bench_serve_throughput was 220-240 ms in the runs one fell in, against ~70 ms."""
+    all, 186-217 ms during which every request waited (14-36 ms frozen): p99 at 10 clients in
+    bench_serve_throughput was 217-300 ms in the runs one fell in, against 73-81 ms."""
     gc.collect()
     gc.freeze()
 
