@@ -25,8 +25,9 @@
 # 3. **proof that no span was lost**: the spans created are counted as they start and compared
 #    with the spans that reached the run folder after a flush.
 #
-# The local endpoint runs one small model on the CPU and answers one request at a time, so the
-# requests queue: the plot shows it. The defaults keep the whole run to about a minute.
+# The local endpoint runs one small model on the CPU. Requests that arrive while it is busy
+# queue, and then run together in one batch (up to 32): the plot shows the queue. The defaults
+# keep the whole run to about a minute.
 
 # %% tags=["parameters"]
 # Parameters (papermill replaces this cell's values in headless runs)
