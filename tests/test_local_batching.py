@@ -249,12 +249,23 @@ def _client(model: _Model, run_batch: Any, requests: int) -> None:
         threading.Event().wait(0.002)  # the answer's way back and the next request's way in
 
 
+@pytest.fixture
+def wide_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collection window of half a second for the tests that count batches: whether a client
+    comes back within 10 ms of its batch is up to the scheduler on a busy machine (CI once saw
+    a client that came back ``at once`` run alone). What is tested is the rule, not the 10 ms."""
+    from o11ylab.ai.local_model import _batch
+
+    monkeypatch.setattr(_batch, "WINDOW_S", 0.5)
+
+
 def _run(model: _Model, jobs: list[Any]) -> list[Any]:
     model.sizes.append(len(jobs))
     threading.Event().wait(0.004)  # the model's work for the batch
     return [None] * len(jobs)
 
 
+@pytest.mark.usefixtures("wide_window")
 def test_a_request_left_alone_after_waiting_for_company_runs_in_the_batch_thread() -> None:
     # Two clients come back from their batch, but one of them after the window: the first runs
     # as a batch of one on the batch thread, which holds the model, instead of being handed to
@@ -323,6 +334,7 @@ def test_a_lone_request_slow_to_reach_the_model_keeps_its_turn() -> None:
     assert order == ["first", "second"]
 
 
+@pytest.mark.usefixtures("wide_window")
 def test_clients_that_took_turns_come_together_in_one_batch() -> None:
     # Five clients in one batch, and five more arriving while it runs: after a batch the model
     # waits for as many requests as were in flight, so all ten end up in one batch. Waiting for
