@@ -5,6 +5,11 @@ Run: python benchmarks/bench_call_cpu.py [--rounds 15] [--calls 100] [--also NAM
 ``--also O11YLAB_TRACE_FILE=0`` adds a fourth worker, o11ylab with that setting, to see what one
 part costs (repeat ``--also`` for more workers; ``A=1,B=2`` sets two in one worker).
 
+``--parts`` runs the o11ylab worker alone and switches each part of o11ylab off in turn inside
+it (``_parts.py``: each enricher, the registry, the run file, the roll-up, the span buffer, trace
+context on the wire), interleaved with rounds of everything on: what each part costs per call
+where it runs, between the SDK's own work. "nothing" switches nothing off (the A/A spread).
+
 The same ``chat.completions.create`` call of the real openai SDK goes to a canned
 OpenAI-compatible stub on loopback (``http.server`` answering ``/v1/chat/completions`` with a
 fixed body and usage; it runs in this process, so its CPU is not counted). Three variants, each
@@ -50,6 +55,7 @@ and a full collection of the kernel's ~180k objects (~60 ms) comes every ~3,000 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -134,11 +140,12 @@ def _worker(variant: str, base_url: str) -> None:
         command = line.split()
         if not command or command[0] == "quit":
             break
-        count = int(command[0])
-        started = time.process_time()
-        result = shell.run_cell(f"_bench_calls({count})", store_history=False)
-        flush()
-        cpu = time.process_time() - started
+        count, _, part = line.strip().partition("\t")
+        with _switched_off(part, variant):
+            started = time.process_time()
+            result = shell.run_cell(f"_bench_calls({int(count)})", store_history=False)
+            flush()
+            cpu = time.process_time() - started
         if not result.success:
             print(f"ERROR {result.error_in_exec!r}", file=reply, flush=True)
             continue
@@ -147,6 +154,17 @@ def _worker(variant: str, base_url: str) -> None:
 
 
 _EXPORTED: list[int] = [0]
+
+
+def _switched_off(part: str, variant: str) -> Any:
+    if not part:
+        return contextlib.nullcontext()
+    from _parts import switched_off
+
+    from o11ylab.telemetry import peek_telemetry
+
+    assert variant == "o11ylab", "parts are o11ylab's"
+    return switched_off(part, peek_telemetry())
 
 
 def _setup(variant: str, shell: Any) -> Any:
@@ -225,9 +243,9 @@ class _Worker:
                 return line[len(prefix) :].strip()
         raise RuntimeError(f"the {self.variant} worker exited (rc {self.process.wait()})")
 
-    def run(self, calls: int) -> float:
+    def run(self, calls: int, part: str = "") -> float:
         assert self.process.stdin is not None
-        self.process.stdin.write(f"{calls}\n")
+        self.process.stdin.write(f"{calls}\t{part}\n")
         self.process.stdin.flush()
         return float(self._reply("CPU ")) / calls
 
@@ -246,6 +264,9 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=100, help="calls per worker per round")
     parser.add_argument(
         "--also", action="append", default=[], help="o11ylab with NAME=VALUE[,NAME=VALUE]"
+    )
+    parser.add_argument(
+        "--parts", action="store_true", help="what each part of o11ylab costs per call (alone)"
     )
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
@@ -270,6 +291,8 @@ def main() -> int:
             "ANONYMIZED_TELEMETRY": "False",
         }
     )
+    if args.parts:
+        return _parts_main(args, base_url, env, server)
     started = time.perf_counter()
     variants = (*VARIANTS, *(f"o11ylab {settings}" for settings in args.also))
     workers = {variant: _Worker(variant, base_url, env) for variant in variants}
@@ -313,6 +336,41 @@ def main() -> int:
     ratio = added["o11ylab"] / added["official"] if added["official"] > 0 else float("inf")
     verdict = "meets" if ratio <= GOAL else "misses"
     print(f"o11ylab / official added CPU: {ratio:.2f} ({verdict} the goal of <= {GOAL:.2f})")
+    return 0
+
+
+def _parts_main(args: argparse.Namespace, base_url: str, env: dict[str, str], server: Any) -> int:
+    from _parts import CALL_PARTS, PARTS
+
+    started = time.perf_counter()
+    worker = _Worker("o11ylab", base_url, env)
+    cases = ("", *CALL_PARTS)
+    per_call: dict[str, list[float]] = {case: [] for case in cases}
+    try:
+        worker.run(max(10, args.calls // 5))
+        for round_ in range(args.rounds):
+            shift = round_ % len(cases)
+            for case in cases[shift:] + cases[:shift]:
+                per_call[case].append(worker.run(args.calls, case))
+    finally:
+        try:
+            worker.close()
+        except Exception:  # noqa: BLE001 - the figures (or the error) matter more
+            worker.process.kill()
+        server.shutdown()
+    everything = statistics.median(per_call[""])
+    print(
+        f"CPU per chat call with o11ylab as %load_ext sets it up, each part switched off in turn "
+        f"({args.rounds} interleaved rounds of {args.calls} calls, "
+        f"{time.perf_counter() - started:.0f} s)"
+    )
+    print(f"  {'everything on':<34}: {everything * 1e6:7.0f} µs/call")
+    for part in CALL_PARTS:
+        saved = statistics.median(
+            [a - b for a, b in zip(per_call[""], per_call[part], strict=True)]
+        )
+        print(f"  {'without ' + part:<34}: saves {saved * 1e6:+6.1f} µs  ({PARTS[part]})")
+    print("(the registry's figure includes its enrichers'; 'nothing' is the A/A spread)")
     return 0
 
 

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from _parts import switched_off
+
 os.environ.setdefault("O11YLAB_RUNS_DIR", tempfile.mkdtemp(prefix="o11ylab-bench-"))
 os.environ.setdefault("O11YLAB_PROMETHEUS_PORT", "0")
 
@@ -53,38 +55,7 @@ def cpu_per_call(fn, inner: int, flush) -> float:
     return (time.process_time() - t0) / inner
 
 
-@contextlib.contextmanager
-def without(part: str, telemetry, cells_module):
-    """Switch one part of the per-cell work off, to see what it costs ("nothing": the same
-    cell again, so the spread between two measurements of one thing shows)."""
-    from opentelemetry import trace
-
-    saved = ("record_cell", "request_flush")
-    hardware = telemetry.enrichers.get("hardware")
-    multi = getattr(trace.get_tracer_provider(), "_active_span_processor", None)
-    processors = multi._span_processors if multi is not None else ()
-    if part == "hardware observer" and hardware is not None:
-        telemetry.enrichers.unregister("hardware")
-    elif part == "metric points":
-        telemetry.record_cell = lambda duration_s, failed: None
-    elif part == "flush wake-up":
-        telemetry.request_flush = lambda: None
-    elif part in ("roll-up", "run file") and multi is not None:
-        kind = "CellRollup" if part == "roll-up" else "LocalSpanProcessor"
-        multi._span_processors = tuple(p for p in processors if type(p).__name__ != kind)
-    try:
-        yield
-    finally:
-        if hardware is not None and telemetry.enrichers.get("hardware") is None:
-            telemetry.enrichers.register(hardware)
-        if multi is not None:
-            multi._span_processors = processors
-        for name in saved:
-            telemetry.__dict__.pop(name, None)  # the class's own methods again
-
-
 def bench_cells(shell, rounds: int) -> None:
-    from o11ylab import cells
     from o11ylab.telemetry import get_telemetry
 
     telemetry = get_telemetry()
@@ -129,7 +100,7 @@ def bench_cells(shell, rounds: int) -> None:
             for name, case in cases.items():
                 samples[name].append(cpu_per_call(case, 200, telemetry.flush))
             for part in parts:
-                with without(part, telemetry, cells):
+                with switched_off(part, telemetry):
                     samples[f"%%traced, no {part}"].append(
                         cpu_per_call(traced, 200, telemetry.flush)
                     )
