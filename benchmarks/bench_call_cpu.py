@@ -50,6 +50,13 @@ the SDK call), the openai_http instrumentor 15-25 (its W3C inject 12), the hardw
 the span buffer keeps the last 10,000 spans, ~9 objects a call reach the oldest GC generation,
 and a full collection of the kernel's ~180k objects (~60 ms) comes every ~3,000 calls, about
 20 us a call when averaged; the official instrumentation keeps nothing.
+
+Later the same day, ratio 1.40 (+295 / +414 us), and ``--parts`` (15 rounds, A/A +10 us): the
+enrichment registry with its enrichers 63 us (cost 34, hardware 13, key scrub 0), trace
+context on the wire 37, the run file 26, the roll-up 3, the span buffer -3. These sum to the
+whole gap to the official instrumentation: what is left is the features themselves, each
+measured near its floor in a tight loop (the cost enricher's own work 6.6 us there, the
+openai_http instrumentor's 11).
 """
 
 from __future__ import annotations
