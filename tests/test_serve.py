@@ -202,8 +202,11 @@ def test_concurrent_embedding_requests_each_get_their_own_vectors_and_trace(
         assert int(attribute(encode, "gen_ai.usage.input_tokens")) == (
             alone[index].usage.prompt_tokens
         )
+        # Absent when it ran the unbatched path; 1 when it waited for company that came too
+        # late (a busy machine) and ran as a batch of one. test_local_batching holds the model
+        # to see requests batched for certain.
         batch = attribute(encode, "o11ylab.gen_ai.batch_size")
-        assert batch is None or int(batch) >= 2  # when it was encoded with others
+        assert batch is None or 1 <= int(batch) <= len(asks)
 
 
 def test_embeddings_are_384_normalized_dimensions(client: openai.OpenAI) -> None:
