@@ -27,17 +27,26 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> LocalModel:
     return LocalModel(folder, device="cpu", verbose=False)
 
 
-def batched(engine: LocalModel, asks: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+def answered(handle: Any) -> None:
+    """A caller's thread: wait for the answer; ``handle.answered`` is set once it has it."""
+    list(handle)
+    handle.answered.set()
+
+
+def batched(
+    engine: LocalModel, asks: list[tuple[str, dict[str, Any]]], handles: list[Any] | None = None
+) -> list[Any]:
     """Start every request while the model is busy, so that they all wait and run as one batch
-    once it is free; return their handles after they finished."""
-    handles: list[Any] = []
+    once it is free; return their handles (also put in ``handles``) after they finished."""
+    handles = [] if handles is None else handles
     threads: list[threading.Thread] = []
     with engine.lock:
         for text, options in asks:
             with get_telemetry().tracer.start_as_current_span(f"caller {text}"):
                 handle = engine.batched_chat([{"role": "user", "content": text}], **options)
+            handle.answered = threading.Event()
             handles.append(handle)
-            threads.append(threading.Thread(target=lambda h=handle: list(h)))
+            threads.append(threading.Thread(target=answered, args=(handle,)))
             threads[-1].start()
         deadline = time.monotonic() + 30
         while len(engine._batcher._pending) < len(asks) and time.monotonic() < deadline:
@@ -138,13 +147,56 @@ def test_a_cancelled_request_leaves_the_rest_of_its_batch_whole(engine: LocalMod
         assert reasons == ["cancelled", first.finish_reason]
 
 
+def test_a_short_answer_does_not_wait_for_the_long_one_in_its_batch(
+    engine: LocalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One generate answers both, but each request is answered when its own row ends. The model
+    # holds its 6th step until the short request's caller has its answer (it ended at its
+    # 2nd): answered only when the batch ends, the caller would not have it by then.
+    asks: list[tuple[str, dict[str, Any]]] = [
+        ("short", {"max_new_tokens": 2}),
+        ("tell me a long story", {"max_new_tokens": 200}),
+    ]
+    alone = engine.chat([{"role": "user", "content": "short"}], max_new_tokens=2)
+    handles: list[Any] = []
+    forward, steps, held = engine.model.forward, [0], []
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        steps[0] += 1
+        if steps[0] == 6:
+            held.append(handles[0].answered.wait(30))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "forward", step)
+    with capture_spans() as spans:
+        short, long = batched(engine, asks, handles)
+    monkeypatch.undo()
+    assert held == [True], "the short answer waited for the long row"
+    assert long.result.output_tokens > 10, "the long row ran on"
+    assert (short.result.text, short.result.output_tokens, short.result.finish_reason) == (
+        alone.text,
+        alone.output_tokens,
+        alone.finish_reason,
+    )
+    assert short.result.duration_s < long.result.duration_s
+    chats = sorted((s for s in spans if s.name == "chat tiny"), key=lambda s: s.end_time or 0)
+    assert [s.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] for s in chats] == [
+        short.result.output_tokens,
+        long.result.output_tokens,
+    ]
+    assert all(s.attributes[semconv.LOCAL_BATCH_SIZE] == 2 for s in chats)
+
+
 def alone_after_the_window(owner: Any) -> None:
     """Wait until no batch ended within the collection window: a request now comes alone, not
     as a client returning from the last batch (which the model waits for)."""
     from o11ylab.ai.local_model._batch import WINDOW_S
 
     batcher = owner._batcher
-    while batcher is not None and time.monotonic() - batcher._ended <= WINDOW_S:
+    # The lock first: its callers have their answers before the batch loop marks its end.
+    while batcher is not None and (
+        owner.lock.locked() or time.monotonic() - batcher._ended <= WINDOW_S
+    ):
         threading.Event().wait(0.002)  # polls the condition
 
 
@@ -332,6 +384,37 @@ def test_a_lone_request_slow_to_reach_the_model_keeps_its_turn() -> None:
     first.join(30)
     second.join(30)
     assert order == ["first", "second"]
+
+
+def test_a_client_answered_before_its_batch_ends_is_not_counted_twice() -> None:
+    # A short answer is handed back while its batch still runs, and its client may send its
+    # next request meanwhile: two clients are two in flight, not three (the next batch would
+    # wait its whole window for a third that does not exist).
+    model = _Model()
+    in_flight: list[int] = []
+
+    def run(owner: _Model, jobs: list[Any]) -> list[Any]:
+        if len(jobs) == 2 and not in_flight:
+            jobs[0]._finish(None, None)  # answered early; its client comes back at once
+            deadline = time.monotonic() + 30
+            while not owner._batcher._pending and time.monotonic() < deadline:
+                threading.Event().wait(0.001)  # polls the condition: it is queued again
+            in_flight.append(owner._batcher._in_flight)
+        return _run(owner, jobs)
+
+    with model.lock:  # both queue, then run as one batch
+        pair = [threading.Thread(target=_client, args=(model, run, 2)) for _ in range(2)]
+        for thread in pair:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+            model._batcher is None or len(model._batcher._pending) < 2
+        ):
+            threading.Event().wait(0.001)  # polls the condition: both are queued
+    for thread in pair:
+        thread.join(30)
+    assert in_flight == [2]
+    assert sum(1 if n == "alone" else int(n) for n in model.sizes) == 4
 
 
 @pytest.mark.usefixtures("wide_window")

@@ -18,7 +18,9 @@ mask.
 Each row ends on its own: at its end-of-sequence token (``generate`` pads it afterwards), at its
 own ``max_new_tokens`` or stop string, or when its client went away (a per-row stopping
 criterion); its tokens are cut where it ended, so its text, token count and finish reason are
-those it gets alone. Each request keeps its own span (in its caller's trace), usage and metrics.
+those it gets alone. A request is answered as soon as its own row ends, while the rest of its
+batch goes on: a short answer batched with a long one does not wait for it. Each request keeps
+its own span (in its caller's trace, ending with its row), usage and metrics.
 Only greedy requests are batched: sampled ones (temperature above 0) and streams run alone.
 """
 
@@ -92,8 +94,14 @@ class BatchJob:
         self._decided.set()
 
     def _finish(self, result: Any, error: BaseException | None) -> None:
-        self._result, self._error = result, error
-        self._decided.set()
+        """Hand the request its answer (or error); the first call wins: a chat row handed back
+        as soon as it ended is not overwritten when its batch ends (or fails) later."""
+        with self._start_lock:
+            if self._decided.is_set():
+                return
+            self._result, self._error = result, error
+            self._decided.set()
+        self._batcher._answered()
 
 
 class BatchedChat(BatchJob):
@@ -135,7 +143,8 @@ Job = TypeVar("Job", bound=BatchJob)
 
 class Batcher(Generic[Job]):
     """The queue of one model's waiting requests and the thread that runs them in batches
-    (``run_batch(owner, jobs)``: one result per job, called holding ``owner.lock``)."""
+    (``run_batch(owner, jobs)``: one result per job, called holding ``owner.lock``; it may
+    answer a job early with ``job._finish``, which the batch's end then leaves as it is)."""
 
     def __init__(self, owner: Any, run_batch: Callable[[Any, list[Job]], list[Any]]) -> None:
         self._owner = owner
@@ -143,7 +152,7 @@ class Batcher(Generic[Job]):
         self._pending: list[Job] = []
         self._ready = threading.Condition()
         self._worker: threading.Thread | None = None
-        self._running = 0  # requests in the batch last taken
+        self._running = 0  # requests of the batch last taken not answered yet
         self._in_flight = 1  # the most requests running and waiting at once since it began
         self._ended = 0.0  # monotonic time the last batch ended (this loop's own)
 
@@ -159,6 +168,13 @@ class Batcher(Generic[Job]):
                 )
                 self._worker.start()
             self._ready.notify()
+
+    def _answered(self) -> None:
+        """One request of the running batch has its answer: its client may come back while the
+        rest of the batch runs, and must not be counted in flight twice (the next batch would
+        wait its whole window for a request that does not exist)."""
+        with self._ready:
+            self._running = max(0, self._running - 1)
 
     def _loop(self) -> None:
         lock = self._owner.lock
@@ -219,13 +235,17 @@ def batcher_of(owner: Any, run_batch: Callable[[Any, list[Job]], list[Any]]) -> 
 
 
 class _RowEnds:
-    """A stopping criterion that ends each row at its own max_new_tokens, stop strings or
-    cancellation, and remembers how many new tokens each row had when it ended."""
+    """A stopping criterion that ends each row at its end-of-sequence token, its own
+    max_new_tokens or stop strings, or cancellation, and hands the row's request its answer
+    there and then (``rows.finish``), while the other rows go on."""
 
-    def __init__(self, engine: LocalModel, batch: list[BatchedChat], width: int) -> None:
+    def __init__(self, engine: LocalModel, rows: _Rows) -> None:
         from transformers import StopStringCriteria
 
-        self.width = width
+        batch = rows.batch
+        self.rows = rows
+        self.width = rows.width
+        self.eos = engine._eos_ids
         self.limits = [job.request.max_new_tokens for job in batch]
         self.cancels = [job.cancel_event for job in batch]
         self.stops = [
@@ -244,39 +264,111 @@ class _RowEnds:
             stop = self.stops[row]
             if (
                 new >= self.limits[row]
+                or int(input_ids[row, -1]) in self.eos
                 or self.cancels[row].is_set()
                 or (stop is not None and bool(stop(input_ids[row : row + 1], scores)[0]))
             ):
                 self.ends[row] = new
+                self.rows.finish(row, input_ids, new)
         return torch.tensor([end is not None for end in self.ends], device=input_ids.device)
 
 
+class _Rows:
+    """The requests of one batch's ``generate``, each answered once its own row has ended."""
+
+    def __init__(self, engine: LocalModel, batch: list[BatchedChat], calls: list[Any]) -> None:
+        self.engine = engine
+        self.batch = batch
+        self.calls = calls  # one per request when the instrumentor is on, else none
+        self.width = max(int(job.request.input_ids.shape[1]) for job in batch)
+        self.clock = _TokenClock()
+        self.started = time.perf_counter()
+        self.input_ids: Any = None  # the left-padded prompts and their mask (see _run_batch)
+        self.mask: Any = None
+        self.results: list[Generation | None] = [None] * len(batch)
+
+    def finish(self, row: int, sequences: Any, ended_at: int | None, final: bool = False) -> None:
+        """Answer row ``row``'s request from ``sequences`` (``ended_at`` new tokens; None: the
+        whole batch ran out first) and end its span. Inside ``generate`` a failure here leaves
+        the row to the batch's end (``final``), and never stops the other rows."""
+        if self.results[row] is not None:
+            return
+        try:
+            result = self._answer(row, sequences, ended_at)
+        except Exception:
+            if final:
+                raise
+            return
+        self.results[row] = result
+        self.batch[row]._finish(result, None)
+
+    def _answer(self, row: int, sequences: Any, ended_at: int | None) -> Generation:
+        engine, job = self.engine, self.batch[row]
+        request = job.request
+        width = self.width
+        limit = ended_at if ended_at is not None else request.max_new_tokens
+        kept = sequences[row, width : width + limit]
+        text, count, finish = engine._decode(request, kept.tolist())
+        if _was_cancelled(job, finish, count):
+            finish = "cancelled"
+        now = time.perf_counter()
+        # The first token's time: the streamer hears of each step after the stopping criteria.
+        first = self.clock.times[0] if self.clock.times else now
+        result = Generation(
+            text,
+            engine.name,
+            request.input_tokens[0],
+            count,
+            finish,
+            first - job.submitted,
+            now - job.submitted,
+        )
+        if row < len(self.calls):
+            self._end_span(row, sequences[row : row + 1, : width + int(kept.shape[0])], first)
+            call = self.calls[row]
+            if call.recording and finish == "cancelled":
+                call.end_attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = ["cancelled"]
+            end_call(call, None)
+        return result
+
+    def _end_span(self, row: int, sequences: Any, first: float) -> None:
+        from ...instrumentation.transformers import _count
+
+        call, request = self.calls[row], self.batch[row].request
+        call.outcome.duration = time.perf_counter() - self.started
+        call.first_token_at(first)
+        row_kwargs = {
+            "input_ids": self.input_ids[row : row + 1],
+            "attention_mask": self.mask[row : row + 1],
+            "max_new_tokens": request.max_new_tokens,
+            "pad_token_id": self.engine.tokenizer.pad_token_id,
+            "do_sample": False,
+            **({"stop_strings": request.stop} if request.stop else {}),
+        }
+        try:
+            _count(call, self.engine.model, (), row_kwargs, sequences, None)
+        except Exception:  # noqa: BLE001 - a span without counts, never a failed request
+            pass
+        if call.recording:
+            call.end_attributes[semconv.LOCAL_BATCH_SIZE] = len(self.batch)
+
+    def open_calls(self) -> list[Any]:
+        return [call for row, call in enumerate(self.calls) if self.results[row] is None]
+
+
 def _run_batch(engine: LocalModel, batch: list[BatchedChat]) -> list[Generation]:
-    """Answer the batch's requests with one greedy ``generate`` (the caller holds the lock)."""
+    """Answer the batch's requests with one greedy ``generate`` (the caller holds the lock):
+    each request is answered when its row ends, the rest once ``generate`` returns."""
     import torch
     from opentelemetry.instrumentation.utils import is_instrumentation_enabled
     from transformers import StoppingCriteriaList
 
     from ...instrumentation._local import ModelCall, SpanNotes
-    from ...instrumentation.transformers import (
-        TransformersInstrumentor,
-        _count,
-        _model_attributes,
-    )
+    from ...instrumentation.transformers import TransformersInstrumentor, _model_attributes
     from ._instrument import _ensure_instrumented
 
     _ensure_instrumented(**engine._providers)
     locked = time.perf_counter()
-    width = max(int(job.request.input_ids.shape[1]) for job in batch)
-    pad = engine.tokenizer.pad_token_id
-    input_ids = torch.full((len(batch), width), pad, dtype=batch[0].request.input_ids.dtype)
-    mask = torch.zeros((len(batch), width), dtype=batch[0].request.attention_mask.dtype)
-    for row, job in enumerate(batch):
-        length = int(job.request.input_ids.shape[1])
-        input_ids[row, width - length :] = job.request.input_ids[0]
-        mask[row, width - length :] = job.request.attention_mask[0]
-    ends = _RowEnds(engine, batch, width)
-    clock = _TokenClock()
     instruments = TransformersInstrumentor()._instruments if is_instrumentation_enabled() else None
     calls: list[ModelCall] = []
     for job in batch:  # one span per request, in its caller's trace
@@ -295,8 +387,18 @@ def _run_batch(engine: LocalModel, batch: list[BatchedChat]) -> list[Generation]
                 )
             finally:
                 otel_context.detach(attach)
-    started = time.perf_counter()
-    with for_requests(calls), torch.inference_mode():
+    rows = _Rows(engine, batch, calls)
+    width, pad = rows.width, engine.tokenizer.pad_token_id
+    input_ids = torch.full((len(batch), width), pad, dtype=batch[0].request.input_ids.dtype)
+    mask = torch.zeros((len(batch), width), dtype=batch[0].request.attention_mask.dtype)
+    for row, job in enumerate(batch):
+        length = int(job.request.input_ids.shape[1])
+        input_ids[row, width - length :] = job.request.input_ids[0]
+        mask[row, width - length :] = job.request.attention_mask[0]
+    rows.input_ids, rows.mask = input_ids, mask
+    ends = _RowEnds(engine, rows)
+    rows.started = time.perf_counter()
+    with for_requests(calls, rows.open_calls), torch.inference_mode():
         output = engine.model.generate(
             input_ids=input_ids.to(engine.device),
             attention_mask=mask.to(engine.device),
@@ -306,55 +408,17 @@ def _run_batch(engine: LocalModel, batch: list[BatchedChat]) -> list[Generation]
             temperature=None,
             top_p=None,
             top_k=None,
-            streamer=clock,
+            streamer=rows.clock,
             stopping_criteria=StoppingCriteriaList([ends]),
         )
-    ran = time.perf_counter() - started
-    results: list[Generation] = []
-    new_tokens = output[:, width:]
-    for row, job in enumerate(batch):
-        request = job.request
-        end = ends.ends[row]
-        kept = new_tokens[row, : end if end is not None else request.max_new_tokens]
-        text, count, finish = engine._decode(request, kept.tolist())
-        if _was_cancelled(job, finish, count):
-            finish = "cancelled"
-        ttft = clock.times[0] - job.submitted if clock.times else None
-        results.append(
-            Generation(
-                text,
-                engine.name,
-                request.input_tokens[0],
-                count,
-                finish,
-                ttft,
-                time.perf_counter() - job.submitted,
-            )
-        )
-        if row < len(calls):
-            call = calls[row]
-            call.outcome.duration = ran
-            call.first_token_at(clock.times[0] if clock.times else None)
-            row_kwargs = {
-                "input_ids": input_ids[row : row + 1],
-                "attention_mask": mask[row : row + 1],
-                "max_new_tokens": request.max_new_tokens,
-                "pad_token_id": pad,
-                "do_sample": False,
-                **({"stop_strings": request.stop} if request.stop else {}),
-            }
-            sequences = output[row : row + 1, : width + int(kept.shape[0])]
-            try:
-                _count(call, engine.model, (), row_kwargs, sequences, None)
-            except Exception:  # noqa: BLE001 - a span without counts, never a failed request
-                pass
-            if call.recording:
-                call.end_attributes[semconv.LOCAL_BATCH_SIZE] = len(batch)
-                if finish == "cancelled":
-                    call.end_attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = ["cancelled"]
-    for call in calls:
-        end_call(call, None)
-    return results
+    try:
+        for row in range(len(batch)):  # rows that ran to the batch's end, or failed to finish
+            rows.finish(row, output, ends.ends[row], final=True)
+    except BaseException as exc:
+        for call in rows.open_calls():
+            end_call(call, exc)
+        raise
+    return [result for result in rows.results if result is not None]
 
 
 def _was_cancelled(job: BatchedChat, finish: str, count: int) -> bool:
@@ -362,17 +426,19 @@ def _was_cancelled(job: BatchedChat, finish: str, count: int) -> bool:
 
 
 @contextlib.contextmanager
-def for_requests(calls: list[Any]) -> Iterator[None]:
+def for_requests(
+    calls: list[Any], still_open: Callable[[], list[Any]] | None = None
+) -> Iterator[None]:
     """Around the one model call that answers a batch: the instrumentor leaves it to the
     requests' own spans (``calls``; an active call makes it step aside), and its error ends
-    each of them."""
+    each of them that is still open (``still_open()``; default: all)."""
     from ...instrumentation._local import _ACTIVE
 
     active = _ACTIVE.set(calls[0]) if calls else None
     try:
         yield
     except BaseException as exc:
-        for call in calls:
+        for call in still_open() if still_open is not None else calls:
             end_call(call, exc)
         raise
     finally:
