@@ -258,13 +258,14 @@ class _RowEnds:
         import torch
 
         new = int(input_ids.shape[1]) - self.width
+        last = input_ids[:, -1].tolist()  # one copy from the device a step, not one per row
         for row, end in enumerate(self.ends):
             if end is not None:
                 continue
             stop = self.stops[row]
             if (
                 new >= self.limits[row]
-                or int(input_ids[row, -1]) in self.eos
+                or last[row] in self.eos
                 or self.cancels[row].is_set()
                 or (stop is not None and bool(stop(input_ids[row : row + 1], scores)[0]))
             ):
