@@ -301,6 +301,24 @@ def _client(model: _Model, run_batch: Any, requests: int) -> None:
         threading.Event().wait(0.002)  # the answer's way back and the next request's way in
 
 
+def queued_clients(model: _Model, run_batch: Any, clients: int, requests: int) -> list[Any]:
+    """Start ``clients`` clients of ``requests`` requests each while the model is busy, and
+    return their threads once all their first requests are queued (they then run as one batch)."""
+    threads = [
+        threading.Thread(target=_client, args=(model, run_batch, requests), daemon=True)
+        for _ in range(clients)
+    ]
+    with model.lock:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+            model._batcher is None or len(model._batcher._pending) < clients
+        ):
+            threading.Event().wait(0.001)  # polls the condition: all of them are queued
+    return threads
+
+
 @pytest.fixture
 def wide_window(monkeypatch: pytest.MonkeyPatch) -> None:
     """A collection window of half a second for the tests that count batches: whether a client
@@ -323,18 +341,7 @@ def test_a_request_left_alone_after_waiting_for_company_runs_in_the_batch_thread
     # as a batch of one on the batch thread, which holds the model, instead of being handed to
     # its own thread to win the model's lock back from the batch loop.
     model = _Model()
-    with model.lock:
-        pair = [
-            threading.Thread(target=_client, args=(model, _run, 1), daemon=True) for _ in range(2)
-        ]
-        for thread in pair:
-            thread.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (
-            model._batcher is None or len(model._batcher._pending) < 2
-        ):
-            threading.Event().wait(0.001)  # polls the condition: both are queued
-    for thread in pair:
+    for thread in queued_clients(model, _run, 2, 1):
         thread.join(30)
     _client(model, _run, 1)  # at once: within the window after the batch of two
     assert model.sizes == [2, 1]
@@ -402,16 +409,7 @@ def test_a_client_answered_before_its_batch_ends_is_not_counted_twice() -> None:
             in_flight.append(owner._batcher._in_flight)
         return _run(owner, jobs)
 
-    with model.lock:  # both queue, then run as one batch
-        pair = [threading.Thread(target=_client, args=(model, run, 2)) for _ in range(2)]
-        for thread in pair:
-            thread.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (
-            model._batcher is None or len(model._batcher._pending) < 2
-        ):
-            threading.Event().wait(0.001)  # polls the condition: both are queued
-    for thread in pair:
+    for thread in queued_clients(model, run, 2, 2):  # both queue, then run as one batch
         thread.join(30)
     assert in_flight == [2]
     assert sum(1 if n == "alone" else int(n) for n in model.sizes) == 4
@@ -423,17 +421,8 @@ def test_clients_that_took_turns_come_together_in_one_batch() -> None:
     # waits for as many requests as were in flight, so all ten end up in one batch. Waiting for
     # the last batch's size (5, and 5 were already waiting), the halves took turns for good.
     model = _Model()
-    first = [
-        threading.Thread(target=_client, args=(model, _run, 30), daemon=True) for _ in range(5)
-    ]
-    with model.lock:  # the model is busy: the first five queue and then run as one batch
-        for thread in first:
-            thread.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (
-            model._batcher is None or len(model._batcher._pending) < 5
-        ):
-            threading.Event().wait(0.001)  # polls the condition: all five are queued
+    first = queued_clients(model, _run, 5, 30)  # they queue, then run as one batch
+    deadline = time.monotonic() + 30
     while not model.sizes and time.monotonic() < deadline:
         threading.Event().wait(0.001)  # polls the condition: their batch is running
     second = [
