@@ -15,6 +15,7 @@ the sparklines are SVG built from numbers only.
 from __future__ import annotations
 
 import html
+import itertools
 import threading
 import time
 import weakref
@@ -33,8 +34,10 @@ _LABEL_WIDTH, _TIME_HEIGHT = 46, 11  # room for the scale ("80.0 GiB") and the t
 # A blue that reads on JupyterLab's light and dark backgrounds; labels take the text colour.
 _SPARK_COLOUR = "#2f8fdf"
 _MONITORS: weakref.WeakSet[HardwareMonitor] = weakref.WeakSet()
-# No-GPU reasons a monitor of this kernel has already explained: later monitors say it shortly.
-_REASONS_SHOWN: set[str] = set()
+# No-GPU reason -> the number of the monitor that explains it: the earliest created of those
+# that met it (above the others in a notebook); the others say it was said above.
+_EXPLAINED_BY: dict[str, int] = {}
+_CREATED = itertools.count()
 
 
 def sparkline_svg(
@@ -387,7 +390,7 @@ class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unty
         self._copies: list[Any] = []
         self._panels: list[_GpuPanel] = []
         self._panels_for: tuple[str, ...] | None = None
-        self._explains: bool | None = None  # whether this monitor gives the no-GPU reason
+        self._number = next(_CREATED)  # its place in creation order (see _EXPLAINED_BY)
         self._header = widgets.HTML()
         self._header.add_class("o11y-status")
         self._toggle = widgets.Button(
@@ -473,6 +476,9 @@ class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unty
     def close(self) -> None:
         self.stop()
         _MONITORS.discard(self)
+        for reason, teller in list(_EXPLAINED_BY.items()):
+            if teller == self._number:  # gone: the next monitor explains it
+                _EXPLAINED_BY.pop(reason, None)
         for child in self._all_widgets():
             child.close()
         super().close()
@@ -589,14 +595,16 @@ class HardwareMonitor(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unty
         if not sampler.ready.is_set():
             why = "Looking for GPUs…"
         elif reason:
-            if self._explains is None:  # the first monitor to meet this reason explains it
-                self._explains = reason not in _REASONS_SHOWN
-                _REASONS_SHOWN.add(reason)
+            # The earliest monitor explains it, whichever refreshed first once the reason was
+            # known: a later one that got there first hands it back at its next refresh.
+            teller = _EXPLAINED_BY.get(reason)
+            if teller is None or self._number < teller:
+                _EXPLAINED_BY[reason] = teller = self._number
             # The driver's own words stay in %o11y status; the panel gives the short sentence.
             short = reason.split(" (", 1)[0]
             why = (
                 f"No GPU: {short}. Showing the kernel's CPU and memory."
-                if self._explains
+                if teller == self._number
                 else "No GPU (said above): showing the kernel's CPU and memory."
             )
         else:
