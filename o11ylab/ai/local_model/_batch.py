@@ -277,16 +277,23 @@ class _RowEnds:
 class _Rows:
     """The requests of one batch's ``generate``, each answered once its own row has ended."""
 
-    def __init__(self, engine: LocalModel, batch: list[BatchedChat], calls: list[Any]) -> None:
+    def __init__(
+        self,
+        engine: LocalModel,
+        batch: list[BatchedChat],
+        calls: list[Any],
+        input_ids: Any,
+        mask: Any,
+    ) -> None:
         self.engine = engine
         self.batch = batch
         self.calls = calls  # one per request when the instrumentor is on, else none
-        self.width = max(int(job.request.input_ids.shape[1]) for job in batch)
+        self.input_ids, self.mask = input_ids, mask  # the left-padded prompts, and their mask
+        self.width = int(input_ids.shape[1])
         self.clock = _TokenClock()
-        self.started = time.perf_counter()
-        self.input_ids: Any = None  # the left-padded prompts and their mask (see _run_batch)
-        self.mask: Any = None
         self.results: list[Generation | None] = [None] * len(batch)
+        self.ends = _RowEnds(engine, self)  # its stop strings take a while to prepare
+        self.started = time.perf_counter()  # made right before generate
 
     def finish(self, row: int, sequences: Any, ended_at: int | None, final: bool = False) -> None:
         """Answer row ``row``'s request from ``sequences`` (``ended_at`` new tokens; None: the
@@ -388,17 +395,16 @@ def _run_batch(engine: LocalModel, batch: list[BatchedChat]) -> list[Generation]
                 )
             finally:
                 otel_context.detach(attach)
-    rows = _Rows(engine, batch, calls)
-    width, pad = rows.width, engine.tokenizer.pad_token_id
+    width = max(int(job.request.input_ids.shape[1]) for job in batch)
+    pad = engine.tokenizer.pad_token_id
     input_ids = torch.full((len(batch), width), pad, dtype=batch[0].request.input_ids.dtype)
     mask = torch.zeros((len(batch), width), dtype=batch[0].request.attention_mask.dtype)
     for row, job in enumerate(batch):
         length = int(job.request.input_ids.shape[1])
         input_ids[row, width - length :] = job.request.input_ids[0]
         mask[row, width - length :] = job.request.attention_mask[0]
-    rows.input_ids, rows.mask = input_ids, mask
-    ends = _RowEnds(engine, rows)
-    rows.started = time.perf_counter()
+    rows = _Rows(engine, batch, calls, input_ids, mask)
+    ends = rows.ends
     with for_requests(calls, rows.open_calls), torch.inference_mode():
         output = engine.model.generate(
             input_ids=input_ids.to(engine.device),
