@@ -278,6 +278,54 @@ def test_sampled_out_calls_record_nothing_but_still_work_and_propagate(
     assert traceparent.endswith("-00")  # the server is told not to sample either
 
 
+def test_trace_headers_are_what_the_propagator_api_writes_and_follow_a_users_propagator(
+    faulty: FaultyServer,
+) -> None:
+    from opentelemetry import baggage, context, propagate, trace
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.propagators.textmap import DefaultSetter
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    client = get_client(faulty.endpoint("ok"))
+    parent = SpanContext(
+        trace_id=0xABC,
+        span_id=0xDEF,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "v1")]),
+    )
+    headers = ("traceparent", "tracestate", "baggage", "x-mine")
+    token = context.attach(baggage.set_baggage("tenant", "t1"))
+    try:
+        with trace.use_span(NonRecordingSpan(parent)), capture_spans() as spans:
+            chat("hello", model="m1", max_tokens=4, client=client)
+            expected: dict[str, str] = {}
+            with trace.use_span(NonRecordingSpan(spans[0].context)):  # the chat span's context
+                propagate.inject(expected)
+    finally:
+        context.detach(token)
+    sent = {k: v for k, v in faulty.requests[-1]["headers"].items() if k in headers}
+    assert sent == expected and set(sent) == {"traceparent", "tracestate", "baggage"}
+    assert sent["tracestate"] == "vendor=v1" and sent["baggage"] == "tenant=t1"
+
+    class Mine:  # a user's own propagator (B3, a gateway's header): asked, not bypassed
+        fields = frozenset({"x-mine"})
+
+        def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+            span_id = trace.get_current_span(context).get_span_context().span_id
+            (setter or DefaultSetter()).set(carrier, "x-mine", format(span_id, "x"))
+
+    default = propagate.get_global_textmap()
+    propagate.set_global_textmap(CompositePropagator([Mine()]))  # type: ignore[list-item]
+    try:
+        with capture_spans() as spans:
+            chat("hello", model="m1", max_tokens=4, client=client)
+    finally:
+        propagate.set_global_textmap(default)
+    sent = {k: v for k, v in faulty.requests[-1]["headers"].items() if k in headers}
+    assert sent == {"x-mine": format(spans[0].context.span_id, "x")}
+
+
 # --- errors --------------------------------------------------------------------------------------
 
 
