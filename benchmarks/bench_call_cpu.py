@@ -57,6 +57,14 @@ context on the wire 37, the run file 26, the roll-up 3, the span buffer -3. Thes
 whole gap to the official instrumentation: what is left is the features themselves, each
 measured near its floor in a tight loop (the cost enricher's own work 6.6 us there, the
 openai_http instrumentor's 11).
+
+Next session: the cost enricher builds no ``Cost`` and reads its environment variable with one
+dict lookup (5.6 to 3.8 us a span in a tight loop; in place within the A/A spread); ratio 1.39
+and 1.43 in two runs (+305 / +424, +284 / +406). A py-spy profile of GIL samples (``py-spy
+record --gil``) of both workers, 8,000 calls each, shows where the official instrumentation's
+own ~290 us go: its two histogram records ~85 us (exemplar sampling ~18 of them), the span's
+start ~39, the BatchSpanProcessor's on_end ~10. In o11ylab's worker the same SDK code runs at
+the same cost (it records the same histograms, with exemplars), so the gap stays o11ylab's parts.
 """
 
 from __future__ import annotations
