@@ -354,8 +354,9 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(
 
             # Stop through the panel's own button while the busy cell still runs: the kernel
             # hears the click only when it is free, so the front end freezes the panel at once.
-            # The busy cell's own prompt says it runs. The status bar is no witness: in one CI run
-            # it said Idle for the whole minute this cell ran (the prompt said [*]).
+            # The busy cell's own prompt says it runs. The status bar is no witness: when the
+            # widget manager's subshell request comes after this cell started (a slow machine),
+            # JupyterLab says Idle for the whole cell (see the test after this one).
             busy = page.locator(".jp-NotebookPanel:visible .jp-CodeCell").last
             running = busy.locator(".jp-InputArea-prompt")
             expect(running).to_have_text(re.compile(r"^\[\*\]:?$"), timeout=UI_TIMEOUT)
@@ -443,6 +444,59 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(
                 path=str(ARTIFACTS / "jupyterlab-hardware-monitor-failure.png"), full_page=True
             )
             raise
+        finally:
+            browser.close()
+
+
+def readme_server_config() -> str:
+    """The ``jupyter_server_config.py`` lines README.md gives for the status bar."""
+    readme = (ROOT / "README.md").read_text()
+    after = readme.split("`jupyter_server_config.py`", 1)[1]
+    match = re.search(r"```python\n(.*?)```", after, re.S)
+    assert match, "README.md gives jupyter_server_config.py lines in a python block"
+    return match.group(1)
+
+
+# The monitor appears while its cell keeps working: the widget manager asks for its subshell
+# after the cell started, the case that turns JupyterLab's status bar to Idle.
+MONITOR_THEN_WORK = f"""\
+display(get_ipython().run_line_magic("o11y", "monitor"))
+{BUSY}"""
+
+
+def test_the_status_bar_says_busy_with_the_readmes_server_setting(tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    config = tmp_path / "jupyter-config"
+    config.mkdir()
+    (config / "jupyter_server_config.py").write_text(readme_server_config())
+    notebook = new_notebook("%load_ext o11ylab", MONITOR_THEN_WORK)
+    with (
+        running_lab(tmp_path, {"work.ipynb": notebook}, {}) as (base, token),
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            open_and_run_all(page, base, token, "work.ipynb")
+            expect(page.locator(".o11y-monitor")).to_have_count(1, timeout=UI_TIMEOUT)
+            prompt = page.locator(".jp-NotebookPanel:visible .jp-CodeCell").last.locator(
+                ".jp-InputArea-prompt"
+            )
+            status = page.locator("#jp-main-statusbar").get_by_text(
+                re.compile(r"Python 3 \(ipykernel\) \| \w+")
+            )
+            seen = []
+            for _ in range(6):  # the monitor's subshell request has come and gone by now
+                seen.append((status.inner_text(), prompt.inner_text()))
+                time.sleep(0.5)
+            (tmp_path / "notebooks" / END_BUSY).touch()
+            assert all(p.startswith("[*]") for _, p in seen), seen  # the cell ran throughout
+            assert all(s.endswith("| Busy") for s, _ in seen), seen
+            expect(prompt).to_have_text(re.compile(r"^\[\d+\]:?$"), timeout=90_000)
+            expect(status).to_have_text(re.compile(r"\| Idle$"), timeout=UI_TIMEOUT)
         finally:
             browser.close()
 
