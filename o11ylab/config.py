@@ -688,9 +688,9 @@ _ENVIRON = os.environ
 
 def _environ_get(name: str) -> str | None:
     """``os.environ.get(name)`` without its ``KeyError`` when the variable is unset: one dict
-    lookup in the mapping ``os.environ`` keeps (``os.environ.get`` raises and catches inside,
-    ~3 µs a costed span in place, issue 13). Any other ``os.environ`` (a test's stand-in) is
-    asked the ordinary way."""
+    lookup in the mapping ``os.environ`` keeps (``os.environ.get`` raises and catches one
+    inside: 0.55 against 0.2 µs in a tight loop, on every costed span, issue 13). Any other
+    ``os.environ`` (a test's stand-in) is asked the ordinary way."""
     environ = os.environ
     data = getattr(environ, "_data", None)
     if environ is not _ENVIRON or type(data) is not dict:
