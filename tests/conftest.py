@@ -8,6 +8,7 @@ unless a test asks. Tests that need a fresh telemetry set-up run a real kernel i
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -40,6 +41,14 @@ for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "TRACEPARENT", "OPENAI_API_KEY", "OPE
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 PYTHON = sys.executable
+
+
+def readme_server_config() -> str:
+    """The ``jupyter_server_config.py`` lines README.md gives for JupyterLab's status bar."""
+    after = (ROOT / "README.md").read_text().split("`jupyter_server_config.py`", 1)[1]
+    match = re.search(r"```python\n(.*?)```", after, re.S)
+    assert match, "README.md gives jupyter_server_config.py lines in a python block"
+    return match.group(1)
 
 
 def free_port() -> int:

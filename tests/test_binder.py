@@ -22,6 +22,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from .conftest import readme_server_config
+
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 BINDER_ENV = ROOT / "binder" / "environment.yml"
@@ -215,9 +217,7 @@ def test_postbuild_gives_the_server_the_readmes_status_bar_setting(tmp_path: Pat
     code, calls = _run_postbuild(tmp_path)
     assert code == 0, calls
     config = (tmp_path / "home" / ".jupyter" / "jupyter_server_config.py").read_text()
-    readme = (ROOT / "README.md").read_text()
-    lines = readme.split("`jupyter_server_config.py`", 1)[1].split("```python\n", 1)[1]
-    assert lines.split("```", 1)[0] in config, "Binder's server gets README.md's lines"
+    assert readme_server_config() in config, "Binder's server gets README.md's lines"
 
 
 def test_postbuild_stops_at_the_first_failure(tmp_path: Path) -> None:

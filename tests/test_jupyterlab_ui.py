@@ -32,7 +32,7 @@ import pytest
 from o11ylab.serve import API_KEY_ENV, LOCAL_ENDPOINT_ENV
 
 from .ai_support import LocalServer, local_server_fixture  # noqa: F401
-from .conftest import PYTHON, ROOT, free_port
+from .conftest import PYTHON, ROOT, free_port, readme_server_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -446,15 +446,6 @@ def test_the_monitor_renders_and_changes_in_jupyterlab(
             raise
         finally:
             browser.close()
-
-
-def readme_server_config() -> str:
-    """The ``jupyter_server_config.py`` lines README.md gives for the status bar."""
-    readme = (ROOT / "README.md").read_text()
-    after = readme.split("`jupyter_server_config.py`", 1)[1]
-    match = re.search(r"```python\n(.*?)```", after, re.S)
-    assert match, "README.md gives jupyter_server_config.py lines in a python block"
-    return match.group(1)
 
 
 # The monitor appears while its cell keeps working: the widget manager asks for its subshell
