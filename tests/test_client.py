@@ -295,18 +295,24 @@ def test_trace_headers_are_what_the_propagator_api_writes_and_follow_a_users_pro
         trace_state=TraceState([("vendor", "v1")]),
     )
     headers = ("traceparent", "tracestate", "baggage", "x-mine")
-    token = context.attach(baggage.set_baggage("tenant", "t1"))
-    try:
-        with trace.use_span(NonRecordingSpan(parent)), capture_spans() as spans:
-            chat("hello", model="m1", max_tokens=4, client=client)
-            expected: dict[str, str] = {}
-            with trace.use_span(NonRecordingSpan(spans[0].context)):  # the chat span's context
-                propagate.inject(expected)
-    finally:
-        context.detach(token)
-    sent = {k: v for k, v in faulty.requests[-1]["headers"].items() if k in headers}
-    assert sent == expected and set(sent) == {"traceparent", "tracestate", "baggage"}
-    assert sent["tracestate"] == "vendor=v1" and sent["baggage"] == "tenant=t1"
+    # With baggage the propagators write all three; without, o11ylab writes the W3C pair itself
+    # (the API's default propagator): the headers must be what inject writes either way.
+    for items, written in (({"tenant": "t1"}, {"baggage": "tenant=t1"}), ({}, {})):
+        token = context.attach(
+            baggage.set_baggage("tenant", items["tenant"]) if items else context.get_current()
+        )
+        try:
+            with trace.use_span(NonRecordingSpan(parent)), capture_spans() as spans:
+                chat("hello", model="m1", max_tokens=4, client=client)
+                expected: dict[str, str] = {}
+                with trace.use_span(NonRecordingSpan(spans[0].context)):  # the chat span's
+                    propagate.inject(expected)
+        finally:
+            context.detach(token)
+        sent = {k: v for k, v in faulty.requests[-1]["headers"].items() if k in headers}
+        assert sent == expected and sent["tracestate"] == "vendor=v1"
+        assert {k: v for k, v in sent.items() if k == "baggage"} == written
+        assert sent["traceparent"].endswith("-01")
 
     class Mine:  # a user's own propagator (B3, a gateway's header): asked, not bypassed
         fields = frozenset({"x-mine"})
@@ -394,6 +400,17 @@ def test_connection_refused_says_where_and_what_to_check() -> None:
     assert isinstance(error, EndpointUnreachable)
     assert f"127.0.0.1:{port}" in str(error) and "OPENAI_BASE_URL" in str(error)
     assert span.attributes[semconv.ERROR_TYPE] == "openai.APIConnectionError"
+
+
+def test_a_retry_after_a_refused_connection_is_counted_on_the_span() -> None:
+    # No response, so no status: the attempt that raised is what marks the next as a retry.
+    endpoint = Endpoint("custom", f"http://127.0.0.1:{free_port()}/v1", max_retries=1)
+    error, span = _fail(endpoint)
+    assert isinstance(error, EndpointUnreachable)
+    assert span.attributes[semconv.HTTP_REQUEST_RESEND_COUNT] == 1
+    (event,) = [e for e in span.events if e.name == semconv.RETRY_EVENT]
+    assert dict(event.attributes) == {semconv.HTTP_REQUEST_RESEND_COUNT: 1}
+    assert semconv.HTTP_RESPONSE_STATUS_CODE not in span.attributes
 
 
 def test_embeddings_errors_are_translated_too() -> None:

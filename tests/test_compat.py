@@ -216,3 +216,24 @@ def test_a_reader_collects_what_another_reader_aggregated() -> None:
         "opentelemetry-sdk"
     )
     provider.shutdown()
+
+
+def test_w3c_headers_are_what_inject_writes_and_skip_the_api_with_its_default_propagator() -> None:
+    from opentelemetry import context, propagate, trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    tracer = TracerProvider().get_tracer("t")
+    assert _compat.current_context() is context.get_current()
+    assert _compat.span_in(context.get_current()) is None
+    for flags in (TraceFlags.SAMPLED, TraceFlags.DEFAULT):
+        for state in (TraceState(), TraceState([("vendor", "v1")])):
+            parent = SpanContext(0xABC, 0xDEF, True, TraceFlags(flags), state)
+            with trace.use_span(NonRecordingSpan(parent)), tracer.start_as_current_span("s") as s:
+                written: dict[str, str] = {}
+                span = _compat.w3c_headers(_compat.current_context(), written)
+                expected: dict[str, str] = {}
+                propagate.inject(expected)
+            assert written == expected and span is s, _changed("opentelemetry-api")
+            assert ("tracestate" in written) == bool(state)
+    assert propagate.get_global_textmap() is _compat._CHECKED[0]
+    assert _compat._CHECKED[1], f"the direct way is not taken: {_changed('opentelemetry-api')}"

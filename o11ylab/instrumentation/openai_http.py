@@ -23,64 +23,95 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.propagate import inject
 
 from .. import semconv
-from .._compat import OPENAI_CLIENT_MODULE, OPENAI_SEND_METHODS, raw_attributes, set_attributes
+from .._compat import (
+    OPENAI_CLIENT_MODULE,
+    OPENAI_SEND_METHODS,
+    current_context,
+    raw_attributes,
+    set_attributes,
+    span_in,
+    w3c_headers,
+)
 
 __all__ = ["OpenAIHTTPInstrumentor"]
 
 
-def _genai_span() -> Any:
-    span = trace.get_current_span()
-    if not span.is_recording():
+# Span ids of GenAI spans whose last send raised (a timeout, a refused connection): the SDK's
+# next attempt under the same span is a retry. Rarely more than a few; bounded all the same.
+_FAILED: dict[int, bool] = {}
+_FAILED_MAX = 1024
+
+
+def _before(request: Any) -> Any:
+    """Trace context onto the request; back, the GenAI span it is sent for, or None.
+
+    One read of the current context serves both (issue 13: the API's way, ``inject`` and
+    ``get_current_span`` twice, was ~30 Python calls a chat call). The retry header is read
+    only when the span already saw an attempt: a response, or a send that raised."""
+    context = current_context()
+    span = w3c_headers(context, request.headers) if request is not None else span_in(context)
+    if span is None or not span.is_recording():
         return None
-    operation = raw_attributes(span).get(semconv.GEN_AI_OPERATION_NAME)
-    return span if operation in semconv.ROLLUP_OPERATIONS else None
+    attributes = raw_attributes(span)
+    if attributes.get(semconv.GEN_AI_OPERATION_NAME) not in semconv.ROLLUP_OPERATIONS:
+        return None
+    previous = attributes.get(semconv.HTTP_RESPONSE_STATUS_CODE)
+    if request is not None and (
+        previous is not None or (_FAILED and _FAILED.pop(span.get_span_context().span_id, False))
+    ):
+        _retried(span, request, previous)
+    return span
 
 
-def on_request(request: Any) -> None:
-    inject(request.headers)
-    retry = request.headers.get("x-stainless-retry-count")
-    if retry and retry != "0":
-        span = _genai_span()
-        if span is not None:
-            try:
-                count = int(retry)
-            except ValueError:
-                return
-            previous = raw_attributes(span).get(semconv.HTTP_RESPONSE_STATUS_CODE)
-            event: dict[str, Any] = {semconv.HTTP_REQUEST_RESEND_COUNT: count}
-            if previous is not None:
-                event[semconv.HTTP_RESPONSE_STATUS_CODE] = previous
-            span.add_event(semconv.RETRY_EVENT, event)
-            span.set_attribute(semconv.HTTP_REQUEST_RESEND_COUNT, count)
+def _retried(span: Any, request: Any, previous: Any) -> None:
+    """A ``retry`` event and ``http.request.resend_count`` (the SDK numbers its attempts in
+    ``x-stainless-retry-count``), with the status the attempt before got, if any."""
+    try:
+        count = int(request.headers.get("x-stainless-retry-count") or 0)
+    except ValueError:
+        return
+    if count <= 0:
+        return
+    event: dict[str, Any] = {semconv.HTTP_REQUEST_RESEND_COUNT: count}
+    if previous is not None:
+        event[semconv.HTTP_RESPONSE_STATUS_CODE] = previous
+    span.add_event(semconv.RETRY_EVENT, event)
+    span.set_attribute(semconv.HTTP_REQUEST_RESEND_COUNT, count)
 
 
-def on_response(response: Any) -> None:
-    span = _genai_span()
-    if span is not None:
-        set_attributes(span, {semconv.HTTP_RESPONSE_STATUS_CODE: response.status_code})
+def _failed(span: Any) -> None:
+    if len(_FAILED) >= _FAILED_MAX:
+        _FAILED.clear()
+    _FAILED[span.get_span_context().span_id] = True
 
 
 def _send(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-    request = args[0] if args else kwargs.get("request")
-    if request is not None:
-        on_request(request)
-    response = wrapped(*args, **kwargs)
-    on_response(response)
+    span = _before(args[0] if args else kwargs.get("request"))
+    try:
+        response = wrapped(*args, **kwargs)
+    except BaseException:
+        if span is not None:
+            _failed(span)
+        raise
+    if span is not None:
+        set_attributes(span, {semconv.HTTP_RESPONSE_STATUS_CODE: response.status_code})
     return response
 
 
 async def _send_async(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-    request = args[0] if args else kwargs.get("request")
-    if request is not None:
-        on_request(request)
-    response = await wrapped(*args, **kwargs)
-    on_response(response)
+    span = _before(args[0] if args else kwargs.get("request"))
+    try:
+        response = await wrapped(*args, **kwargs)
+    except BaseException:
+        if span is not None:
+            _failed(span)
+        raise
+    if span is not None:
+        set_attributes(span, {semconv.HTTP_RESPONSE_STATUS_CODE: response.status_code})
     return response
 
 
