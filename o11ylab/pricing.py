@@ -592,38 +592,39 @@ def _tokens(
     return _Tokens(input_tokens, output_tokens, cache_read, cache_write, reasoning)
 
 
-def _genai_amounts(rate: _Rate, tokens: _Tokens) -> _Amounts:
-    model_price = rate.model_price
-    linear = rate.linear if rate.linear is not None else _linear(model_price, tokens.input)
-    if linear is None:  # a price o11ylab cannot split: genai-prices' total, split by direction
-        from genai_prices import Usage
+def _linear_amounts(linear: _Linear, tokens: _Tokens) -> _Amounts:
+    uncached = tokens.input - tokens.cache_read - tokens.cache_write
+    cache_write = tokens.cache_write * linear.cache_write
+    input_amount = uncached * linear.input + cache_write
+    cached = tokens.cache_read * linear.cache_read
+    output_amount = (
+        tokens.output - tokens.reasoning
+    ) * linear.output + tokens.reasoning * linear.reasoning
+    total = linear.request + input_amount + cached + output_amount
+    # tuple.__new__: the NamedTuple's own __new__ is a Python frame (~1 us in place, issue 13).
+    return tuple.__new__(_Amounts, (total, input_amount, cached, output_amount, cache_write))
 
-        assert rate.found is not None
-        calculation = rate.found.model.calc_price(
-            Usage(
-                input_tokens=tokens.input,
-                output_tokens=tokens.output,
-                cache_read_tokens=tokens.cache_read,
-                cache_write_tokens=tokens.cache_write,
-                output_reasoning_tokens=tokens.reasoning,
-            ),
-            rate.found.provider,
-            genai_request_timestamp=_minute_start(rate.minute),
-        )
-        total = float(calculation.total_price)
-        input_amount = float(calculation.input_price)
-        output_amount = float(calculation.output_price)
-        cached = cache_write = 0.0
-    else:
-        uncached = tokens.input - tokens.cache_read - tokens.cache_write
-        cache_write = tokens.cache_write * linear.cache_write
-        input_amount = uncached * linear.input + cache_write
-        cached = tokens.cache_read * linear.cache_read
-        output_amount = (
-            tokens.output - tokens.reasoning
-        ) * linear.output + tokens.reasoning * linear.reasoning
-        total = linear.request + input_amount + cached + output_amount
-    return _Amounts(total, input_amount, cached, output_amount, cache_write)
+
+def _unsplit_amounts(rate: _Rate, tokens: _Tokens) -> _Amounts:
+    """A price o11ylab cannot split: genai-prices' total, split by direction."""
+    from genai_prices import Usage
+
+    assert rate.found is not None
+    calculation = rate.found.model.calc_price(
+        Usage(
+            input_tokens=tokens.input,
+            output_tokens=tokens.output,
+            cache_read_tokens=tokens.cache_read,
+            cache_write_tokens=tokens.cache_write,
+            output_reasoning_tokens=tokens.reasoning,
+        ),
+        rate.found.provider,
+        genai_request_timestamp=_minute_start(rate.minute),
+    )
+    total = float(calculation.total_price)
+    return _Amounts(
+        total, float(calculation.input_price), 0.0, float(calculation.output_price), 0.0
+    )
 
 
 # --- arithmetic ----------------------------------------------------------------------------------
@@ -744,7 +745,10 @@ class _Rate:
     def amounts(self, tokens: _Tokens) -> _Amounts | None:
         if self.price is not None:
             return _priced(self.price, tokens)
-        return _genai_amounts(self, tokens)
+        linear = self.linear if self.linear is not None else _linear(self.model_price, tokens.input)
+        if linear is None:
+            return _unsplit_amounts(self, tokens)
+        return _linear_amounts(linear, tokens)
 
     def cost(self, tokens: _Tokens) -> Cost | None:
         amounts = self.amounts(tokens)
@@ -851,19 +855,34 @@ def _int(value: Any) -> int:
 _USAGE_BELOW_MAX = 10_000
 
 
+# The cost metric's attributes, in the order of SummedCounter's series tuples.
+_COST_METRIC_KEYS = (
+    semconv.GEN_AI_OPERATION_NAME,
+    semconv.GEN_AI_PROVIDER_NAME,
+    semconv.GEN_AI_REQUEST_MODEL,
+    semconv.GEN_AI_RESPONSE_MODEL,
+)
+_ENVIRON = os.environ
+# os.environ's own dict of encoded names: the enricher asks it whether O11YLAB_PRICING_FILE is
+# set with one C lookup (os.environ.get raises and catches a KeyError when it is not).
+_ENVIRON_DATA: dict[Any, Any] | None = getattr(os.environ, "_data", None)
+if type(_ENVIRON_DATA) is not dict:
+    _ENVIRON_DATA = None
+_PRICING_FILE_KEY = os.environ.encodekey(PRICING_FILE_ENV)
+
+
 class _CostHook:
     """Costs GenAI operation spans as they end (an enricher: ``o11ylab.enrichment``)."""
 
     name = "cost"
 
     def __init__(self, meter: Any) -> None:
-        from .telemetry._deferred import DeferredCounter
+        from .telemetry._deferred import SummedCounter
 
-        # Queued per span and added when metrics are read (see _deferred): an add on this path,
-        # right after the SDK's own span work, cost 7 µs warm and 15-20 µs with cold caches.
-        self.counter = DeferredCounter(
+        self.counter = SummedCounter(
             meter,
             semconv.METRIC_GEN_AI_COST,
+            keys=_COST_METRIC_KEYS,
             unit="USD",
             description="Cost of GenAI client operations in USD, by model (o11ylab extension).",
         )
@@ -903,13 +922,26 @@ class _CostHook:
             return None  # priced by whoever made the span
         if not carries_usage:
             return None  # nothing was used (a failed call): nothing to cost
-        try:
-            table = load_table()
-        except PricingError as exc:
-            say(
-                f"costs are unknown until the price table is fixed: {exc}", once=(id(self), "table")
-            )
-            return {semconv.COST_UNKNOWN: True}
+        # The common case on the fewest Python calls (each ~1 us here, right after the SDK's
+        # own work: issue 13): no override file, the genai-prices data already read, plain
+        # token counts, a rate resolved this minute. Anything else goes the general way.
+        data = _DATA[0] if _DATA and os.environ is _ENVIRON else None
+        if (
+            data is not None
+            and _ENVIRON_DATA is not None
+            and not _ENVIRON_DATA.get(_PRICING_FILE_KEY)
+            and _GET_SNAPSHOT[0]() is data.snapshot
+        ):
+            table = data.table
+        else:
+            try:
+                table = load_table()
+            except PricingError as exc:
+                say(
+                    f"costs are unknown until the price table is fixed: {exc}",
+                    once=(id(self), "table"),
+                )
+                return {semconv.COST_UNKNOWN: True}
         start = span.start_time
         minute = start // 60_000_000_000 if type(start) is int else _minute(None)
         cache_read = attributes.get(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
@@ -917,36 +949,61 @@ class _CostHook:
             semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
         ) or attributes.get(semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
         reasoning = attributes.get(semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)
+        call = (
+            attributes.get(semconv.GEN_AI_REQUEST_MODEL),
+            attributes.get(semconv.GEN_AI_RESPONSE_MODEL),
+            (attributes.get(semconv.SERVER_ADDRESS), attributes.get(semconv.SERVER_PORT)),
+            attributes.get(semconv.GEN_AI_PROVIDER_NAME),
+        )
         try:
-            tokens = _tokens(
-                _int(input_tokens),
-                _int(output_tokens),
-                _int(cache_read) if cache_read else 0,  # most spans have none of these three
-                _int(cache_write) if cache_write else 0,
-                _int(reasoning) if reasoning else 0,
-            )
-            call = (
-                attributes.get(semconv.GEN_AI_REQUEST_MODEL),
-                attributes.get(semconv.GEN_AI_RESPONSE_MODEL),
-                (attributes.get(semconv.SERVER_ADDRESS), attributes.get(semconv.SERVER_PORT)),
-                attributes.get(semconv.GEN_AI_PROVIDER_NAME),
-            )
-            rate = _rate(table, call, minute)
+            if cache_read or cache_write or reasoning:  # most spans have none of these three
+                tokens = _tokens(
+                    _int(input_tokens),
+                    _int(output_tokens),
+                    _int(cache_read),
+                    _int(cache_write),
+                    _int(reasoning),
+                )
+            else:  # what _tokens gives for two counts: nothing to check or move
+                tokens = tuple.__new__(
+                    _Tokens,
+                    (
+                        input_tokens
+                        if type(input_tokens) is int and input_tokens > 0
+                        else _int(input_tokens),
+                        output_tokens
+                        if type(output_tokens) is int and output_tokens > 0
+                        else _int(output_tokens),
+                        0,
+                        0,
+                        0,
+                    ),
+                )
+            try:
+                kept = _RATES.get(call)
+            except TypeError:  # a model attribute that is not a string: _rate resolves it
+                kept = None
+            if kept is not None and kept[0] is table and kept[1] == minute:
+                rate = kept[2]
+            else:
+                rate = _rate(table, call, minute)
             added = rate.attributes(tokens) if rate is not None else None
         except ValueError:  # usage genai-prices refuses as inconsistent
             added = None
         if added is None:
             return {semconv.COST_UNKNOWN: True, semconv.PRICING_VERSION: table.version}
-        metric_attributes = {semconv.GEN_AI_OPERATION_NAME: operation}
-        for key in (
-            semconv.GEN_AI_PROVIDER_NAME,
-            semconv.GEN_AI_REQUEST_MODEL,
-            semconv.GEN_AI_RESPONSE_MODEL,
-        ):
-            value = attributes.get(key)
-            if value is not None:
-                metric_attributes[key] = value
-        self.counter.add(added[semconv.GEN_AI_USAGE_COST], metric_attributes)
+        try:
+            self.counter.add(
+                added[semconv.GEN_AI_USAGE_COST],
+                (
+                    operation,
+                    attributes.get(semconv.GEN_AI_PROVIDER_NAME),
+                    attributes.get(semconv.GEN_AI_REQUEST_MODEL),
+                    attributes.get(semconv.GEN_AI_RESPONSE_MODEL),
+                ),
+            )
+        except TypeError:  # an attribute value that is not hashable: on the span, not the metric
+            pass
         return added
 
 

@@ -465,6 +465,40 @@ def test_enricher_costs_spans_of_any_provider_at_their_start_time() -> None:
     assert plain.cost_sum() == pytest.approx(expected)
 
 
+def test_the_cost_metric_sums_per_model_and_overflows_like_the_sdk() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from o11ylab.telemetry._deferred import SummedCounter
+
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    counter = SummedCounter(meter, "c", keys=("op", "model"), unit="USD", description="", limit=2)
+    counter.add(0.5, ("chat", "a"))
+    counter.add(0.25, ("chat", "a"))
+    counter.add(1.0, ("chat", None))  # no model attribute: absent from the point
+    counter.add(2.0, ("chat", "b"))  # a third series past the limit of two
+    counter.add(4.0, ("chat", "c"))
+
+    def points() -> dict[frozenset[Any], float]:
+        data = reader.get_metrics_data()
+        assert data is not None
+        (metric,) = [
+            m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        ]
+        assert metric.data.is_monotonic
+        return {frozenset(p.attributes.items()): p.value for p in metric.data.data_points}
+
+    overflow = frozenset({("otel.metric.overflow", True)})
+    assert points() == {
+        frozenset({("op", "chat"), ("model", "a")}): 0.75,
+        frozenset({("op", "chat")}): 1.0,
+        overflow: 6.0,
+    }
+    counter.add(1.0, ("chat", "a"))
+    assert points()[frozenset({("op", "chat"), ("model", "a")})] == 1.75  # cumulative
+
+
 def test_enricher_charges_the_price_of_the_spans_start() -> None:
     provider, model, before, after = _price_change()
     plain = _Plain()

@@ -331,18 +331,12 @@ class ScrubEnricher:
     name = "scrub"
 
     def on_end(self, span: Any, _state: None = None) -> None:
-        _scrub_span(span)
-
-
-def _scrub_span(span: Any) -> dict[str, Any] | None:
-    """Mask keys in error status messages (servers echo rejected keys in their 401 bodies)."""
-    status = span.status
-    if status.status_code is not StatusCode.ERROR or not status.description:
-        return None
-    cleaned = scrub(status.description)
-    if cleaned != status.description:
-        set_ended_status(span, Status(StatusCode.ERROR, cleaned))
-    return None
+        status = span.status
+        if status.status_code is not StatusCode.ERROR or not status.description:
+            return
+        cleaned = scrub(status.description)
+        if cleaned != status.description:
+            set_ended_status(span, Status(StatusCode.ERROR, cleaned))
 
 
 # --- clients -------------------------------------------------------------------------------------

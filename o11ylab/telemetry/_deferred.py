@@ -1,4 +1,4 @@
-"""Instruments whose measurements are queued on the hot path and recorded when metrics are read.
+"""Instruments whose work on the hot path is a queue append or a sum, and the SDK's at collection.
 
 Right after a call into native code (Chroma's HNSW search in Rust, 1.5 MB of vectors) the CPU's
 caches hold that code's data, not the metrics SDK's: one ``Histogram.record`` that takes 12 µs in
@@ -16,21 +16,29 @@ collecting thread, which the SDK allows: a synchronous ``record`` takes no lock 
 The queue is bounded: a meter whose metrics are never read (the API's no-op, a provider with no
 reader) drops its oldest measurements instead of growing. Only a measurement's timestamp moves,
 to the time it was drained, which histogram points do not report.
+
+``SummedCounter`` goes further for a counter: it keeps the sums itself, and an observable
+counter reports them, so no per-measurement SDK work is left for collection either.
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from opentelemetry.context import Context, get_current
+from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-__all__ = ["DeferredCounter", "DeferredHistogram"]
+from .._compat import current_context
+
+__all__ = ["DeferredHistogram", "SummedCounter"]
 
 _QUEUE_LIMIT = 65_536  # about 4 MB of pending tuples at most
+_SERIES_LIMIT = 2000  # the SDK's default cardinality limit
+_OVERFLOW: tuple[Any, ...] = ("otel.metric.overflow",)
 
 
 class DeferredHistogram:
@@ -57,7 +65,7 @@ class DeferredHistogram:
         self, value: float, attributes: Mapping[str, Any], context: Context | None = None
     ) -> None:
         """Queue one measurement, made in ``context`` (default: the current one, as ``record``)."""
-        self._pending.append((value, attributes, get_current() if context is None else context))
+        self._pending.append((value, attributes, current_context() if context is None else context))
 
     def drain(self) -> None:
         """Record everything queued now (also what every collection does first)."""
@@ -75,17 +83,57 @@ class DeferredHistogram:
         _LIVE.discard(self)
 
 
-class DeferredCounter(DeferredHistogram):
-    """``add`` queues; the meter's next collection adds to the real counter."""
+class SummedCounter:
+    """A counter summed here, per series, and read at collection by an observable counter.
 
-    def _create(self, meter: Meter, name: str, unit: str, description: str) -> Any:
-        return meter.create_counter(name, unit=unit, description=description).add
+    For o11ylab's cost counter, added on every costed span. ``add`` is one locked dict update;
+    the SDK's ``Counter.add`` (attribute set, aggregation, exemplar sampling) cost ~9 us a call
+    even when replayed from a queue at collection (bench_call_cpu, issue 13). What it gives up
+    is exemplars: an observable instrument has no context to take them from. The official
+    instrumentation's duration and token histograms carry exemplars for the same calls.
 
-    def add(
-        self, amount: float, attributes: Mapping[str, Any], context: Context | None = None
+    A series is the tuple of its attribute values, in the order of ``keys`` (None: absent).
+    Past ``limit`` series, further ones are summed into one with ``otel.metric.overflow``, as
+    the SDK's own cardinality limit does.
+    """
+
+    def __init__(
+        self,
+        meter: Meter,
+        name: str,
+        *,
+        keys: tuple[str, ...],
+        unit: str,
+        description: str,
+        limit: int = _SERIES_LIMIT,
     ) -> None:
-        """Queue one increment, made in ``context`` (default: the current one, as ``add``)."""
-        self._pending.append((amount, attributes, get_current() if context is None else context))
+        self._keys = keys
+        self._limit = limit
+        self._sums: dict[tuple[Any, ...], float] = {}
+        self._lock = threading.Lock()
+        meter.create_observable_counter(
+            name, callbacks=[self._observe], unit=unit, description=description
+        )
+
+    def add(self, amount: float, values: tuple[Any, ...]) -> None:
+        """Add ``amount`` to the series of ``values`` (hashable: span attribute values are)."""
+        sums = self._sums
+        with self._lock:
+            if values not in sums and len(sums) >= self._limit:
+                values = _OVERFLOW
+            sums[values] = sums.get(values, 0.0) + amount
+
+    def _observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            series = list(self._sums.items())
+        for values, total in series:
+            if values is _OVERFLOW:
+                yield Observation(total, {"otel.metric.overflow": True})
+            else:
+                attributes = {
+                    k: v for k, v in zip(self._keys, values, strict=True) if v is not None
+                }
+                yield Observation(total, attributes)
 
 
 _HOOK = "o11ylab.instrumentation.deferred"  # the name it has always exported under
