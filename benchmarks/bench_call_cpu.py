@@ -207,17 +207,30 @@ def _setup(variant: str, shell: Any) -> Any:
 
         tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(BatchSpanProcessor(Counting()))
-        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        reader = InMemoryMetricReader()
+        meter_provider = MeterProvider(metric_readers=[reader])
         OpenAIInstrumentor().instrument(
             tracer_provider=tracer_provider, meter_provider=meter_provider
         )
-        return tracer_provider.force_flush
+
+        def flush_official() -> None:
+            tracer_provider.force_flush()
+            reader.get_metrics_data()
+
+        return flush_official
     shell.run_line_magic("load_ext", "o11ylab")
     from o11ylab.telemetry import peek_telemetry
 
     telemetry = peek_telemetry()
-    assert telemetry is not None
-    return telemetry.flush
+    assert telemetry is not None and telemetry.memory_reader is not None
+
+    def flush_o11ylab() -> None:
+        telemetry.flush()
+        # A collection, as the official worker's: it records what o11ylab's deferred
+        # instruments queued on the calling path (the cost counter), so that work is counted.
+        telemetry.memory_reader.get_metrics_data()
+
+    return flush_o11ylab
 
 
 def _counts(variant: str) -> dict[str, Any]:
