@@ -38,7 +38,7 @@ __all__ = ["DeferredHistogram", "SummedCounter"]
 
 _QUEUE_LIMIT = 65_536  # about 4 MB of pending tuples at most
 _SERIES_LIMIT = 2000  # the SDK's default cardinality limit
-_OVERFLOW: tuple[Any, ...] = ("otel.metric.overflow",)
+_OVERFLOW = object()  # the series past the limit (no tuple of values can be it)
 
 
 class DeferredHistogram:
@@ -47,7 +47,7 @@ class DeferredHistogram:
     def __init__(
         self, meter: Meter, name: str, *, unit: str, description: str, limit: int = _QUEUE_LIMIT
     ) -> None:
-        self._target = self._create(meter, name, unit, description)
+        self._target = meter.create_histogram(name, unit=unit, description=description).record
         self._pending: deque[tuple[float, Mapping[str, Any], Context]] = deque(maxlen=limit)
         _LIVE.add(self)
         # Never observes anything, so it exports no points: it is only the collection hook.
@@ -56,10 +56,6 @@ class DeferredHistogram:
         meter.create_observable_gauge(
             _HOOK, callbacks=[_drain_all], description="Internal: records queued measurements."
         )
-
-    def _create(self, meter: Meter, name: str, unit: str, description: str) -> Any:
-        histogram = meter.create_histogram(name, unit=unit, description=description)
-        return histogram.record
 
     def record(
         self, value: float, attributes: Mapping[str, Any], context: Context | None = None
@@ -109,7 +105,7 @@ class SummedCounter:
     ) -> None:
         self._keys = keys
         self._limit = limit
-        self._sums: dict[tuple[Any, ...], float] = {}
+        self._sums: dict[object, float] = {}
         self._lock = threading.Lock()
         meter.create_observable_counter(
             name, callbacks=[self._observe], unit=unit, description=description
@@ -118,18 +114,20 @@ class SummedCounter:
     def add(self, amount: float, values: tuple[Any, ...]) -> None:
         """Add ``amount`` to the series of ``values`` (hashable: span attribute values are)."""
         sums = self._sums
+        key: object = values
         with self._lock:
-            if values not in sums and len(sums) >= self._limit:
-                values = _OVERFLOW
-            sums[values] = sums.get(values, 0.0) + amount
+            if key not in sums and len(sums) >= self._limit:
+                key = _OVERFLOW
+            sums[key] = sums.get(key, 0.0) + amount
 
     def _observe(self, _options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
             series = list(self._sums.items())
-        for values, total in series:
-            if values is _OVERFLOW:
+        for key, total in series:
+            if key is _OVERFLOW:
                 yield Observation(total, {"otel.metric.overflow": True})
             else:
+                values: Any = key
                 attributes = {
                     k: v for k, v in zip(self._keys, values, strict=True) if v is not None
                 }
