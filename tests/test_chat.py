@@ -133,6 +133,7 @@ def test_async_chat_and_async_stream(local: LocalServer) -> None:
     assert "".join(pieces) == streamed.text
     assert [s.name for s in spans] == [f"chat {local.chat_model}"] * 2
     assert all(s.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 4 for s in spans)
+    assert all(s.attributes[semconv.HTTP_RESPONSE_STATUS_CODE] == 200 for s in spans)  # async send
     assert spans[1].attributes["gen_ai.request.stream"] is True
 
 
