@@ -76,6 +76,13 @@ round's flush now collects metrics, so work deferred to collection is counted: i
 106 calls to 57. Against the code before, run as a fourth worker in the same runs (``--also
 PYTHONPATH=<old checkout>``), 31-41 rounds: +384 / +388 / +379 us against +426 / +414 / +424,
 official +287 / +278 / +284: ratio 1.34 / 1.39 / 1.34, the code before 1.48 / 1.49 / 1.49.
+
+The next day, the same code: ratio 1.41 / 1.48 / 1.42 / 1.34 / 1.43 in five runs (21-41 rounds):
+runs of one setup now differ by more than any part left to cut. What the goal would take, as
+more workers of one run (31 rounds, official +311): o11ylab +444 (1.43); without the run file
+(``O11YLAB_TRACE_FILE=0``) +397 (1.28); without trace context on the wire
+(``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai_http``) +395 (1.27); without both +376 (1.21).
+The goal is met only with two of the features the issue keeps switched off.
 """
 
 from __future__ import annotations
